@@ -1,0 +1,102 @@
+// content_address on the CPU: one task per (b, h) row does similarity, scaling and softmax in one
+// pass over the memory of batch b.
+//
+// Backward saves nothing but the forward's inputs and output (the weights p): the similarities are
+// recomputed (one more pass over memory, which the key gradient has to make anyway), which keeps an
+// unrolled model's saved activations at one (B, H, N) tensor per call.
+#include "content_grad.h"
+
+namespace memops {
+namespace cpu {
+
+at::Tensor content_address(const at::Tensor& memory_, const at::Tensor& keys_, const at::Tensor& beta_,
+                           const c10::optional<at::Tensor>& mask_, c10::string_view similarity,
+                           double eps) {
+  check_content_address(memory_, keys_, beta_, mask_, similarity, eps);
+  check_cpu_dtype("content_address", memory_);
+  const auto memory = contiguous(memory_), keys = contiguous(keys_), beta = contiguous(beta_);
+  const auto mask = contiguous(mask_);
+  const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2), H = keys.size(1);
+  const bool cosine = similarity == "cosine";
+  auto out = at::empty({B, H, N}, memory.options());
+  AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "content_address", [&] {
+    const scalar_t* mem = memory.data_ptr<scalar_t>();
+    const scalar_t* key = keys.data_ptr<scalar_t>();
+    const scalar_t* bet = beta.data_ptr<scalar_t>();
+    const bool* keep = data_or_null<bool>(mask);
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t b = row / H;
+        scalar_t* p = o + row * N;
+        math::similarity_row<scalar_t, scalar_t>(mem + b * N * W, key + row * W, N, W, cosine,
+                                                 scalar_t(eps), p);
+        for (int64_t i = 0; i < N; ++i) p[i] *= bet[row];
+        math::masked_softmax_row(p, keep ? keep + b * N : nullptr, N);
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> content_address_backward(
+    const at::Tensor& grad_, const at::Tensor& memory_, const at::Tensor& keys_, const at::Tensor& beta_,
+    const c10::optional<at::Tensor>& mask_, const at::Tensor& weights_, c10::string_view similarity,
+    double eps) {
+  check_content_address(memory_, keys_, beta_, mask_, similarity, eps);
+  check_cpu_dtype("content_address", memory_);
+  const int64_t B = memory_.size(0), N = memory_.size(1), W = memory_.size(2), H = keys_.size(1);
+  check_grad("content_address", grad_, {B, H, N}, memory_);
+  check_grad("content_address", weights_, {B, H, N}, memory_);
+  const auto memory = contiguous(memory_), keys = contiguous(keys_), beta = contiguous(beta_);
+  const auto grad = contiguous(grad_), weights = contiguous(weights_);
+  const bool cosine = similarity == "cosine";
+  auto grad_memory = at::empty_like(memory), grad_keys = at::empty_like(keys);
+  auto grad_beta = at::empty_like(beta);
+  auto sim = at::empty({B, H, N}, memory.options()), dsim = at::empty_like(sim);
+  auto key_norm = at::empty({B, H}, memory.options());
+  AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "content_address_backward", [&] {
+    const scalar_t* mem = memory.data_ptr<scalar_t>();
+    const scalar_t* key = keys.data_ptr<scalar_t>();
+    const scalar_t* bet = beta.data_ptr<scalar_t>();
+    const scalar_t* g = grad.data_ptr<scalar_t>();
+    const scalar_t* p = weights.data_ptr<scalar_t>();
+    scalar_t* s = sim.data_ptr<scalar_t>();
+    scalar_t* ds = dsim.data_ptr<scalar_t>();
+    scalar_t* kn = key_norm.data_ptr<scalar_t>();
+    scalar_t* gk = grad_keys.data_ptr<scalar_t>();
+    scalar_t* gb = grad_beta.data_ptr<scalar_t>();
+    // Phase 1, per (b, h) row: dlogits = softmax backward, grad_beta = dlogits . sim,
+    // dsim = beta * dlogits, grad_key from dsim.
+    at::parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const scalar_t* mem_b = mem + (row / H) * N * W;
+        scalar_t* s_row = s + row * N;
+        scalar_t* ds_row = ds + row * N;
+        kn[row] = math::similarity_row<scalar_t, scalar_t>(mem_b, key + row * W, N, W, cosine,
+                                                           scalar_t(eps), s_row);
+        math::softmax_backward_row(p + row * N, g + row * N, N, ds_row);
+        scalar_t gbeta = 0;
+        for (int64_t i = 0; i < N; ++i) {
+          gbeta += ds_row[i] * s_row[i];
+          ds_row[i] *= bet[row];
+        }
+        gb[row] = gbeta;
+        math::key_grad_row<scalar_t, scalar_t>(mem_b, key + row * W, N, W, cosine, scalar_t(eps),
+                                               kn[row], s_row, ds_row, gk + row * W);
+      }
+    });
+    // Phase 2, per (b, i) slot: the memory gradient, summed over heads.
+    content_memory_grad<scalar_t>(mem, key, kn, s, ds, B, H, N, W, cosine, scalar_t(eps),
+                                  grad_memory.data_ptr<scalar_t>());
+  });
+  return {grad_memory, grad_keys, grad_beta};
+}
+
+TORCH_LIBRARY_IMPL(memops, CPU, m) {
+  m.impl("content_address", &content_address);
+  m.impl("_content_address_backward", &content_address_backward);
+}
+
+}  // namespace cpu
+}  // namespace memops

@@ -1,0 +1,179 @@
+"""Argument checks in Python, for the fake kernels (torch.compile) and the reference backend.
+
+They raise the same errors, word for word, as csrc/validate.h does for the compiled kernels
+(ValueError for shapes, devices and values, TypeError for dtypes); tests/test_validation.py holds
+the two to that. Shapes are named by letters (B batch, H heads, N slots, W width, S shift width):
+the first tensor that shows a letter fixes its size, later tensors must agree.
+"""
+
+import torch
+
+
+class _Dims:
+    def __init__(self, op):
+        self.op = op
+        self.sizes = {}
+
+    def check(self, t, name, letters):
+        ok = t.dim() == len(letters) and all(self.sizes.get(l, s) == s for l, s in zip(letters, t.shape))
+        if not ok:
+            sizes = ", ".join(str(self.sizes.get(l, l)) for l in letters)
+            raise ValueError(
+                f"{self.op}: {name} must have shape ({', '.join(letters)}) = ({sizes}), got {list(t.shape)}"
+            )
+        self.sizes.update(zip(letters, t.shape))
+
+
+def _first_float(op, t, name):
+    if not t.dtype.is_floating_point:
+        raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
+
+
+def _float_like(op, t, name, like, like_name):
+    _first_float(op, t, name)
+    if t.dtype != like.dtype:
+        raise TypeError(f"{op}: {name} must have the dtype of {like_name} ({like.dtype}), got {t.dtype}")
+    if t.device != like.device:
+        raise ValueError(f"{op}: {name} must be on the device of {like_name} ({like.device}), got {t.device}")
+
+
+def _floats(op, memory, first_name, **others):
+    _first_float(op, memory, first_name)
+    for name, t in others.items():
+        if t is not None:
+            _float_like(op, t, name, memory, first_name)
+
+
+def _mask(op, mask, memory, dims):
+    if mask is None:
+        return
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{op}: mask must be a bool tensor, got {mask.dtype}")
+    if mask.device != memory.device:
+        raise ValueError(f"{op}: mask must be on the device of memory ({memory.device}), got {mask.device}")
+    dims.check(mask, "mask", "BN")
+
+
+def _similarity(op, similarity, eps):
+    if similarity not in ("cosine", "dot"):
+        raise ValueError(f"{op}: similarity must be 'cosine' or 'dot', got '{similarity}'")
+    if not eps > 0:
+        raise ValueError(f"{op}: eps must be positive, got {eps:g}")
+
+
+def _odd_shift(op, dims):
+    if dims.sizes["S"] % 2 != 1:
+        raise ValueError(
+            f"{op}: kernel width S must be odd (kernel[S // 2] is the 'stay' tap), got S = {dims.sizes['S']}"
+        )
+
+
+def content_address(memory, keys, beta, mask, similarity, eps):
+    op, dims = "content_address", _Dims("content_address")
+    _floats(op, memory, "memory", keys=keys, beta=beta)
+    dims.check(memory, "memory", "BNW")
+    dims.check(keys, "keys", "BHW")
+    dims.check(beta, "beta", "BH")
+    _mask(op, mask, memory, dims)
+    _similarity(op, similarity, eps)
+    return dims.sizes
+
+
+def shift(weights, kernel):
+    op, dims = "shift", _Dims("shift")
+    _floats(op, weights, "weights", kernel=kernel)
+    dims.check(weights, "weights", "BHN")
+    dims.check(kernel, "kernel", "BHS")
+    _odd_shift(op, dims)
+    return dims.sizes
+
+
+def sharpen(weights, gamma):
+    op, dims = "sharpen", _Dims("sharpen")
+    _floats(op, weights, "weights", gamma=gamma)
+    dims.check(weights, "weights", "BHN")
+    dims.check(gamma, "gamma", "BH")
+    return dims.sizes
+
+
+def ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps):
+    op, dims = "ntm_address", _Dims("ntm_address")
+    _floats(op, memory, "memory", keys=keys, beta=beta, gate=gate, kernel=kernel, gamma=gamma,
+            prev_weights=prev_weights)
+    dims.check(memory, "memory", "BNW")
+    dims.check(keys, "keys", "BHW")
+    dims.check(beta, "beta", "BH")
+    dims.check(gate, "gate", "BH")
+    dims.check(kernel, "kernel", "BHS")
+    dims.check(gamma, "gamma", "BH")
+    dims.check(prev_weights, "prev_weights", "BHN")
+    _odd_shift(op, dims)
+    _similarity(op, "cosine", eps)
+    return dims.sizes
+
+
+def read(memory, weights):
+    op, dims = "read", _Dims("read")
+    _floats(op, memory, "memory", weights=weights)
+    dims.check(memory, "memory", "BNW")
+    dims.check(weights, "weights", "BHN")
+    return dims.sizes
+
+
+def write(memory, weights, erase, add):
+    op, dims = "write", _Dims("write")
+    _floats(op, memory, "memory", weights=weights, erase=erase, add=add)
+    dims.check(memory, "memory", "BNW")
+    dims.check(weights, "weights", "BHN")
+    if erase is not None:
+        dims.check(erase, "erase", "BHW")
+    dims.check(add, "add", "BHW")
+    return dims.sizes
+
+
+def cpu_dtype(op, t):
+    """The CPU kernels take float32 and float64 (csrc/cpu/common.h says the same)."""
+    if t.device.type == "cpu" and t.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{op}: the CPU kernels take float32 or float64 tensors, got {t.dtype}")
+
+
+def grad(op, g, shape, like):
+    """The incoming gradient of a backward op: the forward output's shape, like's dtype and device."""
+    if list(g.shape) != list(shape):
+        raise ValueError(f"{op}: grad must have the output's shape {list(shape)}, got {list(g.shape)}")
+    _float_like(op, g, "grad", like, "the inputs")
+
+
+# --- value checks, run only in debug mode (memops.set_debug(True) or MEMOPS_DEBUG=1) ---------------
+# Each costs a pass over its tensor and a device sync, which is why they are not always on.
+
+
+def _finite(op, **tensors):
+    for name, t in tensors.items():
+        if t is not None and t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{op}: {name} has NaN or Inf values (debug check)")
+
+
+def _at_least(op, name, t, low):
+    if t.numel() and bool((t < low).any()):
+        raise ValueError(f"{op}: {name} must be >= {low:g} everywhere (debug check), got min {t.min().item():g}")
+
+
+def _at_most(op, name, t, high):
+    if t.numel() and bool((t > high).any()):
+        raise ValueError(f"{op}: {name} must be <= {high:g} everywhere (debug check), got max {t.max().item():g}")
+
+
+def values(op, **tensors):
+    """The contract's value ranges: finite inputs; weights >= 0, gamma >= 1, gate in [0, 1]."""
+    _finite(op, **tensors)
+    if op in ("sharpen", "ntm_address"):
+        _at_least(op, "gamma", tensors["gamma"], 1.0)
+    if op == "sharpen":
+        _at_least(op, "weights", tensors["weights"], 0.0)
+    if op == "ntm_address":
+        _at_least(op, "gate", tensors["gate"], 0.0)
+        _at_most(op, "gate", tensors["gate"], 1.0)
+        _at_least(op, "prev_weights", tensors["prev_weights"], 0.0)
+        # a negative shift tap could make the shifted weights negative, and sharpen needs w >= 0
+        _at_least(op, "kernel", tensors["kernel"], 0.0)

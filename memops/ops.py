@@ -1,0 +1,112 @@
+"""The public op contract of memops.
+
+Shapes: B batch, H heads, N memory slots, W slot width, S shift width (odd). Shapes are exact (no
+broadcasting); every floating input gets a gradient. B = 0 gives an empty result. CPU kernels take
+float32 and float64. Each op takes `backend=` ("auto", "cpp", "reference"; see memops._backend).
+
+Bad shapes, dtypes and devices raise ValueError / TypeError naming the argument and the shape it
+should have. Value ranges (gamma >= 1, weights >= 0, gate in [0, 1], finite inputs) are checked only
+in debug mode: memops.set_debug(True) or MEMOPS_DEBUG=1.
+"""
+
+import os
+
+import torch
+
+from . import _backend, _validate, reference
+
+_debug = os.environ.get("MEMOPS_DEBUG", "0") not in ("", "0")
+
+
+def set_debug(enabled=True):
+    """Turn the value-range checks on or off (they cost a pass over each input and a device sync)."""
+    global _debug
+    _debug = bool(enabled)
+
+
+def _use_reference(op, backend, args):
+    """Pick the backend for one call; validate for the reference (the C++ kernels validate themselves)."""
+    impl = _backend.select(backend, next(iter(args.values())))
+    if _debug:
+        _validate.values(op, **{k: v for k, v in args.items() if isinstance(v, torch.Tensor)})
+    if impl == "reference":
+        getattr(_validate, op)(*args.values())
+        return True
+    return False
+
+
+def content_address(memory, keys, beta, *, mask=None, similarity="cosine", eps=1e-8, backend=None):
+    """Content addressing: softmax over slots of beta * sim(key, slot).
+
+    memory (B,N,W), keys (B,H,W), beta (B,H), mask (B,N) bool or None -> weights (B,H,N).
+    similarity="cosine": k.m / (max(|k|, eps) max(|m|, eps)), as torch.nn.functional.cosine_similarity
+    (NTM); similarity="dot": k.m (NSE, memory networks; eps unused). Slots where mask is False get
+    weight exactly 0; a row whose every slot is masked is all zeros (not NaN).
+    """
+    args = dict(memory=memory, keys=keys, beta=beta, mask=mask, similarity=similarity, eps=eps)
+    if _use_reference("content_address", backend, args):
+        return reference.content_address(memory, keys, beta, mask=mask, similarity=similarity, eps=eps)
+    return torch.ops.memops.content_address(memory, keys, beta, mask, similarity, eps)
+
+
+def shift(weights, kernel, *, backend=None):
+    """Circular convolution of each weighting with its shift kernel.
+
+    weights (B,H,N), kernel (B,H,S), S odd -> (B,H,N), out[i] = sum_j weights[(i - (j - S//2)) mod N] kernel[j].
+    kernel[S//2] keeps the focus in place, kernel[S//2 + 1] moves it one slot forward. S > N wraps.
+    """
+    args = dict(weights=weights, kernel=kernel)
+    if _use_reference("shift", backend, args):
+        return reference.shift(weights, kernel)
+    return torch.ops.memops.shift(weights, kernel)
+
+
+def sharpen(weights, gamma, *, backend=None):
+    """w^gamma / sum_i w_i^gamma per row, computed from w / max(w) (exact for any N and gamma).
+
+    weights (B,H,N) >= 0, gamma (B,H) >= 1 -> (B,H,N). A row of zeros gives zeros; gradients are
+    finite where w = 0.
+    """
+    args = dict(weights=weights, gamma=gamma)
+    if _use_reference("sharpen", backend, args):
+        return reference.sharpen(weights, gamma)
+    return torch.ops.memops.sharpen(weights, gamma)
+
+
+def ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, *, eps=1e-8, backend=None):
+    """The whole NTM addressing in one fused op.
+
+    content = content_address(memory, keys, beta, similarity="cosine", eps=eps);
+    gated = gate * content + (1 - gate) * prev_weights; out = sharpen(shift(gated, kernel), gamma).
+    memory (B,N,W), keys (B,H,W), beta (B,H), gate (B,H) in [0,1], kernel (B,H,S), gamma (B,H) >= 1,
+    prev_weights (B,H,N) -> (B,H,N).
+    """
+    args = dict(memory=memory, keys=keys, beta=beta, gate=gate, kernel=kernel, gamma=gamma,
+                prev_weights=prev_weights, eps=eps)
+    if _use_reference("ntm_address", backend, args):
+        return reference.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps=eps)
+    return torch.ops.memops.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps)
+
+
+def read(memory, weights, *, backend=None):
+    """Weighted read: memory (B,N,W), weights (B,H,N) -> (B,H,W), r[b,h] = sum_i weights[b,h,i] memory[b,i]."""
+    args = dict(memory=memory, weights=weights)
+    if _use_reference("read", backend, args):
+        return reference.read(memory, weights)
+    return torch.ops.memops.read(memory, weights)
+
+
+def write(memory, weights, erase, add, *, backend=None):
+    """Erase/add write, all heads at once, out of place.
+
+    memory (B,N,W), weights (B,H,N), erase (B,H,W) or None, add (B,H,W) -> new memory (B,N,W):
+    memory * prod_h (1 - w_h (x) e_h) + sum_h w_h (x) a_h. erase=None means e = 1 (the NSE write:
+    each slot keeps the fraction prod_h (1 - w_h) of its content) without building a ones tensor.
+    """
+    args = dict(memory=memory, weights=weights, erase=erase, add=add)
+    if _use_reference("write", backend, args):
+        return reference.write(memory, weights, erase, add)
+    return torch.ops.memops.write(memory, weights, erase, add)
+
+
+__all__ = ["content_address", "shift", "sharpen", "ntm_address", "read", "write", "set_debug"]

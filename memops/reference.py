@@ -1,0 +1,77 @@
+"""The specification: every memops op in plain PyTorch.
+
+Each function here is the definition its kernels are tested against, forward and every gradient
+(the gradients are whatever autograd makes of these lines). They are written to be short and plainly
+right, not fast. Shapes: B batch, H heads, N memory slots, W slot width, S shift width (odd).
+They do not validate their inputs; `memops.ops` does that before calling them.
+"""
+
+import torch
+
+
+def content_address(memory, keys, beta, *, mask=None, similarity="cosine", eps=1e-8):
+    """softmax_i(beta[b,h] * sim(keys[b,h], memory[b,i])) -> (B,H,N).
+
+    cosine: k.m / (max(|k|, eps) * max(|m|, eps)), as torch.nn.functional.cosine_similarity;
+    dot: k.m. Slots where mask (B,N) is False get weight 0; a row with no slot left is all zeros.
+    """
+    if similarity == "cosine":
+        k_norm = keys.norm(dim=-1).clamp_min(eps)  # (B,H)
+        m_norm = memory.norm(dim=-1).clamp_min(eps)  # (B,N)
+        sim = (keys @ memory.transpose(1, 2)) / (k_norm[:, :, None] * m_norm[:, None, :])
+    else:
+        sim = keys @ memory.transpose(1, 2)
+    logits = beta[:, :, None] * sim  # (B,H,N)
+    if mask is None:
+        return torch.softmax(logits, dim=-1)
+    keep = mask[:, None, :]  # (B,1,N)
+    # masked slots get -inf; a row with no slot left gets finite logits and is zeroed by `* keep`
+    logits = logits.masked_fill(~keep, float("-inf")).masked_fill(~keep.any(-1, keepdim=True), 0.0)
+    return torch.softmax(logits, dim=-1) * keep
+
+
+def shift(weights, kernel):
+    """Circular convolution: out[i] = sum_j weights[(i - (j - S//2)) mod N] * kernel[j].
+
+    kernel[S//2] keeps the focus in place; kernel[S//2 + 1] moves it one slot forward.
+    """
+    S = kernel.shape[-1]
+    out = torch.zeros_like(weights)
+    for j in range(S):
+        out = out + torch.roll(weights, shifts=j - S // 2, dims=-1) * kernel[..., j : j + 1]
+    return out
+
+
+def sharpen(weights, gamma):
+    """w^gamma / sum_i w_i^gamma over the last dim, from w / max(w) so no power under- or overflows.
+
+    A row of all zeros returns zeros (and zero gradients).
+    """
+    w_max = weights.amax(dim=-1, keepdim=True)
+    u = (weights / torch.where(w_max > 0, w_max, 1.0)) ** gamma[:, :, None]
+    total = u.sum(dim=-1, keepdim=True)
+    return torch.where(total > 0, u / torch.where(total > 0, total, 1.0), 0.0)
+
+
+def ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, *, eps=1e-8):
+    """NTM addressing: cosine content -> interpolate with prev_weights by gate -> shift -> sharpen."""
+    content = content_address(memory, keys, beta, similarity="cosine", eps=eps)
+    g = gate[:, :, None]
+    gated = g * content + (1 - g) * prev_weights
+    return sharpen(shift(gated, kernel), gamma)
+
+
+def read(memory, weights):
+    """r[b,h] = sum_i weights[b,h,i] * memory[b,i] -> (B,H,W)."""
+    return weights @ memory
+
+
+def write(memory, weights, erase, add):
+    """memory * prod_h (1 - w_h (x) e_h) + sum_h w_h (x) a_h -> (B,N,W); erase=None means e = 1."""
+    w = weights[:, :, :, None]  # (B,H,N,1)
+    e = 1.0 if erase is None else erase[:, :, None, :]  # (B,H,1,W)
+    keep = torch.prod(1 - w * e, dim=1)  # (B,N,W) or (B,N,1)
+    return memory * keep + (w * add[:, :, None, :]).sum(dim=1)
+
+
+__all__ = ["content_address", "shift", "sharpen", "ntm_address", "read", "write"]
