@@ -1,0 +1,385 @@
+"""`memops check`: is this build right on this machine?
+
+For every op and every backend that can run on the device (the reference excepted: it is what the
+others are held to), compare the forward and the gradient of every floating input with the
+reference computed in float64 on the same values, on a few shapes (the NTM paper size and an odd
+small one with non-contiguous inputs); then run torch.autograd.gradcheck in float64 on a small shape.
+Prints a pass/fail table; the exit code is 0 only if everything passed.
+
+    python -m memops check                       # every non-reference backend on the CPU
+    python -m memops check --device cuda --dtype float32
+    python -m memops check --backend reference   # the reference in float32 against float64
+
+Inputs are drawn in the ranges the ops see in a model: weights and kernels from a softmax, gamma in
+[1, 5], gate, erase in [0, 1], beta in [0, 5]; the mask drops about a fifth of the slots and the whole
+of one batch row. Each op's input is drawn in float64 and cast to the tested dtype; the reference
+runs on those cast values in float64, so an error shows the backend's arithmetic only.
+"""
+
+import math
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from . import _backend, ops
+from ._library import build_info
+
+# ---------------------------------------------------------------------------------------------------
+# What is checked
+
+SHAPES = {
+    # name: (sizes, non-contiguous inputs)
+    "paper": (dict(B=64, H=1, N=128, W=20, S=3), False),  # NTM paper: 128 slots of width 20
+    "odd": (dict(B=3, H=3, N=13, W=7, S=3), True),
+}
+GRADCHECK_SHAPE = dict(B=2, H=2, N=5, W=3, S=3)
+
+# elementwise test |out - ref| <= atol + rtol |ref|, ref in float64 (torch.testing's defaults, a
+# little looser: gradients of a softmax over 128 slots sum 128 rounded products)
+TOLERANCES = {
+    torch.float64: dict(rtol=1e-7, atol=1e-9),
+    torch.float32: dict(rtol=1e-4, atol=1e-5),
+    torch.float16: dict(rtol=1e-2, atol=1e-3),
+    torch.bfloat16: dict(rtol=5e-2, atol=1e-2),
+}
+GRADCHECK = dict(eps=1e-6, atol=1e-5, rtol=1e-3)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
+
+
+class Case:
+    """One op called one way: `inputs` are the differentiable tensors, `fixed` the other arguments."""
+
+    def __init__(self, name, op, inputs, fixed=None, shift_width=None):
+        self.name, self.op, self.inputs = name, op, inputs
+        self.fixed = fixed or {}
+        self.shift_width = shift_width  # None: the shape's S; "wide": the smallest odd S > N
+
+    def dims(self, sizes):
+        d = dict(sizes)
+        if self.shift_width == "wide":
+            d["S"] = d["N"] + 1 if d["N"] % 2 == 0 else d["N"] + 2
+        return d
+
+    def call(self, tensors, extra, backend):
+        return getattr(ops, self.op)(**tensors, **extra, **self.fixed, backend=backend)
+
+
+CASES = [
+    Case("content_address[cosine,mask]", "content_address", ("memory", "keys", "beta"),
+         fixed=dict(similarity="cosine")),
+    Case("content_address[dot,mask]", "content_address", ("memory", "keys", "beta"),
+         fixed=dict(similarity="dot")),
+    Case("shift[S=3]", "shift", ("weights", "kernel")),
+    Case("shift[S>N]", "shift", ("weights", "kernel"), shift_width="wide"),
+    Case("sharpen", "sharpen", ("weights", "gamma")),
+    Case("ntm_address", "ntm_address",
+         ("memory", "keys", "beta", "gate", "kernel", "gamma", "prev_weights")),
+    Case("read", "read", ("memory", "weights")),
+    Case("write[erase]", "write", ("memory", "weights", "erase", "add")),
+    Case("write[erase=None]", "write", ("memory", "weights", "add"), fixed=dict(erase=None)),
+]
+_MASKED = {"content_address"}  # ops that get a mask
+
+
+def make_inputs(case, dims, generator):
+    """Float64 CPU tensors for `case` in realistic ranges, plus the non-differentiable arguments."""
+    B, H, N, W, S = (dims[k] for k in "BHNWS")
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator, dtype=torch.float64)
+
+    makers = {
+        "memory": lambda: randn(B, N, W),
+        "keys": lambda: randn(B, H, W),
+        "beta": lambda: 5 * rand(B, H),
+        "weights": lambda: torch.softmax(2 * randn(B, H, N), -1),
+        "prev_weights": lambda: torch.softmax(2 * randn(B, H, N), -1),
+        "kernel": lambda: torch.softmax(randn(B, H, S), -1),
+        "gamma": lambda: 1 + 4 * rand(B, H),
+        "gate": lambda: rand(B, H),
+        "erase": lambda: rand(B, H, W),
+        "add": lambda: randn(B, H, W),
+    }
+    tensors = {name: makers[name]() for name in case.inputs}
+    extra = {}
+    if case.op in _MASKED:
+        mask = rand(B, N) > 0.2
+        if B > 1:
+            mask[1] = False  # a row with no slot left: all-zero weights, zero gradients
+        extra["mask"] = mask
+    return tensors, extra
+
+
+def _noncontiguous(t):
+    """The same values in a tensor whose last dim has stride 2 (a slice of a wider one)."""
+    wide = t.new_zeros(*t.shape[:-1], 2 * t.shape[-1])
+    wide[..., ::2] = t
+    return wide[..., ::2]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Comparisons
+
+
+class Result:
+    def __init__(self, case, backend, check, ok, max_abs=None, max_rel=None, worst="", tol="", error=""):
+        self.case, self.backend, self.check, self.ok = case, backend, check, ok
+        self.max_abs, self.max_rel, self.worst, self.tol, self.error = max_abs, max_rel, worst, tol, error
+
+
+def _errors(out, ref, rtol, atol):
+    """(max |out - ref|, max |out - ref| / max(|ref|, atol / rtol), all within atol + rtol |ref|).
+
+    The relative error's floor atol / rtol keeps it finite where ref is about 0: below that size the
+    absolute tolerance is the one that counts.
+    """
+    out, ref = out.detach().to(torch.float64).cpu(), ref.detach().cpu()
+    if out.shape != ref.shape:
+        raise AssertionError(f"shape {list(out.shape)}, expected {list(ref.shape)}")
+    if out.numel() == 0:
+        return 0.0, 0.0, True
+    diff = (out - ref).abs()
+    diff = torch.where(torch.isnan(out) != torch.isnan(ref), math.inf, diff.nan_to_num(nan=0.0))
+    max_abs = diff.max().item()
+    max_rel = (diff / ref.abs().clamp_min(atol / rtol)).max().item()
+    ok = bool((diff <= atol + rtol * ref.abs()).all())
+    return max_abs, max_rel, ok
+
+
+def compare(case, backend, dtype, device, seed):
+    """One Result: `backend` in `dtype` against the float64 reference, forward and every gradient."""
+    tol = TOLERANCES[dtype]
+    stats = []  # (failed, max rel, max abs, which tensor @ which shape)
+    for shape_name, (sizes, strided) in SHAPES.items():
+        dims = case.dims(sizes)
+        gen = torch.Generator().manual_seed(seed)
+        tensors, extra = make_inputs(case, dims, gen)
+        tensors = {k: v.to(dtype) for k, v in tensors.items()}  # the values both sides see
+        ref_in = {k: v.to(torch.float64).to(device).requires_grad_() for k, v in tensors.items()}
+        test_in = {k: (_noncontiguous(v) if strided else v).to(device).requires_grad_()
+                   for k, v in tensors.items()}
+        extra = {k: v.to(device) for k, v in extra.items()}
+
+        ref_out = case.call(ref_in, extra, "reference")
+        grad = torch.randn(ref_out.shape, generator=gen, dtype=torch.float64).to(dtype)
+        ref_grads = torch.autograd.grad(ref_out, list(ref_in.values()), grad.to(torch.float64).to(device))
+
+        out = case.call(test_in, extra, backend)
+        g = grad.to(device)
+        if strided:
+            g = _noncontiguous(g)
+        grads = torch.autograd.grad(out, list(test_in.values()), g, allow_unused=True)
+
+        pairs = [("out", out, ref_out)]
+        for name, gr, rg in zip(test_in, grads, ref_grads):
+            if gr is None:
+                raise AssertionError(f"no gradient for {name} at shape {shape_name}")
+            pairs.append((f"d_{name}", gr, rg))
+        for what, got, want in pairs:
+            max_abs, max_rel, ok = _errors(got, want, **tol)
+            stats.append((not ok, max_rel, max_abs, f"{what} @ {shape_name}"))
+    max_abs = max(s[2] for s in stats)
+    failed, max_rel, _, where = max(stats)  # a failing tensor first, then the largest relative error
+    label = f"{'FAILED' if failed else 'max rel'}: {where}"
+    return Result(case.name, backend, str(dtype).replace("torch.", ""), not any(s[0] for s in stats),
+                  max_abs, max(s[1] for s in stats), label, f"rtol={tol['rtol']:g} atol={tol['atol']:g}")
+
+
+def run_gradcheck(case, backend, device, seed):
+    """torch.autograd.gradcheck in float64 on GRADCHECK_SHAPE, every differentiable input at once."""
+    dims = case.dims(GRADCHECK_SHAPE)
+    tensors, extra = make_inputs(case, dims, torch.Generator().manual_seed(seed))
+    names = list(tensors)
+    inputs = tuple(tensors[k].to(device).requires_grad_() for k in names)
+    extra = {k: v.to(device) for k, v in extra.items()}
+
+    def fn(*ts):
+        return case.call(dict(zip(names, ts)), extra, backend)
+
+    tol = " ".join(f"{k}={v:g}" for k, v in GRADCHECK.items())
+    shape = ",".join(f"{k}={v}" for k, v in dims.items())
+    torch.autograd.gradcheck(fn, inputs, **GRADCHECK)  # raises GradcheckError with the jacobians
+    return Result(case.name, backend, "gradcheck", True, worst=f"float64 {shape}", tol=tol)
+
+
+def _guarded(fn, case, backend, check, *args):
+    try:
+        return fn(case, backend, *args)
+    except Exception as e:  # a failing kernel is a row of the table, not a crash of the check
+        msg = " ".join(str(e).split())
+        if len(msg) > 200:
+            msg = msg[:197] + "..."
+        return Result(case.name, backend, check, False, error=f"{type(e).__name__}: {msg}")
+
+
+def run_checks(device="cpu", backends=None, dtypes=(torch.float32, torch.float64), seed=0, gradcheck=True):
+    """Every Result for every case × backend × (dtype comparisons, gradcheck)."""
+    device = torch.device(device)
+    if backends is None:
+        backends = [b for b in _backend.available_backends(device) if b != "reference"]
+    results = []
+    for case in CASES:
+        for backend in backends:
+            for dtype in dtypes:
+                results.append(_guarded(compare, case, backend, str(dtype).replace("torch.", ""),
+                                        dtype, device, seed))
+            if gradcheck:
+                results.append(_guarded(run_gradcheck, case, backend, "gradcheck", device, seed))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reporting
+
+
+def device_name(device):
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _table(header, rows):
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _fmt(x):
+    return "-" if x is None else f"{x:.2e}"
+
+
+def format_results(results):
+    rows = []
+    for r in results:
+        detail = r.error or r.worst
+        rows.append([r.case, r.backend, r.check, _fmt(r.max_abs), _fmt(r.max_rel), r.tol or "-",
+                     "pass" if r.ok else "FAIL", detail])
+    header = ["op", "backend", "check", "max abs err", "max rel err", "tolerance", "result", "detail"]
+    return _table(header, rows)
+
+
+def header_lines(device, backends, dtypes, seed):
+    info = build_info()
+    built = (
+        f"memops {info['version']} (cuda kernels: {info['with_cuda']}"
+        + (f", archs {info['cuda_archs']}" if info.get("cuda_archs") else "")
+        + f", openmp: {info['openmp']}, built against torch {info['torch_version']})"
+        if info["built"] else f"memops: compiled ops NOT loaded ({info['error']})"
+    )
+    dev = torch.device(device)
+    lines = [
+        built,
+        f"torch {torch.__version__} (CUDA {torch.version.cuda or '-'}), python {platform.python_version()}",
+        f"device: {dev} = {device_name(dev)}"
+        + (f", {torch.get_num_threads()} threads" if dev.type == "cpu" else ""),
+        f"backends: {', '.join(backends)}; dtypes: {', '.join(str(d).replace('torch.', '') for d in dtypes)}; "
+        f"seed {seed}",
+        "shapes: " + "; ".join(
+            f"{name} ({', '.join(f'{k}={v}' for k, v in sizes.items())}"
+            + (", non-contiguous" if strided else "") + ")"
+            for name, (sizes, strided) in SHAPES.items()
+        ) + "; S>N uses the smallest odd S > N",
+        "reference: float64 on the same values; rel err = |out - ref| / max(|ref|, atol / rtol); "
+        "pass: |out - ref| <= atol + rtol |ref| everywhere",
+    ]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line (wired into `python -m memops` by memops/__main__.py)
+
+HELP = "compare every op and backend with the float64 reference, forward and gradients"
+
+
+def add_arguments(parser):
+    parser.add_argument("--device", default="cpu", help="device to check on: cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--backend", nargs="+", metavar="NAME",
+                        help="backends to check (default: every one this build has for the device, "
+                             "the reference excepted); names: " + ", ".join(_backend.BACKENDS))
+    parser.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=sorted(DTYPES),
+                        metavar="DTYPE", help="dtypes to compare in (default: float32 float64; "
+                                              "also float16, bfloat16 where a backend has them)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    parser.add_argument("--no-gradcheck", dest="gradcheck", action="store_false",
+                        help="skip torch.autograd.gradcheck")
+
+
+def _fail(msg):
+    print(f"memops check: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args):
+    """Run the checks the parsed `args` ask for; the exit code (0 all passed, 1 a failure, 2 cannot run)."""
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError) as e:
+        return _fail(f"unknown device {args.device!r} ({e})")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return _fail(f"device {args.device!r} asked for, but CUDA is not available "
+                         f"(torch {torch.__version__}, built with CUDA {torch.version.cuda or 'no'})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return _fail(f"device {args.device!r} asked for, but there are only "
+                         f"{torch.cuda.device_count()} CUDA devices")
+    elif device.type != "cpu":
+        return _fail(f"device type {device.type!r} is not supported; use cpu or cuda")
+
+    available = _backend.available_backends(device)
+    if args.backend:
+        backends = []
+        for name in args.backend:
+            if name not in _backend.BACKENDS:
+                return _fail(f"unknown backend {name!r}; names: {', '.join(_backend.BACKENDS)} "
+                             f"(available on {device.type} in this build: {', '.join(available)})")
+            if name == "auto":
+                name = _backend.select("auto", torch.empty(0, device=device))
+            if name not in available:
+                hint = ""
+                if name == "cpp" and not build_info()["built"]:
+                    hint = f" ({build_info()['error']})"
+                return _fail(f"backend {name!r} is not available on {device.type} in this build{hint}; "
+                             f"available: {', '.join(available)}")
+            if name not in backends:
+                backends.append(name)
+    else:
+        backends = [b for b in available if b != "reference"]
+        if not backends:
+            return _fail(f"no backend but the reference can run on {device.type} in this build "
+                         f"({build_info()}); nothing to check (--backend reference checks the reference "
+                         "in low precision)")
+    dtypes = [DTYPES[d] for d in dict.fromkeys(args.dtype)]
+
+    for line in header_lines(device, backends, dtypes, args.seed):
+        print(line)
+    print()
+    start = time.perf_counter()
+    results = run_checks(device, backends, dtypes, seed=args.seed, gradcheck=args.gradcheck)
+    elapsed = time.perf_counter() - start
+    print(format_results(results))
+    failed = [r for r in results if not r.ok]
+    print()
+    if failed:
+        print(f"FAILED: {len(failed)} of {len(results)} checks ({elapsed:.1f} s)")
+        return 1
+    print(f"all {len(results)} checks passed ({elapsed:.1f} s)")
+    return 0
+
+
+__all__ = ["run_checks", "format_results", "add_arguments", "run", "CASES", "SHAPES", "TOLERANCES"]

@@ -1,0 +1,58 @@
+"""Fixtures of the memops tests (helpers.py holds the functions they share).
+
+- `device`: "cpu" and "cuda"; cuda skips cleanly where torch.cuda.is_available() is False.
+- `backend`: the backends compared against the reference ("cpp"). Without the built extension they
+  skip, with the fix in the reason; with MEMOPS_REQUIRE_EXTENSION=1 (CI) they fail instead.
+- every test starts with automatic backend choice and debug mode off, and leaves them so.
+"""
+
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import memops  # noqa: E402
+from memops import _backend, ops  # noqa: E402
+
+from helpers import require_backend, require_device  # noqa: E402
+
+COMPARED_BACKENDS = ("cpp",)
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    require_device(request.param)
+    return request.param
+
+
+@pytest.fixture(params=COMPARED_BACKENDS)
+def backend(request, device):
+    require_backend(request.param, device)
+    return request.param
+
+
+@pytest.fixture
+def cpp():
+    """For tests that use the compiled ops on the CPU only (gradcheck, opcheck, compile)."""
+    require_backend("cpp", "cpu")
+    return "cpp"
+
+
+@pytest.fixture(autouse=True)
+def _clean_global_state(monkeypatch):
+    """Automatic backend choice, no environment override, debug off; restored after each test."""
+    monkeypatch.setattr(_backend, "_ENV_BACKEND", None)
+    monkeypatch.setattr(_backend, "_forced", None)
+    monkeypatch.setattr(ops, "_debug", False)
+    yield
+
+
+def pytest_report_header(config):
+    info = memops.build_info()
+    return [f"memops build: {info}",
+            f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}, "
+            f"threads: {torch.get_num_threads()}, "
+            f"MEMOPS_REQUIRE_EXTENSION={os.environ.get('MEMOPS_REQUIRE_EXTENSION', '')!r}"]

@@ -1,0 +1,296 @@
+"""Shared helpers of the memops tests.
+
+- which backends/devices can run (skip, or fail under MEMOPS_REQUIRE_EXTENSION=1, when not built);
+- the per-dtype tolerance table;
+- input makers with the contract's realistic value ranges, in float64 on the CPU (callers cast);
+- forward + backward with a random upstream gradient, compared output and EVERY input gradient
+  against the reference computed in float64 from the same values;
+- ways to make non-contiguous tensors with the same values (sliced, transposed, expanded).
+"""
+
+import os
+import zlib
+
+import pytest
+import torch
+
+import memops
+from memops import _library
+
+EXTENSION_BUILT = _library.AVAILABLE
+REQUIRE_EXTENSION = os.environ.get("MEMOPS_REQUIRE_EXTENSION", "0").strip() not in ("", "0")
+
+OPS = ("content_address", "shift", "sharpen", "ntm_address", "read", "write")
+
+# The sizes that break naive kernels (CONVENTIONS.md, "Tests").
+SLOTS = (1, 3, 127, 128, 129)
+WIDTHS = (1, 20, 65)
+HEADS = (1, 4)
+BATCHES = (0, 1, 7)
+DTYPES = (torch.float32, torch.float64)
+
+
+def wide_shift(N):
+    """An odd shift width S wider than the memory (the kernel wraps around more than once)."""
+    return N + 1 if N % 2 == 0 else N + 2
+
+
+# ------------------------------------------------------------------------------------------------
+# availability
+
+
+def extension_missing_reason():
+    return (f"the memops extension (memops._C) is not built: {_library.LOAD_ERROR}. "
+            f"To run these tests, {_library.BUILD_HINT}")
+
+
+def require_backend(backend, device="cpu"):
+    """Skip the calling test when `backend` cannot run on `device` here.
+
+    A missing extension is a skip, except under MEMOPS_REQUIRE_EXTENSION=1 (CI), where it fails.
+    """
+    if backend == "reference":
+        return
+    if not EXTENSION_BUILT:
+        if REQUIRE_EXTENSION:
+            pytest.fail("MEMOPS_REQUIRE_EXTENSION=1 but " + extension_missing_reason(), pytrace=False)
+        pytest.skip(extension_missing_reason())
+    if device == "cuda" and not memops.build_info()["with_cuda"]:
+        pytest.skip("this build of memops has no CUDA kernels (build_info()['with_cuda'] is False)")
+
+
+def require_device(device):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA is not available (torch.cuda.is_available() is False)")
+
+
+def seed_of(*parts):
+    """A stable seed from test parameters (the same case gets the same data on every run)."""
+    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
+
+
+# ------------------------------------------------------------------------------------------------
+# tolerances: backend output in `dtype` vs the reference computed in float64 from the same values.
+# atol is scaled by max(1, max |expected|) (gradients can be large); rtol is relative per element.
+
+TOL = {
+    torch.float64: dict(atol=1e-10, rtol=1e-8),
+    torch.float32: dict(atol=1e-5, rtol=1e-4),
+    # for the GPU kernels to come (the CPU kernels reject half types)
+    torch.float16: dict(atol=1e-3, rtol=1e-2),
+    torch.bfloat16: dict(atol=8e-3, rtol=5e-2),
+}
+
+
+def assert_close(actual, expected, dtype, what, scale=1.0):
+    """actual (in `dtype`) against expected (float64), with TOL[dtype]."""
+    assert actual.shape == expected.shape, f"{what}: shape {list(actual.shape)} != {list(expected.shape)}"
+    assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {dtype}"
+    assert actual.device == expected.device, f"{what}: device {actual.device} != {expected.device}"
+    a = actual.detach().to(torch.float64)
+    e = expected.detach().to(torch.float64)
+    assert bool(torch.isfinite(e).all()), f"{what}: the reference itself is not finite"
+    assert bool(torch.isfinite(a).all()), f"{what}: has NaN/Inf where the reference is finite"
+    tol = TOL[dtype]
+    mag = max(1.0, float(e.abs().max())) if e.numel() else 1.0
+    torch.testing.assert_close(a, e, atol=tol["atol"] * mag * scale, rtol=tol["rtol"] * scale,
+                               msg=lambda m: f"{what} ({dtype}): {m}")
+
+
+# ------------------------------------------------------------------------------------------------
+# inputs (float64, CPU). Realistic ranges: weights and kernels from softmax, gamma in [1, 5],
+# gate in [0, 1], beta in [0, 5], erase in [0, 1].
+
+
+def make_mask(kind, B, N, gen):
+    """kind: None (no mask), "random" (~70% kept), "empty_row" (random, batch 0 fully masked)."""
+    if kind is None or kind == "none":
+        return None
+    mask = torch.rand(B, N, generator=gen) < 0.7
+    if kind == "empty_row" and B > 0:
+        mask[0] = False
+    elif kind != "random" and kind != "empty_row":
+        raise ValueError(kind)
+    return mask
+
+
+def make_inputs(op, B=2, H=3, N=5, W=4, S=3, *, seed=0, mask=None, similarity="cosine", erase=True,
+                eps=1e-8):
+    """(tensors, kwargs) for memops.<op>(*tensors.values(), **kwargs). tensors: float64 on the CPU,
+    in the op's positional order (write's erase may be None); kwargs: keyword-only arguments."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, dtype=torch.float64)
+
+    def softmax(*shape):
+        return torch.softmax(1.5 * randn(*shape), dim=-1)
+
+    if op == "content_address":
+        tensors = dict(memory=randn(B, N, W), keys=randn(B, H, W), beta=5 * rand(B, H))
+        return tensors, dict(mask=make_mask(mask, B, N, gen), similarity=similarity, eps=eps)
+    if op == "shift":
+        return dict(weights=softmax(B, H, N), kernel=softmax(B, H, S)), {}
+    if op == "sharpen":
+        return dict(weights=softmax(B, H, N), gamma=1 + 4 * rand(B, H)), {}
+    if op == "ntm_address":
+        tensors = dict(memory=randn(B, N, W), keys=randn(B, H, W), beta=5 * rand(B, H), gate=rand(B, H),
+                       kernel=softmax(B, H, S), gamma=1 + 4 * rand(B, H), prev_weights=softmax(B, H, N))
+        return tensors, dict(eps=eps)
+    if op == "read":
+        return dict(memory=randn(B, N, W), weights=softmax(B, H, N)), {}
+    if op == "write":
+        tensors = dict(memory=randn(B, N, W), weights=softmax(B, H, N),
+                       erase=rand(B, H, W) if erase else None, add=randn(B, H, W))
+        return tensors, {}
+    raise ValueError(op)
+
+
+def output_shape(op, tensors):
+    t = list(tensors.values())
+    if op == "read":
+        return (t[0].shape[0], t[1].shape[1], t[0].shape[2])
+    if op == "write":
+        return tuple(t[0].shape)
+    if op in ("content_address", "ntm_address"):
+        return (t[0].shape[0], t[1].shape[1], t[0].shape[1])
+    return tuple(t[0].shape)  # shift, sharpen
+
+
+def to(x, dtype=None, device=None):
+    """Cast floating tensors to dtype, move tensors to device; leave None and non-tensors alone."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    if x.dtype.is_floating_point and dtype is not None:
+        return x.to(device=device, dtype=dtype)
+    return x.to(device=device)
+
+
+# ------------------------------------------------------------------------------------------------
+# forward + backward
+
+
+def call(op, tensors, kwargs, backend):
+    return getattr(memops, op)(*tensors.values(), **kwargs, backend=backend)
+
+
+def forward_backward(op, tensors, kwargs, backend, grad_out):
+    """Output and the gradient of every floating input (None stays None), for upstream grad_out.
+
+    The inputs are used as they are (strides kept): each becomes a fresh leaf that aliases it.
+    """
+    leaves = {k: (v.detach().requires_grad_(True) if v is not None else None) for k, v in tensors.items()}
+    out = call(op, leaves, kwargs, backend)
+    names = [k for k, v in leaves.items() if v is not None]
+    grads = torch.autograd.grad(out, [leaves[k] for k in names], grad_out)
+    return out.detach(), dict(zip(names, grads))
+
+
+def random_grad(shape, seed, dtype=torch.float64, device="cpu"):
+    gen = torch.Generator().manual_seed(seed + 1)
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def check_against_reference(op, tensors, kwargs, dtype, device="cpu", backend="cpp", *, seed=0,
+                            grad_out=None, scale=1.0):
+    """Run `backend` in `dtype` on `device` and the reference in float64 from the same values, with
+    the same random upstream gradient; compare the output and every input gradient."""
+    cast = {k: to(v, dtype, device) for k, v in tensors.items()}
+    kw = {k: to(v, None, device) for k, v in kwargs.items()}
+    if grad_out is None:
+        grad_out = random_grad(output_shape(op, cast), seed, dtype, device)
+    out, grads = forward_backward(op, cast, kw, backend, grad_out)
+
+    ref_in = {k: (v.detach().to(torch.float64) if v is not None else None) for k, v in cast.items()}
+    ref_out, ref_grads = forward_backward(op, ref_in, kw, "reference", grad_out.to(torch.float64))
+
+    assert tuple(out.shape) == output_shape(op, cast)
+    assert_close(out, ref_out, dtype, f"{op} output", scale)
+    assert set(grads) == {k for k, v in cast.items() if v is not None}
+    for name, g in grads.items():
+        assert g is not None, f"{op}: no gradient for {name}"
+        assert g.shape == cast[name].shape, f"{op}: gradient of {name} has shape {list(g.shape)}"
+        assert_close(g, ref_grads[name], dtype, f"{op} grad of {name}", scale)
+    return out, grads
+
+
+# ------------------------------------------------------------------------------------------------
+# non-contiguous tensors with given values
+
+
+def sliced(t):
+    """The values of t, as every other element along the last dim of a wider tensor (NaN between)."""
+    wide = torch.full((*t.shape[:-1], 2 * t.shape[-1] + 1), float("nan"), dtype=t.dtype, device=t.device)
+    wide[..., 1::2] = t
+    out = wide[..., 1::2]
+    assert out.shape == t.shape and (not out.is_contiguous() or t.numel() <= 1)
+    return out
+
+
+def transposed(t):
+    """The values of t, stored with the dims in reverse order (a permuted, dense view)."""
+    dims = list(range(t.dim()))[::-1]
+    out = t.permute(*dims).contiguous().permute(*dims)
+    return out
+
+
+def expanded(t):
+    """t's first batch entry broadcast over the batch (stride 0): the values change to t[:1]."""
+    if t.shape[0] == 0:
+        return t
+    return t[:1].expand_as(t)
+
+
+NONCONTIG = {"sliced": sliced, "transposed": transposed, "expanded": expanded}
+
+
+# ------------------------------------------------------------------------------------------------
+# gradcheck and opcheck
+
+
+def gradcheck_op(op, tensors, kwargs, backend="cpp", **gradcheck_kwargs):
+    """torch.autograd.gradcheck through the public API, w.r.t. every floating input (float64)."""
+    names = [k for k, v in tensors.items() if v is not None]
+    inputs = tuple(tensors[k].detach().clone().requires_grad_(True) for k in names)
+
+    def fn(*xs):
+        t = dict(tensors)
+        t.update(zip(names, xs))
+        return call(op, t, kwargs, backend)
+
+    assert torch.autograd.gradcheck(fn, inputs, **gradcheck_kwargs)
+
+
+def schema_args(op, tensors, kwargs):
+    """Positional arguments of torch.ops.memops.<op> (schema order, csrc/ops.cpp)."""
+    return (*tensors.values(), *kwargs.values())
+
+
+def backward_schema_args(op, tensors, kwargs, grad):
+    """Positional arguments of torch.ops.memops._<op>_backward for upstream `grad`."""
+    t = {k: (v.detach() if v is not None else None) for k, v in tensors.items()}
+    with torch.no_grad():
+        out = getattr(torch.ops.memops, op)(*schema_args(op, t, kwargs))
+    if op == "content_address":
+        return (grad, t["memory"], t["keys"], t["beta"], kwargs["mask"], out, kwargs["similarity"],
+                kwargs["eps"])
+    if op == "sharpen":
+        return (grad, t["weights"], t["gamma"], out)
+    if op == "ntm_address":
+        return (grad, *t.values(), out, kwargs["eps"])
+    return (grad, *t.values())  # shift, read, write
+
+
+def run_opcheck(name, args):
+    """torch.library.opcheck of torch.ops.memops.<name>.default; every sub-test must pass."""
+    result = torch.library.opcheck(getattr(torch.ops.memops, name).default, args)
+    assert result and all(v == "SUCCESS" for v in result.values()), result
+    return result
+
+
+def requires_grad(tensors):
+    return {k: (v.detach().clone().requires_grad_(True) if v is not None else None)
+            for k, v in tensors.items()}
