@@ -35,7 +35,7 @@ def git_commit():
 
 
 def extension():
-    cpu_sources = ["csrc/ops.cpp", "csrc/module.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    cpu_sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/module.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
     with_cuda = (
         torch.version.cuda is not None
@@ -51,7 +51,8 @@ def extension():
         ("MEMOPS_TORCH_VERSION", f'"{torch.__version__}"'),
         ("MEMOPS_CUDA_ARCHS", f'"{archs}"'),
     ]
-    cxx = ["-O3", "-std=c++17", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"]
+    # -fno-math-errno lets sqrt vectorise (errno is never read); no -ffast-math: inf/NaN must stay IEEE.
+    cxx = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]
     if with_cuda:
         macros.append(("MEMOPS_WITH_CUDA", None))
         return CUDAExtension(

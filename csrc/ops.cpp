@@ -1,6 +1,10 @@
-// The op contract as schemas. Every device registers its kernels for these names
-// (csrc/cpu/<op>.cpp: TORCH_LIBRARY_IMPL(memops, CPU, ...)); memops/_library.py registers the
-// autograd formulas (which call the _<op>_backward ops) and the fake kernels for torch.compile.
+// The op contract as schemas, and the C++ entry points of ops.h. Every device registers its kernels
+// for these names (csrc/cpu/<op>.cpp: TORCH_LIBRARY_IMPL(memops, CPU, ...)); csrc/autograd.cpp
+// registers the autograd kernels (which call the _<op>_backward ops); memops/_library.py registers
+// the fake kernels that torch.compile traces with.
+#include "ops.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 TORCH_LIBRARY(memops, m) {
@@ -29,3 +33,95 @@ TORCH_LIBRARY(memops, m) {
   m.def("_write_backward(Tensor grad, Tensor memory, Tensor weights, Tensor? erase, Tensor add) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
 }
+
+namespace memops {
+namespace {
+
+// `op`: the typed dispatcher handle of memops::<name>, looked up once.
+#define MEMOPS_HANDLE(name, ...)                                                                  \
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("memops::" name, "")    \
+                             .typed<__VA_ARGS__>();                                              \
+  (void)0
+
+using T = at::Tensor;
+using OT = c10::optional<at::Tensor>;
+
+}  // namespace
+
+T content_address(const T& memory, const T& keys, const T& beta, const OT& mask,
+                  c10::string_view similarity, double eps) {
+  MEMOPS_HANDLE("content_address", T(const T&, const T&, const T&, const OT&, c10::string_view, double));
+  return op.call(memory, keys, beta, mask, similarity, eps);
+}
+
+std::tuple<T, T, T> content_address_backward(const T& grad, const T& memory, const T& keys, const T& beta,
+                                             const OT& mask, const T& weights, c10::string_view similarity,
+                                             double eps) {
+  MEMOPS_HANDLE("_content_address_backward",
+                std::tuple<T, T, T>(const T&, const T&, const T&, const T&, const OT&, const T&,
+                                    c10::string_view, double));
+  return op.call(grad, memory, keys, beta, mask, weights, similarity, eps);
+}
+
+T shift(const T& weights, const T& kernel) {
+  MEMOPS_HANDLE("shift", T(const T&, const T&));
+  return op.call(weights, kernel);
+}
+
+std::tuple<T, T> shift_backward(const T& grad, const T& weights, const T& kernel) {
+  MEMOPS_HANDLE("_shift_backward", std::tuple<T, T>(const T&, const T&, const T&));
+  return op.call(grad, weights, kernel);
+}
+
+T sharpen(const T& weights, const T& gamma) {
+  MEMOPS_HANDLE("sharpen", T(const T&, const T&));
+  return op.call(weights, gamma);
+}
+
+std::tuple<T, T> sharpen_backward(const T& grad, const T& weights, const T& gamma, const T& out) {
+  MEMOPS_HANDLE("_sharpen_backward", std::tuple<T, T>(const T&, const T&, const T&, const T&));
+  return op.call(grad, weights, gamma, out);
+}
+
+T ntm_address(const T& memory, const T& keys, const T& beta, const T& gate, const T& kernel,
+              const T& gamma, const T& prev_weights, double eps) {
+  MEMOPS_HANDLE("ntm_address",
+                T(const T&, const T&, const T&, const T&, const T&, const T&, const T&, double));
+  return op.call(memory, keys, beta, gate, kernel, gamma, prev_weights, eps);
+}
+
+std::tuple<T, T, T, T, T, T, T> ntm_address_backward(const T& grad, const T& memory, const T& keys,
+                                                     const T& beta, const T& gate, const T& kernel,
+                                                     const T& gamma, const T& prev_weights,
+                                                     const T& out, double eps) {
+  MEMOPS_HANDLE("_ntm_address_backward",
+                std::tuple<T, T, T, T, T, T, T>(const T&, const T&, const T&, const T&, const T&,
+                                                const T&, const T&, const T&, const T&, double));
+  return op.call(grad, memory, keys, beta, gate, kernel, gamma, prev_weights, out, eps);
+}
+
+T read(const T& memory, const T& weights) {
+  MEMOPS_HANDLE("read", T(const T&, const T&));
+  return op.call(memory, weights);
+}
+
+std::tuple<T, T> read_backward(const T& grad, const T& memory, const T& weights) {
+  MEMOPS_HANDLE("_read_backward", std::tuple<T, T>(const T&, const T&, const T&));
+  return op.call(grad, memory, weights);
+}
+
+T write(const T& memory, const T& weights, const OT& erase, const T& add) {
+  MEMOPS_HANDLE("write", T(const T&, const T&, const OT&, const T&));
+  return op.call(memory, weights, erase, add);
+}
+
+std::tuple<T, T, T, T> write_backward(const T& grad, const T& memory, const T& weights, const OT& erase,
+                                      const T& add) {
+  MEMOPS_HANDLE("_write_backward",
+                std::tuple<T, T, T, T>(const T&, const T&, const T&, const OT&, const T&));
+  return op.call(grad, memory, weights, erase, add);
+}
+
+#undef MEMOPS_HANDLE
+
+}  // namespace memops

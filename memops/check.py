@@ -17,7 +17,6 @@ runs on those cast values in float64, so an error shows the backend's arithmetic
 """
 
 import math
-import os
 import platform
 import sys
 import time
@@ -37,11 +36,14 @@ SHAPES = {
 }
 GRADCHECK_SHAPE = dict(B=2, H=2, N=5, W=3, S=3)
 
-# elementwise test |out - ref| <= atol + rtol |ref|, ref in float64 (torch.testing's defaults, a
-# little looser: gradients of a softmax over 128 slots sum 128 rounded products)
+# elementwise test |out - ref| <= atol + rtol |ref|, ref in float64 on the same (rounded) inputs.
+# float32: looser than torch.testing's float32-vs-float32 defaults, because this is float32 against
+# the exact answer: gradients through a softmax of beta * sim (dot similarities reach ~20, beta 5)
+# and through w^gamma (gamma up to 5) amplify rounding; over seeds 0-30 the cpp kernels reach a
+# relative error of 1.8e-4 (ntm_address d_prev_weights), the float32 reference about 4e-5.
 TOLERANCES = {
     torch.float64: dict(rtol=1e-7, atol=1e-9),
-    torch.float32: dict(rtol=1e-4, atol=1e-5),
+    torch.float32: dict(rtol=3e-4, atol=3e-5),
     torch.float16: dict(rtol=1e-2, atol=1e-3),
     torch.bfloat16: dict(rtol=5e-2, atol=1e-2),
 }
@@ -173,6 +175,8 @@ def compare(case, backend, dtype, device, seed):
         ref_grads = torch.autograd.grad(ref_out, list(ref_in.values()), grad.to(torch.float64).to(device))
 
         out = case.call(test_in, extra, backend)
+        if not out.requires_grad:
+            raise AssertionError(f"the {backend} output does not require grad: the op has no autograd formula")
         g = grad.to(device)
         if strided:
             g = _noncontiguous(g)
@@ -190,7 +194,7 @@ def compare(case, backend, dtype, device, seed):
     failed, max_rel, _, where = max(stats)  # a failing tensor first, then the largest relative error
     label = f"{'FAILED' if failed else 'max rel'}: {where}"
     return Result(case.name, backend, str(dtype).replace("torch.", ""), not any(s[0] for s in stats),
-                  max_abs, max(s[1] for s in stats), label, f"rtol={tol['rtol']:g} atol={tol['atol']:g}")
+                  max_abs, max(s[1] for s in stats), label, _tol(**tol))
 
 
 def run_gradcheck(case, backend, device, seed):
@@ -204,7 +208,7 @@ def run_gradcheck(case, backend, device, seed):
     def fn(*ts):
         return case.call(dict(zip(names, ts)), extra, backend)
 
-    tol = " ".join(f"{k}={v:g}" for k, v in GRADCHECK.items())
+    tol = _tol(**GRADCHECK)
     shape = ",".join(f"{k}={v}" for k, v in dims.items())
     torch.autograd.gradcheck(fn, inputs, **GRADCHECK)  # raises GradcheckError with the jacobians
     return Result(case.name, backend, "gradcheck", True, worst=f"float64 {shape}", tol=tol)
@@ -262,6 +266,10 @@ def _table(header, rows):
 
 def _fmt(x):
     return "-" if x is None else f"{x:.2e}"
+
+
+def _tol(**kw):
+    return " ".join(f"{k}={v:.0e}".replace("e-0", "e-") for k, v in kw.items())
 
 
 def format_results(results):

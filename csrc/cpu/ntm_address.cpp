@@ -8,7 +8,7 @@
 // and finishes with the memory-gradient phase shared with content_address.
 #include <vector>
 
-#include "content_grad.h"
+#include "content.h"
 
 namespace memops {
 namespace cpu {
@@ -17,7 +17,7 @@ namespace {
 // The forward chain of one row, leaving every intermediate in the caller's buffers.
 template <typename scalar_t>
 struct Row {
-  const scalar_t *mem, *key, *kernel, *prev;
+  const scalar_t *mem, *slot_norm, *key, *kernel, *prev;
   scalar_t beta, gate, gamma;
   int64_t N, W, S;
   scalar_t eps;
@@ -25,7 +25,8 @@ struct Row {
   // sim: similarities; content: softmax weights; gated: interpolated; shifted: before sharpening.
   // Returns the key's clamped norm.
   scalar_t forward(scalar_t* sim, scalar_t* content, scalar_t* gated, scalar_t* shifted) const {
-    const scalar_t key_norm = math::similarity_row<scalar_t, scalar_t>(mem, key, N, W, true, eps, sim);
+    const scalar_t key_norm =
+        math::similarity_row<scalar_t, scalar_t>(mem, key, slot_norm, N, W, true, eps, sim);
     for (int64_t i = 0; i < N; ++i) content[i] = beta * sim[i];
     math::masked_softmax_row(content, nullptr, N);
     for (int64_t i = 0; i < N; ++i) gated[i] = gate * content[i] + (scalar_t(1) - gate) * prev[i];
@@ -38,9 +39,11 @@ struct Inputs {
   at::Tensor memory, keys, beta, gate, kernel, gamma, prev;
   int64_t B, H, N, W, S;
 
+  // The inputs of row r; norms: slot_norms(memory).
   template <typename scalar_t>
-  Row<scalar_t> row(int64_t r, double eps) const {
+  Row<scalar_t> row(int64_t r, const at::Tensor& norms, double eps) const {
     return Row<scalar_t>{memory.data_ptr<scalar_t>() + (r / H) * N * W,
+                         norms.data_ptr<scalar_t>() + (r / H) * N,
                          keys.data_ptr<scalar_t>() + r * W,
                          kernel.data_ptr<scalar_t>() + r * S,
                          prev.data_ptr<scalar_t>() + r * N,
@@ -71,11 +74,12 @@ at::Tensor ntm_address(const at::Tensor& memory, const at::Tensor& keys, const a
   auto out = at::empty({in.B, H, N}, in.memory.options());
   AT_DISPATCH_FLOATING_TYPES(in.memory.scalar_type(), "ntm_address", [&] {
     scalar_t* o = out.data_ptr<scalar_t>();
+    const auto norms = slot_norms<scalar_t>(in.memory, scalar_t(eps));
     at::parallel_for(0, in.B * H, grain(N * (W + S)), [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> buf(4 * N);  // sim, content, gated, shifted
       scalar_t *sim = buf.data(), *content = sim + N, *gated = content + N, *shifted = gated + N;
       for (int64_t row = begin; row < end; ++row) {
-        const auto r = in.row<scalar_t>(row, eps);
+        const auto r = in.row<scalar_t>(row, norms, eps);
         r.forward(sim, content, gated, shifted);
         math::sharpen_row(shifted, r.gamma, N, o + row * N);
       }
@@ -106,11 +110,12 @@ ntm_address_backward(const at::Tensor& grad_, const at::Tensor& memory, const at
     scalar_t* s = sim.data_ptr<scalar_t>();
     scalar_t* ds = dsim.data_ptr<scalar_t>();
     scalar_t* kn = key_norm.data_ptr<scalar_t>();
+    const auto norms = slot_norms<scalar_t>(in.memory, scalar_t(eps));
     at::parallel_for(0, B * H, grain(N * (W + S)), [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> buf(4 * N);
       scalar_t *content = buf.data(), *gated = content + N, *shifted = gated + N, *d = shifted + N;
       for (int64_t row = begin; row < end; ++row) {
-        const auto r = in.row<scalar_t>(row, eps);
+        const auto r = in.row<scalar_t>(row, norms, eps);
         scalar_t* s_row = s + row * N;
         scalar_t* ds_row = ds + row * N;
         kn[row] = r.forward(s_row, content, gated, shifted);
@@ -122,27 +127,28 @@ ntm_address_backward(const at::Tensor& grad_, const at::Tensor& memory, const at
                                  grad_kernel.data_ptr<scalar_t>() + row * S);
         // interpolate: gated = gate content + (1 - gate) prev
         scalar_t* gp = grad_prev.data_ptr<scalar_t>() + row * N;
-        scalar_t ggate = 0;
+        math::Sum<scalar_t> ggate = 0;
         for (int64_t i = 0; i < N; ++i) {
           ggate += shifted[i] * (content[i] - r.prev[i]);
           gp[i] = (scalar_t(1) - r.gate) * shifted[i];
           d[i] = r.gate * shifted[i];  // d loss / d content
         }
-        grad_gate.data_ptr<scalar_t>()[row] = ggate;
+        grad_gate.data_ptr<scalar_t>()[row] = scalar_t(ggate);
         // softmax and beta: dsim = beta * dlogits, grad_beta = dlogits . sim
         math::softmax_backward_row(content, d, N, ds_row);
-        scalar_t gbeta = 0;
+        math::Sum<scalar_t> gbeta = 0;
         for (int64_t i = 0; i < N; ++i) {
           gbeta += ds_row[i] * s_row[i];
           ds_row[i] *= r.beta;
         }
-        grad_beta.data_ptr<scalar_t>()[row] = gbeta;
-        math::key_grad_row<scalar_t, scalar_t>(r.mem, r.key, N, W, true, r.eps, kn[row], s_row,
-                                               ds_row, grad_keys.data_ptr<scalar_t>() + row * W);
+        grad_beta.data_ptr<scalar_t>()[row] = scalar_t(gbeta);
+        math::key_grad_row<scalar_t, scalar_t>(r.mem, r.key, r.slot_norm, N, W, true, r.eps, kn[row],
+                                               s_row, ds_row, grad_keys.data_ptr<scalar_t>() + row * W);
       }
     });
-    content_memory_grad<scalar_t>(in.memory.data_ptr<scalar_t>(), in.keys.data_ptr<scalar_t>(), kn, s,
-                                  ds, B, H, N, W, true, scalar_t(eps), grad_memory.data_ptr<scalar_t>());
+    content_memory_grad<scalar_t>(in.memory.data_ptr<scalar_t>(), in.keys.data_ptr<scalar_t>(), kn,
+                                  norms.data_ptr<scalar_t>(), s, ds, B, H, N, W, true, scalar_t(eps),
+                                  grad_memory.data_ptr<scalar_t>());
   });
   return {grad_memory, grad_keys, grad_beta, grad_gate, grad_kernel, grad_gamma, grad_prev};
 }

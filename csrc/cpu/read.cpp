@@ -1,6 +1,6 @@
-// read on the CPU. Forward: one task per group of (b, h) rows, r = sum_i w_i m_i as W-wide
-// multiply-adds. Backward: one task per group of (b, i) slots, reading each memory slot once for
-// both gradients (math::read_backward_slot). Backward needs only the inputs.
+// read on the CPU. Forward: one task per group of (b, h) rows, r = sum_i w_i m_i (math::axpy_rows).
+// Backward: one task per chunk of kChunk slots of one batch row, which reads those memory rows once
+// for both gradients (math::read_backward_slots). Backward needs only the inputs.
 #include "../math/memory.h"
 #include "common.h"
 
@@ -19,13 +19,10 @@ at::Tensor read(const at::Tensor& memory_, const at::Tensor& weights_) {
     scalar_t* o = out.data_ptr<scalar_t>();
     at::parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
-        const scalar_t* m = mem + (row / H) * N * W;
         const scalar_t* wr = w + row * N;
         scalar_t* r = o + row * W;
         for (int64_t c = 0; c < W; ++c) r[c] = 0;
-        for (int64_t i = 0; i < N; ++i) {
-          for (int64_t c = 0; c < W; ++c) r[c] += wr[i] * m[i * W + c];
-        }
+        math::axpy_rows(mem + (row / H) * N * W, N, W, [&](int64_t i) { return wr[i]; }, r);
       }
     });
   });
@@ -46,11 +43,14 @@ std::tuple<at::Tensor, at::Tensor> read_backward(const at::Tensor& grad_, const 
     const scalar_t* w = weights.data_ptr<scalar_t>();
     scalar_t* gm = grad_memory.data_ptr<scalar_t>();
     scalar_t* gw = grad_weights.data_ptr<scalar_t>();
-    at::parallel_for(0, B * N, grain(H * W), [&](int64_t begin, int64_t end) {
-      for (int64_t slot = begin; slot < end; ++slot) {
-        const int64_t b = slot / N, i = slot % N;
-        math::read_backward_slot(g + b * H * W, mem + slot * W, w + b * H * N + i, H, W, N,
-                                 gw + b * H * N + i, gm + slot * W);
+    constexpr int64_t kChunk = 64;
+    const int64_t chunks = (N + kChunk - 1) / kChunk;
+    at::parallel_for(0, B * chunks, grain(kChunk * H * W), [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / chunks, first = (task % chunks) * kChunk;
+        const int64_t n = std::min(kChunk, N - first);
+        math::read_backward_slots(g + b * H * W, mem + (b * N + first) * W, w + b * H * N + first, n,
+                                  H, W, N, gw + b * H * N + first, gm + (b * N + first) * W);
       }
     });
   });

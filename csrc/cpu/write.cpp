@@ -67,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> write_backward(
     scalar_t* part = partial.data_ptr<scalar_t>();
     const int64_t HW = H * W;
     at::parallel_for(0, B * chunks, grain(kChunk * H * W), [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> prefix(H);
+      std::vector<scalar_t> scratch((H + 1) * W);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / chunks, first = (task % chunks) * kChunk;
         const int64_t last = std::min(N, first + kChunk);
@@ -76,7 +76,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> write_backward(
           const int64_t slot = b * N + i;
           math::write_backward_slot(g + slot * W, mem + slot * W, w + b * H * N + i,
                                     e ? e + b * HW : nullptr, a + b * HW, H, W, N, gm + slot * W,
-                                    gw + b * H * N + i, part_add + HW, part_add, prefix.data());
+                                    gw + b * H * N + i, part_add + HW, part_add, scratch.data());
         }
       }
     });

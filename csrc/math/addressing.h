@@ -9,40 +9,46 @@
 
 #include "common.h"
 
-#if defined(_OPENMP) && !defined(__CUDACC__)
-#define MEMOPS_PRAGMA(x) _Pragma(#x)
-// Lets the compiler vectorise a float reduction (it reorders the sum, deterministically).
-#define MEMOPS_SIMD_SUM(...) MEMOPS_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
-#else
-#define MEMOPS_SIMD_SUM(...)
-#endif
-
 namespace memops {
 namespace math {
 
 // ---------------------------------------------------------------------------------------------------
-// Content similarity. cosine: sim_i = k.m_i / (max(|k|, eps) max(|m_i|, eps)); dot: sim_i = k.m_i.
-// Writes sim[0..N) and returns max(|k|, eps) (1 for dot), which the backward needs again.
+// Content similarity. cosine: sim_i = k.m_i / (|k|' |m_i|'), with |x|' = max(|x|, eps) as in
+// torch.nn.functional.cosine_similarity; dot: sim_i = k.m_i.
+//
+// The slot norms |m_i|' are the same for every head, so they are computed once per batch row
+// (slot_norms) and passed in; the loops that use them run over slots and vectorise.
+
+// norm[i] = max(|m_i|, eps) for the N slots of one batch row.
 template <typename T, typename A>
-MEMOPS_HD A similarity_row(const T* mem, const T* key, int64_t N, int64_t W, bool cosine, A eps,
-                           A* sim) {
-  A key_norm = A(1);
-  if (cosine) {
-    A kk = A(0);
-    MEMOPS_SIMD_SUM(kk)
-    for (int64_t c = 0; c < W; ++c) kk += A(key[c]) * A(key[c]);
-    key_norm = clamped_norm(kk, eps);
-  }
+MEMOPS_HD void slot_norms(const T* mem, int64_t N, int64_t W, A eps, A* norm) {
   for (int64_t i = 0; i < N; ++i) {
     const T* m = mem + i * W;
-    A dot = A(0), mm = A(0);
-    MEMOPS_SIMD_SUM(dot, mm)
-    for (int64_t c = 0; c < W; ++c) {
-      dot += A(key[c]) * A(m[c]);
-      mm += A(m[c]) * A(m[c]);
-    }
-    sim[i] = cosine ? dot / (key_norm * clamped_norm(mm, eps)) : dot;
+    A mm = A(0);
+    MEMOPS_SIMD_SUM(mm)
+    for (int64_t c = 0; c < W; ++c) mm += A(m[c]) * A(m[c]);
+    norm[i] = mm;
   }
+  for (int64_t i = 0; i < N; ++i) norm[i] = clamped_norm(norm[i], eps);
+}
+
+// d max(|x|, eps) / d|x| from the clamped norm: 1 where |x| > eps, 0 where eps was used instead.
+template <typename A>
+MEMOPS_HD A norm_is_live(A clamped, A eps) {
+  return clamped > eps ? A(1) : A(0);
+}
+
+// Writes sim[0..N) and returns the key's |k|' (1 for dot). slot_norm: from slot_norms (cosine only).
+template <typename T, typename A>
+MEMOPS_HD A similarity_row(const T* mem, const T* key, const A* slot_norm, int64_t N, int64_t W,
+                           bool cosine, A eps, A* sim) {
+  dot_rows(mem, N, W, key, sim);
+  if (!cosine) return A(1);
+  A kk = A(0);
+  MEMOPS_SIMD_SUM(kk)
+  for (int64_t c = 0; c < W; ++c) kk += A(key[c]) * A(key[c]);
+  const A key_norm = clamped_norm(kk, eps);
+  for (int64_t i = 0; i < N; ++i) sim[i] /= key_norm * slot_norm[i];
   return key_norm;
 }
 
@@ -58,12 +64,12 @@ MEMOPS_HD void masked_softmax_row(A* x, const bool* keep, int64_t N) {
     mx = any ? max_of(mx, x[i]) : x[i];
     any = true;
   }
-  A total = A(0);
+  Sum<A> total = 0;
   for (int64_t i = 0; i < N; ++i) {
     x[i] = (keep && !keep[i]) ? A(0) : exp(x[i] - mx);
     total += x[i];
   }
-  A inv = any ? A(1) / total : A(0);
+  const A inv = any ? A(1 / total) : A(0);
   for (int64_t i = 0; i < N; ++i) x[i] *= inv;
 }
 
@@ -71,39 +77,33 @@ MEMOPS_HD void masked_softmax_row(A* x, const bool* keep, int64_t N) {
 // p_i (g_i - sum_j p_j g_j). Masked slots have p_i = 0, so they get 0 with no special case.
 template <typename T, typename A>
 MEMOPS_HD void softmax_backward_row(const A* p, const T* g, int64_t N, A* grad_logits) {
-  A pg = A(0);
-  MEMOPS_SIMD_SUM(pg)
-  for (int64_t i = 0; i < N; ++i) pg += p[i] * A(g[i]);
+  Sum<A> sum = 0;
+  MEMOPS_SIMD_SUM(sum)
+  for (int64_t i = 0; i < N; ++i) sum += p[i] * A(g[i]);
+  const A pg = A(sum);
   for (int64_t i = 0; i < N; ++i) grad_logits[i] = p[i] * (A(g[i]) - pg);
 }
 
 // d loss / d key from d loss / d sim (dsim) of one row.
-//   cosine: d sim_i / d k = m_i / (|k|' |m_i|') - sim_i k live_k / |k|'^2   (|x|' = max(|x|, eps);
-//           live_k = 1 where |k| > eps, else 0: the clamp has no gradient)
+//   cosine: d sim_i / d k = m_i / (|k|' |m_i|') - sim_i k live_k / |k|'^2
+//           (live_k = 1 where |k| > eps, else 0: the clamp has no gradient)
 //   dot:    d sim_i / d k = m_i
 // A second pass over memory: the first (similarity_row) had to finish before dsim was known.
 template <typename T, typename A>
-MEMOPS_HD void key_grad_row(const T* mem, const T* key, int64_t N, int64_t W, bool cosine, A eps,
-                            A key_norm, const A* sim, const A* dsim, A* grad_key) {
+MEMOPS_HD void key_grad_row(const T* mem, const T* key, const A* slot_norm, int64_t N, int64_t W,
+                            bool cosine, A eps, A key_norm, const A* sim, const A* dsim, A* grad_key) {
   for (int64_t c = 0; c < W; ++c) grad_key[c] = A(0);
-  A dsim_sim = A(0);
-  for (int64_t i = 0; i < N; ++i) {
-    const T* m = mem + i * W;
-    A coef = dsim[i];
-    if (cosine) {
-      A mm = A(0);
-      MEMOPS_SIMD_SUM(mm)
-      for (int64_t c = 0; c < W; ++c) mm += A(m[c]) * A(m[c]);
-      coef /= key_norm * clamped_norm(mm, eps);
-      dsim_sim += dsim[i] * sim[i];
-    }
-    for (int64_t c = 0; c < W; ++c) grad_key[c] += coef * A(m[c]);
+  if (cosine) {
+    const A inv_key_norm = A(1) / key_norm;
+    axpy_rows(mem, N, W, [&](int64_t i) { return dsim[i] * inv_key_norm / slot_norm[i]; }, grad_key);
+  } else {
+    axpy_rows(mem, N, W, [&](int64_t i) { return dsim[i]; }, grad_key);
   }
   if (cosine) {
-    A kk = A(0);
-    MEMOPS_SIMD_SUM(kk)
-    for (int64_t c = 0; c < W; ++c) kk += A(key[c]) * A(key[c]);
-    A k_coef = norm_is_live(kk, eps) * dsim_sim / (key_norm * key_norm);
+    Sum<A> dsim_sim = 0;
+    MEMOPS_SIMD_SUM(dsim_sim)
+    for (int64_t i = 0; i < N; ++i) dsim_sim += dsim[i] * sim[i];
+    const A k_coef = norm_is_live(key_norm, eps) * A(dsim_sim) / (key_norm * key_norm);
     for (int64_t c = 0; c < W; ++c) grad_key[c] -= k_coef * A(key[c]);
   }
 }
@@ -111,20 +111,13 @@ MEMOPS_HD void key_grad_row(const T* mem, const T* key, int64_t N, int64_t W, bo
 // d loss / d m_i for one memory slot, summed over the H heads that addressed it:
 //   cosine: sum_h dsim_hi [k_h / (|k_h|' |m_i|') - sim_hi m_i live_i / |m_i|'^2]
 //   dot:    sum_h dsim_hi k_h
-// keys: H x W; dsim, sim: strided by `head_stride` (N in a (H, N) block); key_norm: H values.
+// keys: H x W; dsim, sim: strided by `head_stride` (N in a (H, N) block); key_norm: H values;
+// m_norm: |m_i|' (cosine only).
 template <typename T, typename A>
 MEMOPS_HD void memory_grad_slot(const T* m, const T* keys, int64_t H, int64_t W, bool cosine, A eps,
-                                const A* key_norm, const A* sim, const A* dsim, int64_t head_stride,
-                                A* grad_m) {
+                                const A* key_norm, A m_norm, const A* sim, const A* dsim,
+                                int64_t head_stride, A* grad_m) {
   for (int64_t c = 0; c < W; ++c) grad_m[c] = A(0);
-  A m_norm = A(1), m_live = A(0);
-  if (cosine) {
-    A mm = A(0);
-    MEMOPS_SIMD_SUM(mm)
-    for (int64_t c = 0; c < W; ++c) mm += A(m[c]) * A(m[c]);
-    m_norm = clamped_norm(mm, eps);
-    m_live = norm_is_live(mm, eps);
-  }
   A self_coef = A(0);
   for (int64_t h = 0; h < H; ++h) {
     A d = dsim[h * head_stride];
@@ -136,7 +129,7 @@ MEMOPS_HD void memory_grad_slot(const T* m, const T* keys, int64_t H, int64_t W,
     for (int64_t c = 0; c < W; ++c) grad_m[c] += d * A(k[c]);
   }
   if (cosine) {
-    self_coef *= m_live / (m_norm * m_norm);
+    self_coef *= norm_is_live(m_norm, eps) / (m_norm * m_norm);
     for (int64_t c = 0; c < W; ++c) grad_m[c] -= self_coef * A(m[c]);
   }
 }
@@ -163,7 +156,7 @@ MEMOPS_HD void shift_backward_row(const TG* g, const T* w, const T* kernel, int6
   for (int64_t j = 0; j < S; ++j) {
     const int64_t d = wrap_index(j - S / 2, N);
     const A k = A(kernel[j]);
-    A gk = A(0);
+    Sum<A> gk = 0;
     for (int64_t i = 0; i < d; ++i) {
       grad_w[i - d + N] += k * A(g[i]);
       gk += A(g[i]) * A(w[i - d + N]);
@@ -172,7 +165,7 @@ MEMOPS_HD void shift_backward_row(const TG* g, const T* w, const T* kernel, int6
       grad_w[i - d] += k * A(g[i]);
       gk += A(g[i]) * A(w[i - d]);
     }
-    grad_kernel[j] = gk;
+    grad_kernel[j] = A(gk);
   }
 }
 
@@ -190,48 +183,57 @@ MEMOPS_HD void sharpen_row(const T* w, A gamma, int64_t N, A* out) {
     return;
   }
   const A inv_max = A(1) / w_max;
-  A total = A(0);
+  Sum<A> total = 0;
   for (int64_t i = 0; i < N; ++i) {
     out[i] = pow(A(w[i]) * inv_max, gamma);
     total += out[i];
   }
-  const A inv_total = A(1) / total;
+  const A inv_total = A(1 / total);
   for (int64_t i = 0; i < N; ++i) out[i] *= inv_total;
 }
 
 // Backward of sharpen_row, from the input w, the output p and the incoming gradient g. With
 // s = sum_i g_i p_i and L_i = log(w_i / max w) (the max cancels: sum_i p_i = 1):
-//   d loss / d w_j   = gamma (p_j / w_j) (g_j - s),   p_j / w_j = (w_j/max)^(gamma-1) / (max sum u)
+//   d loss / d w_j   = gamma (p_j / w_j) (g_j - s)
 //   d loss / d gamma = sum_i g_i p_i L_i - s sum_i p_i L_i
-// p_j / w_j is taken in the scale-free form: it is finite at w_j = 0 (0 for gamma > 1; 1/sum w at
-// gamma = 1, the limit). p_i L_i is 0 where w_i = 0 (its limit). An all-zero row gets zero gradients.
+// p_j / w_j needs no power where w_j > 0. At w_j = 0 it is its limit (w_j/max)^(gamma-1) / (max sum u):
+// 0 for gamma > 1, and 1 / sum w at gamma = 1, where sum u = 1 / p[argmax] (u = 1 at the maximum).
+// p_i L_i is 0 where w_i = 0 (its limit). An all-zero row gets zero gradients.
+// (Where p_j underflows while w_j does not, p_j / w_j loses relative precision, but the gradient
+// there is below ~1e-36 in float, so its absolute error is nil.)
 template <typename T, typename TG, typename A>
 MEMOPS_HD void sharpen_backward_row(const TG* g, const T* w, A gamma, const T* p, int64_t N,
                                     A* grad_w, A* grad_gamma) {
   A w_max = A(0);
-  for (int64_t i = 0; i < N; ++i) w_max = max_of(w_max, A(w[i]));
+  int64_t arg = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    if (A(w[i]) > w_max) {
+      w_max = A(w[i]);
+      arg = i;
+    }
+  }
   if (!(w_max > A(0))) {
     for (int64_t i = 0; i < N; ++i) grad_w[i] = A(0);
     *grad_gamma = A(0);
     return;
   }
   const A inv_max = A(1) / w_max;
-  A total = A(0), s = A(0), gpl = A(0), pl = A(0);
+  Sum<A> sum = 0, gpl = 0, pl = 0;
   for (int64_t i = 0; i < N; ++i) {
-    const A x = A(w[i]) * inv_max;
-    total += pow(x, gamma);
     const A gp = A(g[i]) * A(p[i]);
-    s += gp;
-    if (x > A(0)) {
-      const A L = log(x);
+    sum += gp;
+    if (A(w[i]) > A(0)) {
+      const A L = log(A(w[i]) * inv_max);
       gpl += gp * L;
       pl += A(p[i]) * L;
     }
   }
-  *grad_gamma = gpl - s * pl;
-  const A scale = gamma * inv_max / total;
+  const A s = A(sum);
+  *grad_gamma = A(gpl - sum * pl);
+  const A ratio_at_zero = pow(A(0), gamma - A(1)) * A(p[arg]) * inv_max;
   for (int64_t i = 0; i < N; ++i) {
-    grad_w[i] = scale * pow(A(w[i]) * inv_max, gamma - A(1)) * (A(g[i]) - s);
+    const A ratio = A(w[i]) > A(0) ? A(p[i]) / A(w[i]) : ratio_at_zero;
+    grad_w[i] = gamma * ratio * (A(g[i]) - s);
   }
 }
 

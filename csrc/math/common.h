@@ -11,6 +11,14 @@
 #define MEMOPS_HD inline
 #endif
 
+#if defined(_OPENMP) && !defined(__CUDACC__)
+#define MEMOPS_PRAGMA(x) _Pragma(#x)
+// Lets the compiler vectorise a float reduction (it reorders the sum, deterministically).
+#define MEMOPS_SIMD_SUM(...) MEMOPS_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
+#else
+#define MEMOPS_SIMD_SUM(...)
+#endif
+
 namespace memops {
 namespace math {
 
@@ -45,15 +53,73 @@ MEMOPS_HD A clamped_norm(A squared_norm, A eps) {
   return n > eps ? n : eps;
 }
 
-// d max(|x|, eps) / d|x|: 1 where the norm is above eps, 0 where eps was used instead.
-template <typename A>
-MEMOPS_HD A norm_is_live(A squared_norm, A eps) {
-  return sqrt(squared_norm) > eps ? A(1) : A(0);
-}
-
 template <typename A>
 MEMOPS_HD A max_of(A a, A b) {
   return a > b ? a : b;
+}
+
+// Sums over the N slots of a row (softmax and sharpen normalisers, their backward dot products,
+// the gradients of beta, gate, gamma and the shift taps) run in `Sum<A>`: double on the host whatever
+// A is. They feed cancellations such as g_i - sum_j p_j g_j, where a float sum over thousands of
+// slots loses three or four digits. A CUDA thread keeps A (double is slow there); CUDA block
+// reductions sum in trees, which loses far less.
+#if defined(__CUDA_ARCH__)
+template <typename A>
+using Sum = A;
+#else
+template <typename A>
+using Sum = double;
+#endif
+
+// Row primitives over n slots of width W (row i at rows + i * W). Slot widths in these models are
+// small (NTM: 20), too short for one vectorised loop per slot to pay its set-up, so both take four
+// slots per sweep over the width. The reduction order is fixed: results are deterministic.
+
+// out[i] = rows_i . v
+template <typename T, typename TV, typename A>
+MEMOPS_HD void dot_rows(const T* rows, int64_t n, int64_t W, const TV* v, A* out) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const T* r = rows + i * W;
+    A d0 = A(0), d1 = A(0), d2 = A(0), d3 = A(0);
+    MEMOPS_SIMD_SUM(d0, d1, d2, d3)
+    for (int64_t c = 0; c < W; ++c) {
+      const A x = A(v[c]);
+      d0 += x * A(r[c]);
+      d1 += x * A(r[W + c]);
+      d2 += x * A(r[2 * W + c]);
+      d3 += x * A(r[3 * W + c]);
+    }
+    out[i] = d0;
+    out[i + 1] = d1;
+    out[i + 2] = d2;
+    out[i + 3] = d3;
+  }
+  for (; i < n; ++i) {
+    const T* r = rows + i * W;
+    A d = A(0);
+    MEMOPS_SIMD_SUM(d)
+    for (int64_t c = 0; c < W; ++c) d += A(v[c]) * A(r[c]);
+    out[i] = d;
+  }
+}
+
+// acc[c] += sum_i coef(i) rows_i[c]
+template <typename T, typename A, typename Coef>
+MEMOPS_HD void axpy_rows(const T* rows, int64_t n, int64_t W, const Coef& coef, A* acc) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const T* r = rows + i * W;
+    const A c0 = coef(i), c1 = coef(i + 1), c2 = coef(i + 2), c3 = coef(i + 3);
+    for (int64_t c = 0; c < W; ++c) {
+      acc[c] += c0 * A(r[c]) + c1 * A(r[W + c]) + c2 * A(r[2 * W + c]) + c3 * A(r[3 * W + c]);
+    }
+  }
+  for (; i < n; ++i) {
+    const T* r = rows + i * W;
+    const A ci = coef(i);
+    for (int64_t c = 0; c < W; ++c) acc[c] += ci * A(r[c]);
+  }
 }
 
 }  // namespace math

@@ -8,39 +8,45 @@
 namespace memops {
 namespace math {
 
-// Backward of read for slot i: grad_w[h, i] = g_h . m_i and grad_m_i = sum_h w[h, i] g_h.
+// Backward of read for n consecutive slots of one batch row (m: their rows; w, grad_w: their
+// column in an (H, N) block, i.e. offset to the first slot, head stride N):
+//   grad_w[h, i] = g_h . m_i,   grad_m_i = sum_h w[h, i] g_h
 template <typename T, typename TG, typename A>
-MEMOPS_HD void read_backward_slot(const TG* g, const T* m, const T* w_col, int64_t H, int64_t W,
-                                  int64_t N, A* grad_w_col, A* grad_m) {
-  for (int64_t c = 0; c < W; ++c) grad_m[c] = A(0);
-  for (int64_t h = 0; h < H; ++h) {
-    const TG* gh = g + h * W;
-    const A wh = A(w_col[h * N]);
-    A dot = A(0);
-    for (int64_t c = 0; c < W; ++c) {
-      dot += A(gh[c]) * A(m[c]);
-      grad_m[c] += wh * A(gh[c]);
+MEMOPS_HD void read_backward_slots(const TG* g, const T* m, const T* w, int64_t n, int64_t H,
+                                   int64_t W, int64_t N, A* grad_w, A* grad_m) {
+  for (int64_t h = 0; h < H; ++h) dot_rows(m, n, W, g + h * W, grad_w + h * N);
+  for (int64_t i = 0; i < n; ++i) {
+    A* gm = grad_m + i * W;
+    for (int64_t c = 0; c < W; ++c) gm[c] = A(0);
+    for (int64_t h = 0; h < H; ++h) {
+      const A wh = A(w[h * N + i]);
+      const TG* gh = g + h * W;
+      for (int64_t c = 0; c < W; ++c) gm[c] += wh * A(gh[c]);
     }
-    grad_w_col[h * N] = dot;
   }
 }
 
 // Write for slot i: out_c = m_c prod_h (1 - w_h e_hc) + sum_h w_h a_hc (erase == nullptr: e = 1).
+// Heads outside, the W-wide loops inside, so those vectorise.
 template <typename T, typename A>
 MEMOPS_HD void write_slot(const T* m, const T* w_col, const T* erase, const T* add, int64_t H,
                           int64_t W, int64_t N, A* out) {
-  A keep_all = A(1);  // the erase=None factor prod_h (1 - w_h), the same for every c
-  if (!erase) {
-    for (int64_t h = 0; h < H; ++h) keep_all *= A(1) - A(w_col[h * N]);
-  }
-  for (int64_t c = 0; c < W; ++c) {
-    A keep = keep_all, added = A(0);
+  if (erase) {
+    for (int64_t c = 0; c < W; ++c) out[c] = A(m[c]);
     for (int64_t h = 0; h < H; ++h) {
       const A wh = A(w_col[h * N]);
-      if (erase) keep *= A(1) - wh * A(erase[h * W + c]);
-      added += wh * A(add[h * W + c]);
+      const T* e = erase + h * W;
+      for (int64_t c = 0; c < W; ++c) out[c] *= A(1) - wh * A(e[c]);
     }
-    out[c] = A(m[c]) * keep + added;
+  } else {
+    A keep = A(1);  // prod_h (1 - w_h): the same for every c
+    for (int64_t h = 0; h < H; ++h) keep *= A(1) - A(w_col[h * N]);
+    for (int64_t c = 0; c < W; ++c) out[c] = A(m[c]) * keep;
+  }
+  for (int64_t h = 0; h < H; ++h) {
+    const A wh = A(w_col[h * N]);
+    const T* a = add + h * W;
+    for (int64_t c = 0; c < W; ++c) out[c] += wh * A(a[c]);
   }
 }
 
@@ -49,33 +55,41 @@ MEMOPS_HD void write_slot(const T* m, const T* w_col, const T* erase, const T* a
 // q_hc: q is exactly 0 where a head fully erases, w = e = 1, which is common):
 //   grad_m_c     = g_c prod_h q_hc
 //   grad_w[h, i] = sum_c g_c (a_hc - m_c e_hc X_hc)
-//   grad_e_hc   += -g_c m_c w_h X_hc          (accumulated over slots by the caller's buffer)
-//   grad_a_hc   += g_c w_h
-// erase == nullptr (e = 1) skips grad_e. `prefix` is scratch for H values.
+//   grad_e_hc   += -g_c m_c w_h X_hc          (accumulated over slots in the caller's buffer)
+//   grad_a_hc   += g_c w_h                    (likewise)
+// erase == nullptr means e = 1 and skips grad_e. `scratch` holds (H + 1) * W values.
 template <typename T, typename TG, typename A>
 MEMOPS_HD void write_backward_slot(const TG* g, const T* m, const T* w_col, const T* erase,
                                    const T* add, int64_t H, int64_t W, int64_t N, A* grad_m,
-                                   A* grad_w_col, A* grad_e_acc, A* grad_a_acc, A* prefix) {
-  for (int64_t h = 0; h < H; ++h) grad_w_col[h * N] = A(0);
-  for (int64_t c = 0; c < W; ++c) {
-    const A gc = A(g[c]), mc = A(m[c]);
-    A run = A(1);  // prefix[h] = prod_{h' < h} q_h'c
-    for (int64_t h = 0; h < H; ++h) {
-      prefix[h] = run;
-      run *= A(1) - A(w_col[h * N]) * (erase ? A(erase[h * W + c]) : A(1));
-    }
-    grad_m[c] = gc * run;
-    A suffix = A(1);  // prod_{h' > h} q_h'c
-    for (int64_t h = H - 1; h >= 0; --h) {
-      const A wh = A(w_col[h * N]);
-      const A eh = erase ? A(erase[h * W + c]) : A(1);
-      const A x = prefix[h] * suffix;
-      grad_w_col[h * N] += gc * (A(add[h * W + c]) - mc * eh * x);
-      if (erase) grad_e_acc[h * W + c] -= gc * mc * wh * x;
-      grad_a_acc[h * W + c] += gc * wh;
-      suffix *= A(1) - wh * eh;
+                                   A* grad_w_col, A* grad_e_acc, A* grad_a_acc, A* scratch) {
+  A* prefix = scratch;       // prefix[h * W + c] = prod_{h' < h} q_h'c; row H holds the full product
+  A* suffix = grad_m;        // grad_m is written last: until then it holds prod_{h' > h} q_h'c
+  for (int64_t c = 0; c < W; ++c) prefix[c] = A(1);
+  for (int64_t h = 0; h < H; ++h) {
+    const A wh = A(w_col[h * N]);
+    for (int64_t c = 0; c < W; ++c) {
+      const A q = A(1) - wh * (erase ? A(erase[h * W + c]) : A(1));
+      prefix[(h + 1) * W + c] = prefix[h * W + c] * q;
     }
   }
+  for (int64_t c = 0; c < W; ++c) suffix[c] = A(1);
+  for (int64_t h = H - 1; h >= 0; --h) {
+    const A wh = A(w_col[h * N]);
+    const T* a = add + h * W;
+    A gw = A(0);
+    MEMOPS_SIMD_SUM(gw)
+    for (int64_t c = 0; c < W; ++c) {
+      const A gc = A(g[c]), mc = A(m[c]);
+      const A eh = erase ? A(erase[h * W + c]) : A(1);
+      const A x = prefix[h * W + c] * suffix[c];
+      gw += gc * (A(a[c]) - mc * eh * x);
+      if (erase) grad_e_acc[h * W + c] -= gc * mc * wh * x;
+      grad_a_acc[h * W + c] += gc * wh;
+      suffix[c] *= A(1) - wh * eh;
+    }
+    grad_w_col[h * N] = gw;
+  }
+  for (int64_t c = 0; c < W; ++c) grad_m[c] = A(g[c]) * prefix[H * W + c];
 }
 
 }  // namespace math

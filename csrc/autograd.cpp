@@ -1,0 +1,141 @@
+// Autograd kernels: one torch::autograd::Function per op, registered for the Autograd dispatch key.
+// Each forward runs the op below autograd (on whatever device kernel applies) and saves what its
+// backward op needs; each backward calls the op's _<op>_backward. Written in C++ rather than with
+// torch.library.register_autograd because the Python path costs ~30 us a call in Python overhead,
+// more than the kernels themselves at NTM sizes. torch.compile traces through these as it does
+// through torchvision's C++ autograd kernels; the fake kernels live in memops/_library.py.
+//
+// Double backward is not supported: the backward ops have no derivative (an error says so).
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "ops.h"
+
+namespace memops {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using T = at::Tensor;
+using OT = c10::optional<at::Tensor>;
+
+OT saved_optional(const T& t) { return t.defined() ? OT(t) : c10::nullopt; }
+
+class ContentAddress : public torch::autograd::Function<ContentAddress> {
+ public:
+  static T forward(AutogradContext* ctx, const T& memory, const T& keys, const T& beta, const OT& mask,
+                   c10::string_view similarity, double eps) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    T out = memops::content_address(memory, keys, beta, mask, similarity, eps);
+    // The output (the weights) enters the softmax backward; the similarities are recomputed.
+    ctx->save_for_backward({memory, keys, beta, mask.value_or(T()), out});
+    ctx->saved_data["similarity"] = std::string(similarity);
+    ctx->saved_data["eps"] = eps;
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    auto [gm, gk, gb] = memops::content_address_backward(
+        grads[0], s[0], s[1], s[2], saved_optional(s[3]), s[4],
+        ctx->saved_data["similarity"].toStringRef(), ctx->saved_data["eps"].toDouble());
+    return {gm, gk, gb, T(), T(), T()};
+  }
+};
+
+class Shift : public torch::autograd::Function<Shift> {
+ public:
+  static T forward(AutogradContext* ctx, const T& weights, const T& kernel) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({weights, kernel});
+    return memops::shift(weights, kernel);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    auto [gw, gk] = memops::shift_backward(grads[0], s[0], s[1]);
+    return {gw, gk};
+  }
+};
+
+class Sharpen : public torch::autograd::Function<Sharpen> {
+ public:
+  static T forward(AutogradContext* ctx, const T& weights, const T& gamma) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    T out = memops::sharpen(weights, gamma);
+    ctx->save_for_backward({weights, gamma, out});
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    auto [gw, gg] = memops::sharpen_backward(grads[0], s[0], s[1], s[2]);
+    return {gw, gg};
+  }
+};
+
+class NtmAddress : public torch::autograd::Function<NtmAddress> {
+ public:
+  static T forward(AutogradContext* ctx, const T& memory, const T& keys, const T& beta, const T& gate,
+                   const T& kernel, const T& gamma, const T& prev_weights, double eps) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    T out = memops::ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps);
+    // Inputs and output only: the backward recomputes the chain's intermediates per row.
+    ctx->save_for_backward({memory, keys, beta, gate, kernel, gamma, prev_weights, out});
+    ctx->saved_data["eps"] = eps;
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    auto [gm, gk, gb, gg, gs, gy, gp] = memops::ntm_address_backward(
+        grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], ctx->saved_data["eps"].toDouble());
+    return {gm, gk, gb, gg, gs, gy, gp, T()};
+  }
+};
+
+class Read : public torch::autograd::Function<Read> {
+ public:
+  static T forward(AutogradContext* ctx, const T& memory, const T& weights) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({memory, weights});
+    return memops::read(memory, weights);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    auto [gm, gw] = memops::read_backward(grads[0], s[0], s[1]);
+    return {gm, gw};
+  }
+};
+
+class Write : public torch::autograd::Function<Write> {
+ public:
+  static T forward(AutogradContext* ctx, const T& memory, const T& weights, const OT& erase, const T& add) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({memory, weights, erase.value_or(T()), add});
+    return memops::write(memory, weights, erase, add);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const OT erase = saved_optional(s[2]);
+    auto [gm, gw, ge, ga] = memops::write_backward(grads[0], s[0], s[1], erase, s[3]);
+    return {gm, gw, erase.has_value() ? ge : T(), ga};
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(memops, Autograd, m) {
+  m.impl("content_address", [](const T& memory, const T& keys, const T& beta, const OT& mask,
+                               c10::string_view similarity, double eps) {
+    return ContentAddress::apply(memory, keys, beta, mask, similarity, eps);
+  });
+  m.impl("shift", [](const T& weights, const T& kernel) { return Shift::apply(weights, kernel); });
+  m.impl("sharpen", [](const T& weights, const T& gamma) { return Sharpen::apply(weights, gamma); });
+  m.impl("ntm_address", [](const T& memory, const T& keys, const T& beta, const T& gate, const T& kernel,
+                           const T& gamma, const T& prev_weights, double eps) {
+    return NtmAddress::apply(memory, keys, beta, gate, kernel, gamma, prev_weights, eps);
+  });
+  m.impl("read", [](const T& memory, const T& weights) { return Read::apply(memory, weights); });
+  m.impl("write", [](const T& memory, const T& weights, const OT& erase, const T& add) {
+    return Write::apply(memory, weights, erase, add);
+  });
+}
+
+}  // namespace memops

@@ -1,0 +1,44 @@
+// CPU passes shared by content_address and ntm_address (cosine content addressing).
+#pragma once
+
+#include "../math/addressing.h"
+#include "common.h"
+
+namespace memops {
+namespace cpu {
+
+// max(|m_i|, eps) of every slot of every batch row: (B, N), computed once per call and shared by
+// all heads. Memory rows are contiguous across batches, so any range of slots is one call.
+template <typename scalar_t>
+at::Tensor slot_norms(const at::Tensor& memory, scalar_t eps) {
+  const int64_t slots = memory.size(0) * memory.size(1), W = memory.size(2);
+  auto norms = at::empty({memory.size(0), memory.size(1)}, memory.options());
+  const scalar_t* mem = memory.data_ptr<scalar_t>();
+  scalar_t* n = norms.data_ptr<scalar_t>();
+  at::parallel_for(0, slots, grain(W), [&](int64_t begin, int64_t end) {
+    math::slot_norms(mem + begin * W, end - begin, W, eps, n + begin);
+  });
+  return norms;
+}
+
+// The second phase of the content backward. Phase one runs over (b, h) rows and leaves, per row,
+// sim and dsim (d loss / d sim) of every slot and the key's clamped norm; this phase runs over
+// (b, i) slots so that each memory row's gradient (a sum over heads) is written by one task.
+template <typename scalar_t>
+void content_memory_grad(const scalar_t* mem, const scalar_t* keys, const scalar_t* key_norm,
+                         const scalar_t* slot_norm, const scalar_t* sim, const scalar_t* dsim,
+                         int64_t B, int64_t H, int64_t N, int64_t W, bool cosine, scalar_t eps,
+                         scalar_t* grad_mem) {
+  at::parallel_for(0, B * N, grain(H * W), [&](int64_t begin, int64_t end) {
+    for (int64_t slot = begin; slot < end; ++slot) {
+      const int64_t b = slot / N, i = slot % N;
+      math::memory_grad_slot<scalar_t, scalar_t>(
+          mem + slot * W, keys + b * H * W, H, W, cosine, eps, key_norm + b * H,
+          cosine ? slot_norm[slot] : scalar_t(1), sim + b * H * N + i, dsim + b * H * N + i, N,
+          grad_mem + slot * W);
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace memops
