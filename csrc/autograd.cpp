@@ -5,7 +5,8 @@
 // more than the kernels themselves at NTM sizes. torch.compile traces through these as it does
 // through torchvision's C++ autograd kernels; the fake kernels live in memops/_library.py.
 //
-// Double backward is not supported: the backward ops have no derivative (an error says so).
+// Double backward is not supported: the backward ops' autograd kernels refuse inputs that require
+// grad while grad mode is on (an error says so) and otherwise go straight to the device kernel.
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -119,6 +120,21 @@ class Write : public torch::autograd::Function<Write> {
   }
 };
 
+// Autograd kernel of a backward op: no derivative, so it must not be asked for one.
+template <typename... Args>
+void refuse_double_backward(const char* op, const Args&... args) {
+  if (!at::GradMode::is_enabled()) return;
+  bool requires_grad = false;
+  auto visit = [&](const auto& a) {
+    using A = std::decay_t<decltype(a)>;
+    if constexpr (std::is_same_v<A, T>) requires_grad |= a.defined() && a.requires_grad();
+    if constexpr (std::is_same_v<A, OT>) requires_grad |= a.has_value() && a->requires_grad();
+  };
+  (visit(args), ...);
+  TORCH_CHECK(!requires_grad, "memops: ", op, " has no derivative: double backward (create_graph=True "
+              "through a memops op) is not implemented");
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(memops, Autograd, m) {
@@ -136,6 +152,44 @@ TORCH_LIBRARY_IMPL(memops, Autograd, m) {
   m.impl("write", [](const T& memory, const T& weights, const OT& erase, const T& add) {
     return Write::apply(memory, weights, erase, add);
   });
+
+  // The backward ops: refuse double backward, else run the device kernel.
+  m.impl("_content_address_backward", [](const T& grad, const T& memory, const T& keys, const T& beta,
+                                         const OT& mask, const T& weights, c10::string_view similarity,
+                                         double eps) {
+    refuse_double_backward("content_address", grad, memory, keys, beta, mask, weights);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return memops::content_address_backward(grad, memory, keys, beta, mask, weights, similarity, eps);
+  });
+  m.impl("_shift_backward", [](const T& grad, const T& weights, const T& kernel) {
+    refuse_double_backward("shift", grad, weights, kernel);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return memops::shift_backward(grad, weights, kernel);
+  });
+  m.impl("_sharpen_backward", [](const T& grad, const T& weights, const T& gamma, const T& out) {
+    refuse_double_backward("sharpen", grad, weights, gamma, out);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return memops::sharpen_backward(grad, weights, gamma, out);
+  });
+  m.impl("_ntm_address_backward", [](const T& grad, const T& memory, const T& keys, const T& beta,
+                                     const T& gate, const T& kernel, const T& gamma, const T& prev_weights,
+                                     const T& out, double eps) {
+    refuse_double_backward("ntm_address", grad, memory, keys, beta, gate, kernel, gamma, prev_weights, out);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return memops::ntm_address_backward(grad, memory, keys, beta, gate, kernel, gamma, prev_weights, out, eps);
+  });
+  m.impl("_read_backward", [](const T& grad, const T& memory, const T& weights) {
+    refuse_double_backward("read", grad, memory, weights);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return memops::read_backward(grad, memory, weights);
+  });
+  m.impl("_write_backward", [](const T& grad, const T& memory, const T& weights, const OT& erase,
+                               const T& add) {
+    refuse_double_backward("write", grad, memory, weights, erase, add);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return memops::write_backward(grad, memory, weights, erase, add);
+  });
 }
+
 
 }  // namespace memops

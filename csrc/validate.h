@@ -12,6 +12,7 @@
 
 namespace memops {
 
+// torch's Python name of a dtype, so that C++ and Python errors read the same.
 inline std::string dtype_name(at::ScalarType t) {
   switch (t) {
     case at::kFloat: return "torch.float32";
@@ -19,8 +20,14 @@ inline std::string dtype_name(at::ScalarType t) {
     case at::kHalf: return "torch.float16";
     case at::kBFloat16: return "torch.bfloat16";
     case at::kBool: return "torch.bool";
-    case at::kLong: return "torch.int64";
+    case at::kByte: return "torch.uint8";
+    case at::kChar: return "torch.int8";
+    case at::kShort: return "torch.int16";
     case at::kInt: return "torch.int32";
+    case at::kLong: return "torch.int64";
+    case at::kComplexHalf: return "torch.complex32";
+    case at::kComplexFloat: return "torch.complex64";
+    case at::kComplexDouble: return "torch.complex128";
     default: return std::string("torch.") + c10::toString(t);
   }
 }
@@ -185,12 +192,13 @@ inline void check_write(const at::Tensor& memory, const at::Tensor& weights,
   dims.check(add, "add", "BHW");
 }
 
-// The incoming gradient of a backward op: the forward output's shape, `like`'s dtype and device.
-inline void check_grad(const char* op, const at::Tensor& grad, at::IntArrayRef shape,
-                       const at::Tensor& like) {
-  TORCH_CHECK_VALUE(grad.sizes() == shape, op, ": grad must have the output's shape ", shape,
-                    ", got ", grad.sizes());
-  check_float_like(op, grad, "grad", like, "the inputs");
+// A backward op's incoming gradient (name "grad") or saved forward output ("weights", "out"): the
+// forward output's shape, and `like`'s dtype and device.
+inline void check_output_like(const char* op, const at::Tensor& t, const char* name, at::IntArrayRef shape,
+                              const at::Tensor& like) {
+  TORCH_CHECK_VALUE(t.sizes() == shape, op, ": ", name, " must have the output's shape ", shape,
+                    ", got ", t.sizes());
+  check_float_like(op, t, name, like, "the inputs");
 }
 
 }  // namespace memops

@@ -28,7 +28,7 @@ BUILD_HINT = (
     "(torch must be installed first; add `ninja` for a parallel build)"
 )
 
-if not AVAILABLE and os.environ.get("MEMOPS_BACKEND", "") != "reference":
+if not AVAILABLE and os.environ.get("MEMOPS_BACKEND", "").strip().lower() != "reference":
     warnings.warn(
         f"memops: the compiled ops could not be loaded ({LOAD_ERROR}); every op runs the slow "
         f"pure-PyTorch reference instead. To get the kernels, {BUILD_HINT}. "
@@ -70,7 +70,9 @@ def _register():
     @fake("_content_address_backward")
     def _(grad, memory, keys, beta, mask, weights, similarity, eps):
         _validate.content_address(memory, keys, beta, mask, similarity, eps)
-        _validate.grad("content_address", grad, weights.shape, memory)
+        shape = (memory.shape[0], keys.shape[1], memory.shape[1])
+        _validate.output_like("content_address", grad, "grad", shape, memory)
+        _validate.output_like("content_address", weights, "weights", shape, memory)
         return memory.new_empty(memory.shape), keys.new_empty(keys.shape), beta.new_empty(beta.shape)
 
     # --- shift -------------------------------------------------------------------------------------
@@ -83,7 +85,7 @@ def _register():
     @fake("_shift_backward")
     def _(grad, weights, kernel):
         _validate.shift(weights, kernel)
-        _validate.grad("shift", grad, weights.shape, weights)
+        _validate.output_like("shift", grad, "grad", weights.shape, weights)
         return weights.new_empty(weights.shape), kernel.new_empty(kernel.shape)
 
     # --- sharpen -----------------------------------------------------------------------------------
@@ -96,7 +98,8 @@ def _register():
     @fake("_sharpen_backward")
     def _(grad, weights, gamma, out):
         _validate.sharpen(weights, gamma)
-        _validate.grad("sharpen", grad, weights.shape, weights)
+        _validate.output_like("sharpen", grad, "grad", weights.shape, weights)
+        _validate.output_like("sharpen", out, "out", weights.shape, weights)
         return weights.new_empty(weights.shape), gamma.new_empty(gamma.shape)
 
     # --- ntm_address -------------------------------------------------------------------------------
@@ -109,7 +112,8 @@ def _register():
     @fake("_ntm_address_backward")
     def _(grad, memory, keys, beta, gate, kernel, gamma, prev_weights, out, eps):
         _validate.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps)
-        _validate.grad("ntm_address", grad, prev_weights.shape, memory)
+        _validate.output_like("ntm_address", grad, "grad", prev_weights.shape, memory)
+        _validate.output_like("ntm_address", out, "out", prev_weights.shape, memory)
         return tuple(t.new_empty(t.shape) for t in (memory, keys, beta, gate, kernel, gamma, prev_weights))
 
     # --- read --------------------------------------------------------------------------------------
@@ -122,7 +126,7 @@ def _register():
     @fake("_read_backward")
     def _(grad, memory, weights):
         _validate.read(memory, weights)
-        _validate.grad("read", grad, (memory.shape[0], weights.shape[1], memory.shape[2]), memory)
+        _validate.output_like("read", grad, "grad", (memory.shape[0], weights.shape[1], memory.shape[2]), memory)
         return memory.new_empty(memory.shape), weights.new_empty(weights.shape)
 
     # --- write -------------------------------------------------------------------------------------
@@ -135,7 +139,7 @@ def _register():
     @fake("_write_backward")
     def _(grad, memory, weights, erase, add):
         _validate.write(memory, weights, erase, add)
-        _validate.grad("write", grad, memory.shape, memory)
+        _validate.output_like("write", grad, "grad", memory.shape, memory)
         grad_erase = erase.new_empty(erase.shape) if erase is not None else memory.new_empty(0)
         return memory.new_empty(memory.shape), weights.new_empty(weights.shape), grad_erase, add.new_empty(add.shape)
 

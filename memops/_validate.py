@@ -137,11 +137,12 @@ def cpu_dtype(op, t):
         raise TypeError(f"{op}: the CPU kernels take float32 or float64 tensors, got {t.dtype}")
 
 
-def grad(op, g, shape, like):
-    """The incoming gradient of a backward op: the forward output's shape, like's dtype and device."""
-    if list(g.shape) != list(shape):
-        raise ValueError(f"{op}: grad must have the output's shape {list(shape)}, got {list(g.shape)}")
-    _float_like(op, g, "grad", like, "the inputs")
+def output_like(op, t, name, shape, like):
+    """A backward op's incoming gradient ("grad") or saved forward output ("weights", "out"): the
+    forward output's shape, and like's dtype and device."""
+    if list(t.shape) != list(shape):
+        raise ValueError(f"{op}: {name} must have the output's shape {list(shape)}, got {list(t.shape)}")
+    _float_like(op, t, name, like, "the inputs")
 
 
 # --- value checks, run only in debug mode (memops.set_debug(True) or MEMOPS_DEBUG=1) ---------------

@@ -48,8 +48,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> content_address_backward(
   check_content_address(memory_, keys_, beta_, mask_, similarity, eps);
   check_cpu_dtype("content_address", memory_);
   const int64_t B = memory_.size(0), N = memory_.size(1), W = memory_.size(2), H = keys_.size(1);
-  check_grad("content_address", grad_, {B, H, N}, memory_);
-  check_grad("content_address", weights_, {B, H, N}, memory_);
+  check_output_like("content_address", grad_, "grad", {B, H, N}, memory_);
+  check_output_like("content_address", weights_, "weights", {B, H, N}, memory_);
   const auto memory = contiguous(memory_), keys = contiguous(keys_), beta = contiguous(beta_);
   const auto grad = contiguous(grad_), weights = contiguous(weights_);
   const bool cosine = similarity == "cosine";

@@ -95,8 +95,8 @@ ntm_address_backward(const at::Tensor& grad_, const at::Tensor& memory, const at
                      double eps) {
   const Inputs in = prepare(memory, keys, beta, gate, kernel, gamma, prev_weights, eps);
   const int64_t B = in.B, H = in.H, N = in.N, W = in.W, S = in.S;
-  check_grad("ntm_address", grad_, {B, H, N}, memory);
-  check_grad("ntm_address", out_, {B, H, N}, memory);
+  check_output_like("ntm_address", grad_, "grad", {B, H, N}, memory);
+  check_output_like("ntm_address", out_, "out", {B, H, N}, memory);
   const auto grad = contiguous(grad_), out = contiguous(out_);
   auto grad_memory = at::empty_like(in.memory), grad_keys = at::empty_like(in.keys);
   auto grad_beta = at::empty_like(in.beta), grad_gate = at::empty_like(in.gate);

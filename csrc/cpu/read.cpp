@@ -34,7 +34,7 @@ std::tuple<at::Tensor, at::Tensor> read_backward(const at::Tensor& grad_, const 
   check_read(memory_, weights_);
   check_cpu_dtype("read", memory_);
   const int64_t B = memory_.size(0), N = memory_.size(1), W = memory_.size(2), H = weights_.size(1);
-  check_grad("read", grad_, {B, H, W}, memory_);
+  check_output_like("read", grad_, "grad", {B, H, W}, memory_);
   const auto grad = contiguous(grad_), memory = contiguous(memory_), weights = contiguous(weights_);
   auto grad_memory = at::empty_like(memory), grad_weights = at::empty_like(weights);
   AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "read_backward", [&] {

@@ -30,8 +30,8 @@ std::tuple<at::Tensor, at::Tensor> sharpen_backward(const at::Tensor& grad_, con
                                                     const at::Tensor& gamma_, const at::Tensor& out_) {
   check_sharpen(weights_, gamma_);
   check_cpu_dtype("sharpen", weights_);
-  check_grad("sharpen", grad_, weights_.sizes(), weights_);
-  check_grad("sharpen", out_, weights_.sizes(), weights_);
+  check_output_like("sharpen", grad_, "grad", weights_.sizes(), weights_);
+  check_output_like("sharpen", out_, "out", weights_.sizes(), weights_);
   const auto grad = contiguous(grad_), weights = contiguous(weights_), gamma = contiguous(gamma_);
   const auto out = contiguous(out_);
   const int64_t rows = weights.size(0) * weights.size(1), N = weights.size(2);

@@ -29,7 +29,7 @@ std::tuple<at::Tensor, at::Tensor> shift_backward(const at::Tensor& grad_, const
                                                   const at::Tensor& kernel_) {
   check_shift(weights_, kernel_);
   check_cpu_dtype("shift", weights_);
-  check_grad("shift", grad_, weights_.sizes(), weights_);
+  check_output_like("shift", grad_, "grad", weights_.sizes(), weights_);
   const auto grad = contiguous(grad_), weights = contiguous(weights_), kernel = contiguous(kernel_);
   const int64_t rows = weights.size(0) * weights.size(1), N = weights.size(2), S = kernel.size(2);
   auto grad_weights = at::empty_like(weights), grad_kernel = at::empty_like(kernel);

@@ -43,7 +43,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> write_backward(
     const c10::optional<at::Tensor>& erase_, const at::Tensor& add_) {
   check_write(memory_, weights_, erase_, add_);
   check_cpu_dtype("write", memory_);
-  check_grad("write", grad_, memory_.sizes(), memory_);
+  check_output_like("write", grad_, "grad", memory_.sizes(), memory_);
   const auto grad = contiguous(grad_), memory = contiguous(memory_), weights = contiguous(weights_);
   const auto erase = contiguous(erase_);
   const auto add = contiguous(add_);

@@ -73,15 +73,42 @@ MEMOPS_HD void masked_softmax_row(A* x, const bool* keep, int64_t N) {
   for (int64_t i = 0; i < N; ++i) x[i] *= inv;
 }
 
+// g_i - sum_j p_j g_j for every i, for a probability row p (sum p = 1), as `diff(i)`. Where one slot
+// holds nearly all the mass, p_max is 1 - d with d far below float's resolution near 1, and the plain
+// g_max - s loses most digits; the largest slot's difference is taken as
+// g_max (sum_{i != max} p_i) - sum_{i != max} p_i g_i instead, exact in the same sums.
+template <typename A>
+struct CenteredGrad {
+  int64_t arg;
+  Sum<A> s, arg_diff;
+
+  template <typename TP, typename TG>
+  MEMOPS_HD CenteredGrad(const TP* p, const TG* g, int64_t N) : arg(0) {
+    for (int64_t i = 1; i < N; ++i) {
+      if (A(p[i]) > A(p[arg])) arg = i;
+    }
+    Sum<A> rest = 0, t = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      if (i == arg) continue;
+      rest += A(p[i]);
+      t += A(p[i]) * A(g[i]);
+    }
+    const Sum<A> g_arg = N > 0 ? Sum<A>(g[arg]) : Sum<A>(0);
+    s = t + (N > 0 ? Sum<A>(p[arg]) : Sum<A>(0)) * g_arg;
+    arg_diff = g_arg * rest - t;
+  }
+  template <typename TG>
+  MEMOPS_HD A diff(int64_t i, const TG* g) const {
+    return i == arg ? A(arg_diff) : A(Sum<A>(g[i]) - s);
+  }
+};
+
 // d loss / d logits of a softmax, from its output p and the incoming gradient g:
 // p_i (g_i - sum_j p_j g_j). Masked slots have p_i = 0, so they get 0 with no special case.
 template <typename T, typename A>
 MEMOPS_HD void softmax_backward_row(const A* p, const T* g, int64_t N, A* grad_logits) {
-  Sum<A> sum = 0;
-  MEMOPS_SIMD_SUM(sum)
-  for (int64_t i = 0; i < N; ++i) sum += p[i] * A(g[i]);
-  const A pg = A(sum);
-  for (int64_t i = 0; i < N; ++i) grad_logits[i] = p[i] * (A(g[i]) - pg);
+  const CenteredGrad<A> c(p, g, N);
+  for (int64_t i = 0; i < N; ++i) grad_logits[i] = p[i] * c.diff(i, g);
 }
 
 // d loss / d key from d loss / d sim (dsim) of one row.
@@ -195,10 +222,11 @@ MEMOPS_HD void sharpen_row(const T* w, A gamma, int64_t N, A* out) {
 // Backward of sharpen_row, from the input w, the output p and the incoming gradient g. With
 // s = sum_i g_i p_i and L_i = log(w_i / max w) (the max cancels: sum_i p_i = 1):
 //   d loss / d w_j   = gamma (p_j / w_j) (g_j - s)
-//   d loss / d gamma = sum_i g_i p_i L_i - s sum_i p_i L_i
+//   d loss / d gamma = sum_i g_i p_i L_i - s sum_i p_i L_i = sum_i p_i L_i (g_i - s)
 // p_j / w_j needs no power where w_j > 0. At w_j = 0 it is its limit (w_j/max)^(gamma-1) / (max sum u):
 // 0 for gamma > 1, and 1 / sum w at gamma = 1, where sum u = 1 / p[argmax] (u = 1 at the maximum).
-// p_i L_i is 0 where w_i = 0 (its limit). An all-zero row gets zero gradients.
+// p_i L_i is 0 where w_i = 0 (its limit). g_j - s comes from CenteredGrad. An all-zero row gets
+// zero gradients.
 // (Where p_j underflows while w_j does not, p_j / w_j loses relative precision, but the gradient
 // there is below ~1e-36 in float, so its absolute error is nil.)
 template <typename T, typename TG, typename A>
@@ -218,22 +246,16 @@ MEMOPS_HD void sharpen_backward_row(const TG* g, const T* w, A gamma, const T* p
     return;
   }
   const A inv_max = A(1) / w_max;
-  Sum<A> sum = 0, gpl = 0, pl = 0;
+  const CenteredGrad<A> c(p, g, N);
+  Sum<A> gg = 0;  // sum_i p_i L_i (g_i - s), the form of the gamma gradient with no cancellation
   for (int64_t i = 0; i < N; ++i) {
-    const A gp = A(g[i]) * A(p[i]);
-    sum += gp;
-    if (A(w[i]) > A(0)) {
-      const A L = log(A(w[i]) * inv_max);
-      gpl += gp * L;
-      pl += A(p[i]) * L;
-    }
+    if (A(w[i]) > A(0)) gg += A(p[i]) * log(A(w[i]) * inv_max) * c.diff(i, g);
   }
-  const A s = A(sum);
-  *grad_gamma = A(gpl - sum * pl);
+  *grad_gamma = A(gg);
   const A ratio_at_zero = pow(A(0), gamma - A(1)) * A(p[arg]) * inv_max;
   for (int64_t i = 0; i < N; ++i) {
     const A ratio = A(w[i]) > A(0) ? A(p[i]) / A(w[i]) : ratio_at_zero;
-    grad_w[i] = gamma * ratio * (A(g[i]) - s);
+    grad_w[i] = gamma * ratio * c.diff(i, g);
   }
 }
 

@@ -1,0 +1,327 @@
+"""Bad input gives a clear error, and the same one everywhere.
+
+For each bad input the C++ checks (backend="cpp", csrc/validate.h), the Python checks (the reference
+backend, memops/_validate.py) and the fake kernels (torch.ops.memops.<op> on device="meta" tensors
+and under FakeTensorMode, what torch.compile traces with) must raise the same exception type
+(ValueError for shapes, devices and values, TypeError for dtypes) with the same message, and the
+message must name the argument. Then debug mode's value checks.
+"""
+
+import re
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+import memops
+from helpers import backward_schema_args, make_inputs, require_backend, schema_args
+
+B, H, N, W, S = 2, 3, 5, 4, 3
+
+
+def valid(op, **kw):
+    return make_inputs(op, B, H, N, W, S, seed=0, **kw)
+
+
+def replace(**new):
+    """A mutation: replace tensors / kwargs by name (a callable gets the old value)."""
+    def mutate(tensors, kwargs):
+        for name, value in new.items():
+            target = tensors if name in tensors else kwargs
+            target[name] = value(target[name]) if callable(value) else value
+    return mutate
+
+
+def f64(*shape):
+    return torch.rand(*shape, dtype=torch.float64)
+
+
+ALL = ("cpp", "reference", "meta", "fake")
+
+# (id, op, make_inputs kwargs, mutation, exception, exact message, paths that must raise)
+CASES = [
+    # wrong rank
+    ("rank-memory", "content_address", {}, replace(memory=lambda m: m[0]), ValueError,
+     "content_address: memory must have shape (B, N, W) = (B, N, W), got [5, 4]", ALL),
+    ("rank-beta", "content_address", {}, replace(beta=lambda b: b[..., None]), ValueError,
+     "content_address: beta must have shape (B, H) = (2, 3), got [2, 3, 1]", ALL),
+    ("rank-weights", "shift", {}, replace(weights=lambda w: w.reshape(-1)), ValueError,
+     "shift: weights must have shape (B, H, N) = (B, H, N), got [30]", ALL),
+    ("rank-gamma", "sharpen", {}, replace(gamma=lambda g: g.reshape(-1)), ValueError,
+     "sharpen: gamma must have shape (B, H) = (2, 3), got [6]", ALL),
+    ("rank-gate", "ntm_address", {}, replace(gate=lambda g: g[..., None]), ValueError,
+     "ntm_address: gate must have shape (B, H) = (2, 3), got [2, 3, 1]", ALL),
+    ("rank-add", "write", {}, replace(add=lambda a: a[0]), ValueError,
+     "write: add must have shape (B, H, W) = (2, 3, 4), got [3, 4]", ALL),
+    # mismatched B / H / N / W
+    ("B-keys", "content_address", {}, replace(keys=f64(3, H, W)), ValueError,
+     "content_address: keys must have shape (B, H, W) = (2, H, 4), got [3, 3, 4]", ALL),
+    ("H-beta", "content_address", {}, replace(beta=f64(B, H + 1)), ValueError,
+     "content_address: beta must have shape (B, H) = (2, 3), got [2, 4]", ALL),
+    ("W-keys", "content_address", {}, replace(keys=f64(B, H, W + 1)), ValueError,
+     "content_address: keys must have shape (B, H, W) = (2, H, 4), got [2, 3, 5]", ALL),
+    ("B-kernel", "shift", {}, replace(kernel=f64(B + 1, H, S)), ValueError,
+     "shift: kernel must have shape (B, H, S) = (2, 3, S), got [3, 3, 3]", ALL),
+    ("H-gamma", "sharpen", {}, replace(gamma=f64(B, H - 1)), ValueError,
+     "sharpen: gamma must have shape (B, H) = (2, 3), got [2, 2]", ALL),
+    ("N-prev", "ntm_address", {}, replace(prev_weights=f64(B, H, N + 1)), ValueError,
+     "ntm_address: prev_weights must have shape (B, H, N) = (2, 3, 5), got [2, 3, 6]", ALL),
+    ("H-kernel", "ntm_address", {}, replace(kernel=f64(B, H + 2, S)), ValueError,
+     "ntm_address: kernel must have shape (B, H, S) = (2, 3, S), got [2, 5, 3]", ALL),
+    ("N-read", "read", {}, replace(weights=f64(B, H, N - 1)), ValueError,
+     "read: weights must have shape (B, H, N) = (2, H, 5), got [2, 3, 4]", ALL),
+    ("B-read", "read", {}, replace(weights=f64(B + 1, H, N)), ValueError,
+     "read: weights must have shape (B, H, N) = (2, H, 5), got [3, 3, 5]", ALL),
+    ("W-erase", "write", {}, replace(erase=f64(B, H, W + 1)), ValueError,
+     "write: erase must have shape (B, H, W) = (2, 3, 4), got [2, 3, 5]", ALL),
+    ("H-add", "write", {}, replace(add=f64(B, H + 1, W)), ValueError,
+     "write: add must have shape (B, H, W) = (2, 3, 4), got [2, 4, 4]", ALL),
+    ("H-add-no-erase", "write", dict(erase=False), replace(add=f64(B, H + 1, W)), ValueError,
+     "write: add must have shape (B, H, W) = (2, 3, 4), got [2, 4, 4]", ALL),
+    # even shift widths
+    ("even-S", "shift", {}, replace(kernel=f64(B, H, 4)), ValueError,
+     "shift: kernel width S must be odd (kernel[S // 2] is the 'stay' tap), got S = 4", ALL),
+    ("zero-S", "shift", {}, replace(kernel=f64(B, H, 0)), ValueError,
+     "shift: kernel width S must be odd (kernel[S // 2] is the 'stay' tap), got S = 0", ALL),
+    ("even-S-ntm", "ntm_address", {}, replace(kernel=f64(B, H, 2)), ValueError,
+     "ntm_address: kernel width S must be odd (kernel[S // 2] is the 'stay' tap), got S = 2", ALL),
+    # mismatched dtypes
+    ("dtype-keys", "content_address", {}, replace(keys=lambda k: k.float()), TypeError,
+     "content_address: keys must have the dtype of memory (torch.float64), got torch.float32", ALL),
+    ("dtype-kernel", "shift", {}, replace(kernel=lambda k: k.float()), TypeError,
+     "shift: kernel must have the dtype of weights (torch.float64), got torch.float32", ALL),
+    ("dtype-gamma", "ntm_address", {}, replace(gamma=lambda g: g.float()), TypeError,
+     "ntm_address: gamma must have the dtype of memory (torch.float64), got torch.float32", ALL),
+    ("dtype-erase", "write", {}, replace(erase=lambda e: e.to(torch.bfloat16)), TypeError,
+     "write: erase must have the dtype of memory (torch.float64), got torch.bfloat16", ALL),
+    ("dtype-weights", "read", {}, replace(weights=lambda w: w.half()), TypeError,
+     "read: weights must have the dtype of memory (torch.float64), got torch.float16", ALL),
+    # integer dtypes
+    ("int64-memory", "content_address", {}, replace(memory=lambda m: m.long()), TypeError,
+     "content_address: memory must be a floating-point tensor, got torch.int64", ALL),
+    ("int32-beta", "content_address", {}, replace(beta=lambda b: b.int()), TypeError,
+     "content_address: beta must be a floating-point tensor, got torch.int32", ALL),
+    ("int64-weights", "sharpen", {}, replace(weights=lambda w: w.long()), TypeError,
+     "sharpen: weights must be a floating-point tensor, got torch.int64", ALL),
+    ("bool-add", "write", {}, replace(add=lambda a: a > 0), TypeError,
+     "write: add must be a floating-point tensor, got torch.bool", ALL),
+    # mask: wrong shape or dtype
+    ("mask-N", "content_address", dict(mask="random"), replace(mask=torch.ones(B, N + 1, dtype=torch.bool)),
+     ValueError, "content_address: mask must have shape (B, N) = (2, 5), got [2, 6]", ALL),
+    ("mask-rank", "content_address", dict(mask="random"), replace(mask=torch.ones(B, H, N, dtype=torch.bool)),
+     ValueError, "content_address: mask must have shape (B, N) = (2, 5), got [2, 3, 5]", ALL),
+    ("mask-float", "content_address", dict(mask="random"), replace(mask=lambda m: m.double()), TypeError,
+     "content_address: mask must be a bool tensor, got torch.float64", ALL),
+    ("mask-int64", "content_address", dict(mask="random"), replace(mask=lambda m: m.long()), TypeError,
+     "content_address: mask must be a bool tensor, got torch.int64", ALL),
+    # similarity and eps
+    ("similarity", "content_address", {}, replace(similarity="euclidean"), ValueError,
+     "content_address: similarity must be 'cosine' or 'dot', got 'euclidean'", ALL),
+    ("similarity-case", "content_address", {}, replace(similarity="Cosine"), ValueError,
+     "content_address: similarity must be 'cosine' or 'dot', got 'Cosine'", ALL),
+    ("eps-zero", "content_address", {}, replace(eps=0.0), ValueError,
+     "content_address: eps must be positive, got 0", ALL),
+    ("eps-negative", "ntm_address", {}, replace(eps=-1e-8), ValueError,
+     "ntm_address: eps must be positive, got -1e-08", ALL),
+    # float16 on the CPU kernels (the reference runs it; a meta tensor has no CPU kernel to refuse it)
+    ("float16-cpu", "read", {}, replace(memory=lambda m: m.half(), weights=lambda w: w.half()), TypeError,
+     "read: the CPU kernels take float32 or float64 tensors, got torch.float16", ("cpp", "fake")),
+    ("bfloat16-cpu", "sharpen", {}, replace(weights=lambda w: w.bfloat16(), gamma=lambda g: g.bfloat16()),
+     TypeError, "sharpen: the CPU kernels take float32 or float64 tensors, got torch.bfloat16", ("cpp", "fake")),
+    ("float16-cpu-ntm", "ntm_address", {},
+     lambda t, k: t.update({n: v.half() for n, v in t.items()}), TypeError,
+     "ntm_address: the CPU kernels take float32 or float64 tensors, got torch.float16", ("cpp", "fake")),
+    # device mismatch (cpu vs meta): the Python checks answer on every path (a meta argument sends the
+    # call to the fake kernel), and an all-meta call has no mismatch
+    ("device-keys", "content_address", {}, replace(keys=lambda k: k.to("meta")), ValueError,
+     "content_address: keys must be on the device of memory (cpu), got meta", ("cpp", "reference", "fake")),
+    ("device-memory", "read", {}, replace(memory=lambda m: m.to("meta")), ValueError,
+     "read: weights must be on the device of memory (meta), got cpu", ("cpp", "reference", "fake")),
+    ("device-mask", "content_address", dict(mask="random"), replace(mask=lambda m: m.to("meta")), ValueError,
+     "content_address: mask must be on the device of memory (cpu), got meta", ("cpp", "reference", "fake")),
+    ("device-erase", "write", {}, replace(erase=lambda e: e.to("meta")), ValueError,
+     "write: erase must be on the device of memory (cpu), got meta", ("cpp", "reference", "fake")),
+]
+
+# The C++ spells some dtypes its own way (csrc/validate.h dtype_name falls back to c10::toString):
+# the same bad input gets "torch.Byte" from C++ and "torch.uint8" from Python.
+CASES_DTYPE_NAMES = [
+    ("mask-uint8", "content_address", dict(mask="random"), replace(mask=lambda m: m.to(torch.uint8)), TypeError,
+     "content_address: mask must be a bool tensor, got torch.uint8", ALL),
+    ("int16-memory", "read", {}, replace(memory=lambda m: m.to(torch.int16)), TypeError,
+     "read: memory must be a floating-point tensor, got torch.int16", ALL),
+    ("int8-weights", "shift", {}, replace(weights=lambda w: w.to(torch.int8)), TypeError,
+     "shift: weights must be a floating-point tensor, got torch.int8", ALL),
+    ("complex-memory", "write", {}, replace(memory=lambda m: m.to(torch.complex64)), TypeError,
+     "write: memory must be a floating-point tensor, got torch.complex64", ALL),
+]
+
+
+def case_params():
+    params = [pytest.param(*c, id=c[0]) for c in CASES]
+    params += [pytest.param(*c, id=c[0]) for c in CASES_DTYPE_NAMES]
+    return params
+
+
+def error_of(fn):
+    """(exception type, first line of its message), or None if fn() did not raise."""
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - the type is what is tested
+        return type(e), str(e).splitlines()[0] if str(e) else ""
+    return None
+
+
+def run_path(path, op, tensors, kwargs):
+    if path in ("cpp", "reference"):
+        return error_of(lambda: getattr(memops, op)(*tensors.values(), **kwargs, backend=path))
+    args = schema_args(op, tensors, kwargs)
+    if path == "meta":
+        meta = [a.to("meta") if isinstance(a, torch.Tensor) else a for a in args]
+        return error_of(lambda: getattr(torch.ops.memops, op)(*meta))
+    with FakeTensorMode(allow_non_fake_inputs=False) as mode:
+        fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        return error_of(lambda: getattr(torch.ops.memops, op)(*fake))
+
+
+@pytest.mark.parametrize("case,op,make_kw,mutate,exc,message,paths", case_params())
+def test_bad_input(case, op, make_kw, mutate, exc, message, paths):
+    require_backend("cpp")  # the fake kernels come with the extension too
+    tensors, kwargs = valid(op, **make_kw)
+    mutate(tensors, kwargs)
+    results = {path: run_path(path, op, tensors, kwargs) for path in ALL}
+    for path in paths:
+        assert results[path] is not None, f"{path}: no error for {case}"
+        assert results[path] == (exc, message), f"{path}: {results[path]}"
+    # the message names the argument it is about (or the setting)
+    assert message.startswith(op + ": ")
+
+
+@pytest.mark.parametrize("case,op,make_kw,mutate,exc,message,paths",
+                         [pytest.param(*c, id=c[0]) for c in CASES if "reference" in c[-1]])
+def test_bad_input_reference_without_extension(case, op, make_kw, mutate, exc, message, paths):
+    """The Python checks alone (what runs where the extension is not built)."""
+    tensors, kwargs = valid(op, **make_kw)
+    mutate(tensors, kwargs)
+    assert run_path("reference", op, tensors, kwargs) == (exc, message)
+
+
+def test_valid_inputs_raise_nothing(cpp):
+    for op in ("content_address", "shift", "sharpen", "ntm_address", "read", "write"):
+        tensors, kwargs = valid(op)
+        for path in ALL:
+            assert run_path(path, op, tensors, kwargs) is None, (op, path)
+
+
+# ------------------------------------------------------------------------------------------------
+# the backward ops check their incoming gradient (C++ and fake alike)
+
+BACKWARD_CASES = [
+    ("shift", lambda t, k: (f64(B, H, N + 1), t["weights"], t["kernel"]),
+     ValueError, "shift: grad must have the output's shape [2, 3, 5], got [2, 3, 6]"),
+    ("read", lambda t, k: (f64(B, H, N), t["memory"], t["weights"]),
+     ValueError, "read: grad must have the output's shape [2, 3, 4], got [2, 3, 5]"),
+    ("write", lambda t, k: (f64(B, N, W).float(), *t.values()),
+     TypeError, "write: grad must have the dtype of the inputs (torch.float64), got torch.float32"),
+    ("sharpen", lambda t, k: (f64(B, H), t["weights"], t["gamma"], t["weights"]),
+     ValueError, "sharpen: grad must have the output's shape [2, 3, 5], got [2, 3]"),
+]
+
+
+@pytest.mark.parametrize("op,args,exc,message", BACKWARD_CASES, ids=[c[0] for c in BACKWARD_CASES])
+def test_backward_op_checks_grad(cpp, op, args, exc, message):
+    tensors, kwargs = valid(op)
+    a = args(tensors, kwargs)
+    fn = getattr(torch.ops.memops, f"_{op}_backward")
+    assert error_of(lambda: fn(*a)) == (exc, message)
+    meta = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in a]
+    assert error_of(lambda: fn(*meta)) == (exc, message)
+
+
+# ------------------------------------------------------------------------------------------------
+# debug mode: value ranges
+
+
+DEBUG_CASES = [
+    ("sharpen", "gamma", lambda t: t["gamma"].sub_(t["gamma"]).add_(0.5), "sharpen: gamma must be >= 1"),
+    ("sharpen", "weights", lambda t: t["weights"][0, 1, 2].fill_(-1e-3), "sharpen: weights must be >= 0"),
+    ("ntm_address", "gamma", lambda t: t["gamma"][1, 0].fill_(0.9), "ntm_address: gamma must be >= 1"),
+    ("ntm_address", "gate>1", lambda t: t["gate"][0, 0].fill_(1.5), "ntm_address: gate must be <= 1"),
+    ("ntm_address", "gate<0", lambda t: t["gate"][0, 0].fill_(-0.1), "ntm_address: gate must be >= 0"),
+    ("ntm_address", "prev_weights", lambda t: t["prev_weights"][0, 0, 0].fill_(-0.5),
+     "ntm_address: prev_weights must be >= 0"),
+    ("ntm_address", "kernel", lambda t: t["kernel"][1, 2, 0].fill_(-0.5), "ntm_address: kernel must be >= 0"),
+    ("content_address", "NaN-memory", lambda t: t["memory"][0, 0, 0].fill_(float("nan")),
+     "content_address: memory has NaN or Inf values"),
+    ("content_address", "Inf-beta", lambda t: t["beta"][0, 0].fill_(float("inf")),
+     "content_address: beta has NaN or Inf values"),
+    ("shift", "NaN-kernel", lambda t: t["kernel"][0, 0, 0].fill_(float("nan")), "shift: kernel has NaN or Inf values"),
+    ("read", "NaN-weights", lambda t: t["weights"][1, 1, 1].fill_(float("nan")), "read: weights has NaN or Inf values"),
+    ("write", "NaN-add", lambda t: t["add"][1, 1, 1].fill_(float("nan")), "write: add has NaN or Inf values"),
+    ("write", "NaN-erase", lambda t: t["erase"][1, 1, 1].fill_(float("nan")), "write: erase has NaN or Inf values"),
+    ("ntm_address", "NaN-keys", lambda t: t["keys"][1, 1, 1].fill_(float("nan")),
+     "ntm_address: keys has NaN or Inf values"),
+]
+
+
+@pytest.mark.parametrize("backend_name", ["cpp", "reference"])
+@pytest.mark.parametrize("op,what,spoil,message", DEBUG_CASES, ids=[f"{c[0]}-{c[1]}" for c in DEBUG_CASES])
+def test_debug_mode_rejects_bad_values(backend_name, op, what, spoil, message):
+    require_backend(backend_name)
+    tensors, kwargs = valid(op)
+    spoil(tensors)
+    fn = getattr(memops, op)
+    # debug off (the default): not checked, the call goes through
+    assert error_of(lambda: fn(*tensors.values(), **kwargs, backend=backend_name)) is None
+    memops.set_debug(True)
+    try:
+        err = error_of(lambda: fn(*tensors.values(), **kwargs, backend=backend_name))
+    finally:
+        memops.set_debug(False)
+    assert err is not None and err[0] is ValueError, err
+    assert err[1].startswith(message), err
+    assert "debug check" in err[1]
+    # and off again afterwards
+    assert error_of(lambda: fn(*tensors.values(), **kwargs, backend=backend_name)) is None
+
+
+@pytest.mark.parametrize("backend_name", ["cpp", "reference"])
+def test_debug_mode_accepts_valid_values(backend_name):
+    require_backend(backend_name)
+    memops.set_debug(True)
+    try:
+        for op in ("content_address", "shift", "sharpen", "ntm_address", "read", "write"):
+            tensors, kwargs = valid(op, mask="empty_row") if op == "content_address" else valid(op)
+            if op in ("sharpen", "ntm_address"):
+                tensors["gamma"][0, 0] = 1.0  # the bound itself is allowed
+            if op == "ntm_address":
+                tensors["gate"][0, 0], tensors["gate"][0, 1] = 0.0, 1.0
+            getattr(memops, op)(*tensors.values(), **kwargs, backend=backend_name)
+    finally:
+        memops.set_debug(False)
+
+
+def test_set_debug_flag_round_trip():
+    from memops import ops
+    assert ops._debug is False
+    memops.set_debug(True)
+    assert ops._debug is True
+    memops.set_debug(False)
+    assert ops._debug is False
+
+
+@pytest.mark.parametrize("op", ["sharpen", "content_address", "ntm_address"])
+def test_backward_op_checks_its_saved_output(cpp, op):
+    tensors, kwargs = valid(op)
+    grad = f64(B, H, N)
+    args = list(backward_schema_args(op, tensors, kwargs, grad))
+    name = "weights" if op == "content_address" else "out"
+    index = {"content_address": 5, "sharpen": 3, "ntm_address": 8}[op]
+    assert args[index].shape == (B, H, N)
+    args[index] = f64(B, H, N - 1)  # the saved forward output, one slot short
+    fn = getattr(torch.ops.memops, f"_{op}_backward")
+    real = error_of(lambda: fn(*args))
+    fake = error_of(lambda: fn(*[a.to("meta") if isinstance(a, torch.Tensor) else a for a in args]))
+    assert real is not None and real[0] is ValueError, real
+    assert re.search(rf"\b{name}\b", real[1]) and not re.search(r"\bgrad\b", real[1]), real
+    assert fake == real, (fake, real)
