@@ -51,8 +51,9 @@ def extension():
         ("MEMOPS_TORCH_VERSION", f'"{torch.__version__}"'),
         ("MEMOPS_CUDA_ARCHS", f'"{archs}"'),
     ]
-    # -fno-math-errno lets sqrt vectorise (errno is never read); no -ffast-math: inf/NaN must stay IEEE.
-    cxx = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]
+    # -fno-math-errno and -fno-trapping-math (as PyTorch's own build) let sqrt and the branch-free
+    # exp vectorise: errno and FP traps are never read. No -ffast-math: inf and NaN stay IEEE.
+    cxx = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wno-unknown-pragmas"]
     if with_cuda:
         macros.append(("MEMOPS_WITH_CUDA", None))
         return CUDAExtension(

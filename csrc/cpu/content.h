@@ -23,19 +23,22 @@ at::Tensor slot_norms(const at::Tensor& memory, scalar_t eps) {
 
 // The second phase of the content backward. Phase one runs over (b, h) rows and leaves, per row,
 // sim and dsim (d loss / d sim) of every slot and the key's clamped norm; this phase runs over
-// (b, i) slots so that each memory row's gradient (a sum over heads) is written by one task.
+// chunks of slots so that each memory row's gradient (a sum over heads) is written by one task.
 template <typename scalar_t>
 void content_memory_grad(const scalar_t* mem, const scalar_t* keys, const scalar_t* key_norm,
                          const scalar_t* slot_norm, const scalar_t* sim, const scalar_t* dsim,
                          int64_t B, int64_t H, int64_t N, int64_t W, bool cosine, scalar_t eps,
                          scalar_t* grad_mem) {
-  at::parallel_for(0, B * N, grain(H * W), [&](int64_t begin, int64_t end) {
-    for (int64_t slot = begin; slot < end; ++slot) {
-      const int64_t b = slot / N, i = slot % N;
-      math::memory_grad_slot<scalar_t, scalar_t>(
-          mem + slot * W, keys + b * H * W, H, W, cosine, eps, key_norm + b * H,
-          cosine ? slot_norm[slot] : scalar_t(1), sim + b * H * N + i, dsim + b * H * N + i, N,
-          grad_mem + slot * W);
+  constexpr int64_t kChunk = 64;  // slots per task
+  const int64_t chunks = (N + kChunk - 1) / kChunk;
+  at::parallel_for(0, B * chunks, grain(kChunk * H * W), [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / chunks, first = (task % chunks) * kChunk;
+      const int64_t slot = b * N + first;
+      math::memory_grad_slots<scalar_t, scalar_t>(
+          mem + slot * W, keys + b * H * W, std::min(kChunk, N - first), H, N, W, cosine, eps,
+          key_norm + b * H, cosine ? slot_norm + slot : nullptr, sim + b * H * N + first,
+          dsim + b * H * N + first, grad_mem + slot * W);
     }
   });
 }

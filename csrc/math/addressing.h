@@ -22,13 +22,7 @@ namespace math {
 // norm[i] = max(|m_i|, eps) for the N slots of one batch row.
 template <typename T, typename A>
 MEMOPS_HD void slot_norms(const T* mem, int64_t N, int64_t W, A eps, A* norm) {
-  for (int64_t i = 0; i < N; ++i) {
-    const T* m = mem + i * W;
-    A mm = A(0);
-    MEMOPS_SIMD_SUM(mm)
-    for (int64_t c = 0; c < W; ++c) mm += A(m[c]) * A(m[c]);
-    norm[i] = mm;
-  }
+  sumsq_rows(mem, N, W, norm);
   for (int64_t i = 0; i < N; ++i) norm[i] = clamped_norm(norm[i], eps);
 }
 
@@ -64,11 +58,14 @@ MEMOPS_HD void masked_softmax_row(A* x, const bool* keep, int64_t N) {
     mx = any ? max_of(mx, x[i]) : x[i];
     any = true;
   }
-  Sum<A> total = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    x[i] = (keep && !keep[i]) ? A(0) : exp(x[i] - mx);
-    total += x[i];
+  if (keep) {
+    for (int64_t i = 0; i < N; ++i) x[i] = keep[i] ? exp_nonpositive(x[i] - mx) : A(0);
+  } else {
+    for (int64_t i = 0; i < N; ++i) x[i] = exp_nonpositive(x[i] - mx);
   }
+  Sum<A> total = 0;
+  MEMOPS_SIMD_SUM(total)
+  for (int64_t i = 0; i < N; ++i) total += x[i];
   const A inv = any ? A(1 / total) : A(0);
   for (int64_t i = 0; i < N; ++i) x[i] *= inv;
 }
@@ -135,29 +132,33 @@ MEMOPS_HD void key_grad_row(const T* mem, const T* key, const A* slot_norm, int6
   }
 }
 
-// d loss / d m_i for one memory slot, summed over the H heads that addressed it:
+// d loss / d m_i for n consecutive memory slots of one batch row, summed over the H heads:
 //   cosine: sum_h dsim_hi [k_h / (|k_h|' |m_i|') - sim_hi m_i live_i / |m_i|'^2]
 //   dot:    sum_h dsim_hi k_h
-// keys: H x W; dsim, sim: strided by `head_stride` (N in a (H, N) block); key_norm: H values;
-// m_norm: |m_i|' (cosine only).
+// mem, grad_m: the n slots' rows; keys: H x W; sim, dsim: the slots' column of an (H, N) block
+// (offset to the first slot, head stride N); key_norm: H values; slot_norm: the n slots' |m_i|'.
 template <typename T, typename A>
-MEMOPS_HD void memory_grad_slot(const T* m, const T* keys, int64_t H, int64_t W, bool cosine, A eps,
-                                const A* key_norm, A m_norm, const A* sim, const A* dsim,
-                                int64_t head_stride, A* grad_m) {
-  for (int64_t c = 0; c < W; ++c) grad_m[c] = A(0);
-  A self_coef = A(0);
+MEMOPS_HD void memory_grad_slots(const T* mem, const T* keys, int64_t n, int64_t H, int64_t N,
+                                 int64_t W, bool cosine, A eps, const A* key_norm, const A* slot_norm,
+                                 const A* sim, const A* dsim, A* grad_m) {
   for (int64_t h = 0; h < H; ++h) {
-    A d = dsim[h * head_stride];
-    if (cosine) {
-      self_coef += d * sim[h * head_stride];
-      d /= key_norm[h] * m_norm;
-    }
-    const T* k = keys + h * W;
-    for (int64_t c = 0; c < W; ++c) grad_m[c] += d * A(k[c]);
+    const A* d = dsim + h * N;
+    const A inv_key_norm = cosine ? A(1) / key_norm[h] : A(1);
+    outer_rows(
+        n, W, [&](int64_t i) { return cosine ? d[i] * inv_key_norm / slot_norm[i] : d[i]; },
+        keys + h * W, grad_m, h > 0);
   }
-  if (cosine) {
-    self_coef *= norm_is_live(m_norm, eps) / (m_norm * m_norm);
-    for (int64_t c = 0; c < W; ++c) grad_m[c] -= self_coef * A(m[c]);
+  if (H == 0) {
+    for (int64_t i = 0; i < n * W; ++i) grad_m[i] = A(0);
+  }
+  if (!cosine) return;
+  for (int64_t i = 0; i < n; ++i) {
+    A self_coef = A(0);
+    for (int64_t h = 0; h < H; ++h) self_coef += dsim[h * N + i] * sim[h * N + i];
+    self_coef *= norm_is_live(slot_norm[i], eps) / (slot_norm[i] * slot_norm[i]);
+    const T* m = mem + i * W;
+    A* gm = grad_m + i * W;
+    for (int64_t c = 0; c < W; ++c) gm[c] -= self_coef * A(m[c]);
   }
 }
 
@@ -165,7 +166,7 @@ MEMOPS_HD void memory_grad_slot(const T* m, const T* keys, int64_t H, int64_t W,
 // Circular shift. For tap j the offset is d_j = (j - S/2) mod N, and out[i] += kernel[j] w[i - d_j],
 // taken in two straight segments (i < d_j wraps around) so the inner loops have no modulo.
 template <typename T, typename A>
-MEMOPS_HD void shift_row(const T* w, const T* kernel, int64_t N, int64_t S, A* out) {
+MEMOPS_HD void shift_row(const T* w, const T* kernel, int64_t N, int64_t S, A* __restrict__ out) {
   for (int64_t i = 0; i < N; ++i) out[i] = A(0);
   for (int64_t j = 0; j < S; ++j) {
     const int64_t d = wrap_index(j - S / 2, N);
@@ -176,23 +177,22 @@ MEMOPS_HD void shift_row(const T* w, const T* kernel, int64_t N, int64_t S, A* o
 }
 
 // Backward of shift_row: grad_w[s] = sum_j kernel[j] g[s + d_j], grad_kernel[j] = sum_i g[i] w[i - d_j].
+// (The grad_kernel sums stay in A: they are over one row, like the forward's, and vectorise.)
 template <typename T, typename TG, typename A>
 MEMOPS_HD void shift_backward_row(const TG* g, const T* w, const T* kernel, int64_t N, int64_t S,
-                                  A* grad_w, A* grad_kernel) {
+                                  A* __restrict__ grad_w, A* __restrict__ grad_kernel) {
   for (int64_t i = 0; i < N; ++i) grad_w[i] = A(0);
   for (int64_t j = 0; j < S; ++j) {
     const int64_t d = wrap_index(j - S / 2, N);
     const A k = A(kernel[j]);
-    Sum<A> gk = 0;
-    for (int64_t i = 0; i < d; ++i) {
-      grad_w[i - d + N] += k * A(g[i]);
-      gk += A(g[i]) * A(w[i - d + N]);
-    }
-    for (int64_t i = d; i < N; ++i) {
-      grad_w[i - d] += k * A(g[i]);
-      gk += A(g[i]) * A(w[i - d]);
-    }
-    grad_kernel[j] = A(gk);
+    for (int64_t i = 0; i < d; ++i) grad_w[i - d + N] += k * A(g[i]);
+    for (int64_t i = d; i < N; ++i) grad_w[i - d] += k * A(g[i]);
+    A gk = A(0);
+    MEMOPS_SIMD_SUM(gk)
+    for (int64_t i = 0; i < d; ++i) gk += A(g[i]) * A(w[i - d + N]);
+    MEMOPS_SIMD_SUM(gk)
+    for (int64_t i = d; i < N; ++i) gk += A(g[i]) * A(w[i - d]);
+    grad_kernel[j] = gk;
   }
 }
 

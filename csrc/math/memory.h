@@ -14,15 +14,13 @@ namespace math {
 template <typename T, typename TG, typename A>
 MEMOPS_HD void read_backward_slots(const TG* g, const T* m, const T* w, int64_t n, int64_t H,
                                    int64_t W, int64_t N, A* grad_w, A* grad_m) {
-  for (int64_t h = 0; h < H; ++h) dot_rows(m, n, W, g + h * W, grad_w + h * N);
-  for (int64_t i = 0; i < n; ++i) {
-    A* gm = grad_m + i * W;
-    for (int64_t c = 0; c < W; ++c) gm[c] = A(0);
-    for (int64_t h = 0; h < H; ++h) {
-      const A wh = A(w[h * N + i]);
-      const TG* gh = g + h * W;
-      for (int64_t c = 0; c < W; ++c) gm[c] += wh * A(gh[c]);
-    }
+  for (int64_t h = 0; h < H; ++h) {
+    dot_rows(m, n, W, g + h * W, grad_w + h * N);
+    const T* wh = w + h * N;
+    outer_rows(n, W, [&](int64_t i) { return A(wh[i]); }, g + h * W, grad_m, h > 0);
+  }
+  if (H == 0) {
+    for (int64_t i = 0; i < n * W; ++i) grad_m[i] = A(0);
   }
 }
 
