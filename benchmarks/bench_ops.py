@@ -32,6 +32,7 @@ import harness  # noqa: E402
 
 import memops  # noqa: E402
 from memops import reference  # noqa: E402
+from memops.testing import random_inputs  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CSV = os.path.join(HERE, "results", "ops.csv")
@@ -83,29 +84,10 @@ def make_inputs(op, dims, dtype, device, seed):
     """Random inputs in the ranges a model gives them (never zeros), and a fixed output gradient."""
     gen = torch.Generator().manual_seed(seed)
     B, H, N, W, S = (dims[k] for k in "BHNWS")
-
-    def randn(*shape):
-        return torch.randn(*shape, generator=gen)
-
-    def rand(*shape):
-        return torch.rand(*shape, generator=gen)
-
-    makers = {
-        "memory": lambda: randn(B, N, W),
-        "keys": lambda: randn(B, H, W),
-        "beta": lambda: 5 * rand(B, H),
-        "weights": lambda: torch.softmax(2 * randn(B, H, N), -1),
-        "prev_weights": lambda: torch.softmax(2 * randn(B, H, N), -1),
-        "kernel": lambda: torch.softmax(randn(B, H, S), -1),
-        "gamma": lambda: 1 + 4 * rand(B, H),
-        "gate": lambda: rand(B, H),
-        "erase": lambda: rand(B, H, W),
-        "add": lambda: randn(B, H, W),
-    }
-    tensors = {k: makers[k]().to(device=device, dtype=dtype) for k in op.inputs}
-    extra = {"mask": (rand(B, N) > 0.2).to(device)} if op.mask else {}
+    tensors = random_inputs(op.inputs, B, H, N, W, S, gen, dtype=dtype, device=device)
+    extra = {"mask": (torch.rand(B, N, generator=gen) > 0.2).to(device)} if op.mask else {}
     out_shape = (B, N, W) if op.op == "write" else (B, H, W) if op.op == "read" else (B, H, N)
-    grad = randn(*out_shape).to(device=device, dtype=dtype)
+    grad = torch.randn(*out_shape, generator=gen).to(device=device, dtype=dtype)
     return tensors, extra, grad
 
 

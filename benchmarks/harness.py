@@ -22,6 +22,8 @@ import subprocess
 
 import torch
 
+from memops.testing import device_name
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ENV_FIELDS = ["timestamp", "commit", "device", "threads", "loadavg", "torch", "cuda", "triton"]
@@ -46,21 +48,6 @@ def git_commit(repo=REPO):
     except (OSError, subprocess.CalledProcessError):
         return head
     return head + ("-dirty" if status.strip() else "")
-
-
-def device_name(device):
-    """The GPU's name, or the CPU model from /proc/cpuinfo."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def triton_version():
