@@ -55,35 +55,59 @@ MEMOPS_HD void write_slot(const T* m, const T* w_col, const T* erase, const T* a
 //   grad_w[h, i] = sum_c g_c (a_hc - m_c e_hc X_hc)
 //   grad_e_hc   += -g_c m_c w_h X_hc          (accumulated over slots in the caller's buffer)
 //   grad_a_hc   += g_c w_h                    (likewise)
-// erase == nullptr means e = 1 and skips grad_e. `scratch` holds (H + 1) * W values.
+// erase == nullptr means e = 1: then q and X do not depend on c, grad_w[h, i] = g.a_h - X_h (g.m),
+// and there is no grad_e. `scratch` holds (H + 1) * W values.
 template <typename T, typename TG, typename A>
 MEMOPS_HD void write_backward_slot(const TG* g, const T* m, const T* w_col, const T* erase,
                                    const T* add, int64_t H, int64_t W, int64_t N, A* grad_m,
                                    A* grad_w_col, A* grad_e_acc, A* grad_a_acc, A* scratch) {
-  A* prefix = scratch;       // prefix[h * W + c] = prod_{h' < h} q_h'c; row H holds the full product
-  A* suffix = grad_m;        // grad_m is written last: until then it holds prod_{h' > h} q_h'c
+  A* prefix = scratch;  // prefix[h * W + c] = prod_{h' < h} q_h'c; row H holds the full product
+  if (!erase) {
+    // One factor per head: prefix[h] = prod_{h' < h} (1 - w_h').
+    prefix[0] = A(1);
+    for (int64_t h = 0; h < H; ++h) prefix[h + 1] = prefix[h] * (A(1) - A(w_col[h * N]));
+    A gm = A(0);
+    MEMOPS_SIMD_SUM(gm)
+    for (int64_t c = 0; c < W; ++c) gm += A(g[c]) * A(m[c]);
+    A suffix = A(1);
+    for (int64_t h = H - 1; h >= 0; --h) {
+      const A wh = A(w_col[h * N]);
+      const T* a = add + h * W;
+      A* ga = grad_a_acc + h * W;
+      A ag = A(0);
+      MEMOPS_SIMD_SUM(ag)
+      for (int64_t c = 0; c < W; ++c) ag += A(g[c]) * A(a[c]);
+      for (int64_t c = 0; c < W; ++c) ga[c] += wh * A(g[c]);
+      grad_w_col[h * N] = ag - prefix[h] * suffix * gm;
+      suffix *= A(1) - wh;
+    }
+    for (int64_t c = 0; c < W; ++c) grad_m[c] = A(g[c]) * prefix[H];
+    return;
+  }
+  A* suffix = grad_m;  // grad_m is written last: until then it holds prod_{h' > h} q_h'c
   for (int64_t c = 0; c < W; ++c) prefix[c] = A(1);
   for (int64_t h = 0; h < H; ++h) {
     const A wh = A(w_col[h * N]);
-    for (int64_t c = 0; c < W; ++c) {
-      const A q = A(1) - wh * (erase ? A(erase[h * W + c]) : A(1));
-      prefix[(h + 1) * W + c] = prefix[h * W + c] * q;
-    }
+    const T* e = erase + h * W;
+    for (int64_t c = 0; c < W; ++c) prefix[(h + 1) * W + c] = prefix[h * W + c] * (A(1) - wh * A(e[c]));
   }
   for (int64_t c = 0; c < W; ++c) suffix[c] = A(1);
   for (int64_t h = H - 1; h >= 0; --h) {
     const A wh = A(w_col[h * N]);
     const T* a = add + h * W;
+    const T* e = erase + h * W;
+    A* ge = grad_e_acc + h * W;
+    A* ga = grad_a_acc + h * W;
+    const A* pre = prefix + h * W;
     A gw = A(0);
     MEMOPS_SIMD_SUM(gw)
     for (int64_t c = 0; c < W; ++c) {
-      const A gc = A(g[c]), mc = A(m[c]);
-      const A eh = erase ? A(erase[h * W + c]) : A(1);
-      const A x = prefix[h * W + c] * suffix[c];
-      gw += gc * (A(a[c]) - mc * eh * x);
-      if (erase) grad_e_acc[h * W + c] -= gc * mc * wh * x;
-      grad_a_acc[h * W + c] += gc * wh;
-      suffix[c] *= A(1) - wh * eh;
+      const A gc = A(g[c]), mc = A(m[c]), ec = A(e[c]);
+      const A x = pre[c] * suffix[c];
+      gw += gc * (A(a[c]) - mc * ec * x);
+      ge[c] -= gc * mc * wh * x;
+      ga[c] += gc * wh;
+      suffix[c] *= A(1) - wh * ec;
     }
     grad_w_col[h * N] = gw;
   }
