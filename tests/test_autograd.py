@@ -41,3 +41,25 @@ def test_backward_op_without_grad_mode_is_a_plain_kernel(cpp, op):
     with torch.no_grad():
         results = getattr(torch.ops.memops, f"_{op}_backward")(*args)
     assert all(not r.requires_grad for r in results)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_bitwise_deterministic_across_thread_counts(cpp, op):
+    """The CPU kernels split work in fixed chunks (never by thread count) and sum in a fixed order:
+    one thread and two give the same bits, forward and backward. Sizes large enough to be split."""
+    tensors, kwargs = make_inputs(op, B=12, H=2, N=300, W=24, S=5, seed=7)
+    tensors = {k: (v.float() if v is not None else None) for k, v in tensors.items()}
+    grad = random_grad(output_shape(op, tensors), 8, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            leaves = requires_grad(tensors)
+            out = getattr(torch.ops.memops, op)(*schema_args(op, leaves, kwargs))
+            inputs = [t for t in leaves.values() if t is not None]
+            results.append([out, *torch.autograd.grad(out, inputs, grad)])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
