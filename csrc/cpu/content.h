@@ -21,6 +21,25 @@ at::Tensor slot_norms(const at::Tensor& memory, scalar_t eps) {
   return norms;
 }
 
+// Where a forward row's slot norms come from (cosine): with one head, from the row's own sweep over
+// memory, into a task buffer (one read of memory instead of two); with several heads, from
+// slot_norms once per call, shared by the heads of a batch row.
+template <typename scalar_t>
+struct ForwardNorms {
+  bool here;
+  at::Tensor shared;
+
+  ForwardNorms(const at::Tensor& memory, int64_t H, bool cosine, scalar_t eps)
+      : here(cosine && H == 1),
+        shared(cosine && H > 1 ? slot_norms<scalar_t>(memory, eps) : at::Tensor()) {}
+
+  // The norms pointer for batch row b; `buffer`: the task's N values, used when `here`.
+  scalar_t* row(int64_t b, int64_t N, scalar_t* buffer) const {
+    if (here) return buffer;
+    return shared.defined() ? shared.data_ptr<scalar_t>() + b * N : nullptr;
+  }
+};
+
 // The second phase of the content backward. Phase one runs over (b, h) rows and leaves, per row,
 // sim and dsim (d loss / d sim) of every slot and the key's clamped norm; this phase runs over
 // chunks of slots so that each memory row's gradient (a sum over heads) is written by one task.

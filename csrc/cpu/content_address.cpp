@@ -1,9 +1,11 @@
-// content_address on the CPU: the slot norms once (cosine), then one task per (b, h) row does
-// similarity, scaling and softmax in one pass over the memory of batch b.
+// content_address on the CPU: one task per (b, h) row does similarity (and, for one head, the slot
+// norms), scaling and softmax in one pass over the memory of batch b.
 //
 // Backward saves nothing but the forward's inputs and output (the weights p): the similarities are
 // recomputed (one more pass over memory, which the key gradient has to make anyway), which keeps an
 // unrolled model's saved activations at one (B, H, N) tensor per call.
+#include <vector>
+
 #include "content.h"
 
 namespace memops {
@@ -25,14 +27,15 @@ at::Tensor content_address(const at::Tensor& memory_, const at::Tensor& keys_, c
     const scalar_t* bet = beta.data_ptr<scalar_t>();
     const bool* keep = data_or_null<bool>(mask);
     scalar_t* o = out.data_ptr<scalar_t>();
-    const auto norms = cosine ? slot_norms<scalar_t>(memory, scalar_t(eps)) : at::Tensor();
-    const scalar_t* mn = cosine ? norms.data_ptr<scalar_t>() : nullptr;
+    const ForwardNorms<scalar_t> norms(memory, H, cosine, scalar_t(eps));
     at::parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> buffer(norms.here ? N : 0);
       for (int64_t row = begin; row < end; ++row) {
         const int64_t b = row / H;
         scalar_t* p = o + row * N;
-        math::similarity_row<scalar_t, scalar_t>(mem + b * N * W, key + row * W, mn ? mn + b * N : nullptr,
-                                                 N, W, cosine, scalar_t(eps), p);
+        math::similarity_row<scalar_t, scalar_t>(mem + b * N * W, key + row * W,
+                                                 norms.row(b, N, buffer.data()), norms.here, N, W,
+                                                 cosine, scalar_t(eps), p);
         for (int64_t i = 0; i < N; ++i) p[i] *= bet[row];
         math::masked_softmax_row(p, keep ? keep + b * N : nullptr, N);
       }
@@ -69,17 +72,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> content_address_backward(
     scalar_t* gk = grad_keys.data_ptr<scalar_t>();
     scalar_t* gb = grad_beta.data_ptr<scalar_t>();
     const auto norms = cosine ? slot_norms<scalar_t>(memory, scalar_t(eps)) : at::Tensor();
-    const scalar_t* mn = cosine ? norms.data_ptr<scalar_t>() : nullptr;
+    scalar_t* mn = cosine ? norms.data_ptr<scalar_t>() : nullptr;
     // Phase 1, per (b, h) row: dlogits = softmax backward, grad_beta = dlogits . sim,
     // dsim = beta * dlogits, grad_key from dsim.
     at::parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const scalar_t* mem_b = mem + (row / H) * N * W;
-        const scalar_t* mn_b = mn ? mn + (row / H) * N : nullptr;
+        scalar_t* mn_b = mn ? mn + (row / H) * N : nullptr;
         scalar_t* s_row = s + row * N;
         scalar_t* ds_row = ds + row * N;
-        kn[row] = math::similarity_row<scalar_t, scalar_t>(mem_b, key + row * W, mn_b, N, W, cosine,
-                                                           scalar_t(eps), s_row);
+        kn[row] = math::similarity_row<scalar_t, scalar_t>(mem_b, key + row * W, mn_b, false, N, W,
+                                                           cosine, scalar_t(eps), s_row);
         math::softmax_backward_row(p + row * N, g + row * N, N, ds_row);
         math::Sum<scalar_t> gbeta = 0;
         for (int64_t i = 0; i < N; ++i) {

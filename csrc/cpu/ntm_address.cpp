@@ -17,7 +17,10 @@ namespace {
 // The forward chain of one row, leaving every intermediate in the caller's buffers.
 template <typename scalar_t>
 struct Row {
-  const scalar_t *mem, *slot_norm, *key, *kernel, *prev;
+  const scalar_t *mem;
+  scalar_t* slot_norm;  // read, or written first when norms_here (see ForwardNorms)
+  bool norms_here;
+  const scalar_t *key, *kernel, *prev;
   scalar_t beta, gate, gamma;
   int64_t N, W, S;
   scalar_t eps;
@@ -26,7 +29,7 @@ struct Row {
   // Returns the key's clamped norm.
   scalar_t forward(scalar_t* sim, scalar_t* content, scalar_t* gated, scalar_t* shifted) const {
     const scalar_t key_norm =
-        math::similarity_row<scalar_t, scalar_t>(mem, key, slot_norm, N, W, true, eps, sim);
+        math::similarity_row<scalar_t, scalar_t>(mem, key, slot_norm, norms_here, N, W, true, eps, sim);
     for (int64_t i = 0; i < N; ++i) content[i] = beta * sim[i];
     math::masked_softmax_row(content, nullptr, N);
     for (int64_t i = 0; i < N; ++i) gated[i] = gate * content[i] + (scalar_t(1) - gate) * prev[i];
@@ -39,11 +42,12 @@ struct Inputs {
   at::Tensor memory, keys, beta, gate, kernel, gamma, prev;
   int64_t B, H, N, W, S;
 
-  // The inputs of row r; norms: slot_norms(memory).
+  // The inputs of row r; slot_norm, norms_here: where its slot norms are (see ForwardNorms).
   template <typename scalar_t>
-  Row<scalar_t> row(int64_t r, const at::Tensor& norms, double eps) const {
+  Row<scalar_t> row(int64_t r, scalar_t* slot_norm, bool norms_here, double eps) const {
     return Row<scalar_t>{memory.data_ptr<scalar_t>() + (r / H) * N * W,
-                         norms.data_ptr<scalar_t>() + (r / H) * N,
+                         slot_norm,
+                         norms_here,
                          keys.data_ptr<scalar_t>() + r * W,
                          kernel.data_ptr<scalar_t>() + r * S,
                          prev.data_ptr<scalar_t>() + r * N,
@@ -74,12 +78,12 @@ at::Tensor ntm_address(const at::Tensor& memory, const at::Tensor& keys, const a
   auto out = at::empty({in.B, H, N}, in.memory.options());
   AT_DISPATCH_FLOATING_TYPES(in.memory.scalar_type(), "ntm_address", [&] {
     scalar_t* o = out.data_ptr<scalar_t>();
-    const auto norms = slot_norms<scalar_t>(in.memory, scalar_t(eps));
+    const ForwardNorms<scalar_t> norms(in.memory, H, true, scalar_t(eps));
     at::parallel_for(0, in.B * H, grain(N * (W + S)), [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> buf(4 * N);  // sim, content, gated, shifted
+      std::vector<scalar_t> buf(5 * N);  // sim, content, gated, shifted, slot norms
       scalar_t *sim = buf.data(), *content = sim + N, *gated = content + N, *shifted = gated + N;
       for (int64_t row = begin; row < end; ++row) {
-        const auto r = in.row<scalar_t>(row, norms, eps);
+        const auto r = in.row<scalar_t>(row, norms.row(row / H, N, shifted + N), norms.here, eps);
         r.forward(sim, content, gated, shifted);
         math::sharpen_row(shifted, r.gamma, N, o + row * N);
       }
@@ -115,7 +119,7 @@ ntm_address_backward(const at::Tensor& grad_, const at::Tensor& memory, const at
       std::vector<scalar_t> buf(4 * N);
       scalar_t *content = buf.data(), *gated = content + N, *shifted = gated + N, *d = shifted + N;
       for (int64_t row = begin; row < end; ++row) {
-        const auto r = in.row<scalar_t>(row, norms, eps);
+        const auto r = in.row<scalar_t>(row, norms.data_ptr<scalar_t>() + (row / H) * N, false, eps);
         scalar_t* s_row = s + row * N;
         scalar_t* ds_row = ds + row * N;
         kn[row] = r.forward(s_row, content, gated, shifted);

@@ -32,12 +32,22 @@ MEMOPS_HD A norm_is_live(A clamped, A eps) {
   return clamped > eps ? A(1) : A(0);
 }
 
-// Writes sim[0..N) and returns the key's |k|' (1 for dot). slot_norm: from slot_norms (cosine only).
+// Writes sim[0..N) and returns the key's |k|' (1 for dot). Cosine: slot_norm holds the slot norms
+// from slot_norms, or is computed here in the same sweep as the dot products (one read of memory
+// instead of two, for a single head) when `norms_here` is set.
 template <typename T, typename A>
-MEMOPS_HD A similarity_row(const T* mem, const T* key, const A* slot_norm, int64_t N, int64_t W,
-                           bool cosine, A eps, A* sim) {
-  dot_rows(mem, N, W, key, sim);
-  if (!cosine) return A(1);
+MEMOPS_HD A similarity_row(const T* mem, const T* key, A* slot_norm, bool norms_here, int64_t N,
+                           int64_t W, bool cosine, A eps, A* sim) {
+  if (!cosine) {
+    dot_rows(mem, N, W, key, sim);
+    return A(1);
+  }
+  if (norms_here) {
+    dot_sumsq_rows(mem, N, W, key, sim, slot_norm);
+    for (int64_t i = 0; i < N; ++i) slot_norm[i] = clamped_norm(slot_norm[i], eps);
+  } else {
+    dot_rows(mem, N, W, key, sim);
+  }
   A kk = A(0);
   MEMOPS_SIMD_SUM(kk)
   for (int64_t c = 0; c < W; ++c) kk += A(key[c]) * A(key[c]);

@@ -167,6 +167,39 @@ MEMOPS_HD void sumsq_rows(const T* rows, int64_t n, int64_t W, A* out) {
   }
 }
 
+// dot[i] = rows_i . v and sumsq[i] = rows_i . rows_i in one sweep over the rows
+template <typename T, typename TV, typename A>
+MEMOPS_HD void dot_sumsq_rows(const T* rows, int64_t n, int64_t W, const TV* v, A* dot, A* sumsq) {
+  int64_t i = 0;
+  for (; i + 2 <= n; i += 2) {
+    const T* r = rows + i * W;
+    A d0 = A(0), d1 = A(0), s0 = A(0), s1 = A(0);
+    MEMOPS_SIMD_SUM(d0, d1, s0, s1)
+    for (int64_t c = 0; c < W; ++c) {
+      const A x = A(v[c]), r0 = A(r[c]), r1 = A(r[W + c]);
+      d0 += x * r0;
+      d1 += x * r1;
+      s0 += r0 * r0;
+      s1 += r1 * r1;
+    }
+    dot[i] = d0;
+    dot[i + 1] = d1;
+    sumsq[i] = s0;
+    sumsq[i + 1] = s1;
+  }
+  for (; i < n; ++i) {
+    const T* r = rows + i * W;
+    A d = A(0), q = A(0);
+    MEMOPS_SIMD_SUM(d, q)
+    for (int64_t c = 0; c < W; ++c) {
+      d += A(v[c]) * A(r[c]);
+      q += A(r[c]) * A(r[c]);
+    }
+    dot[i] = d;
+    sumsq[i] = q;
+  }
+}
+
 // out_i[c] = coef(i) v[c] (accumulate: +=) for n rows of width W at out + i * W
 template <typename TV, typename A, typename Coef>
 MEMOPS_HD void outer_rows(int64_t n, int64_t W, const Coef& coef, const TV* v, A* out, bool accumulate) {

@@ -13,7 +13,7 @@ __global__ void every_row_function(const T* mem, const T* key, const T* w, const
   T *a = buf, *b = buf + N, *c = buf + 2 * N;
   const T eps = T(1e-8);
   slot_norms(mem, N, W, eps, a);
-  const T key_norm = similarity_row(mem, key, a, N, W, true, eps, b);
+  const T key_norm = similarity_row(mem, key, a, true, N, W, true, eps, b);
   masked_softmax_row(b, static_cast<const bool*>(nullptr), N);
   softmax_backward_row(b, w, N, c);
   key_grad_row(mem, key, a, N, W, true, eps, key_norm, b, c, out);
