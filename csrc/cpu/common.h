@@ -3,11 +3,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
-
-#include <type_traits>
 
 #include "../validate.h"
 
