@@ -53,14 +53,15 @@ def extension():
     ]
     # -fno-math-errno and -fno-trapping-math (as PyTorch's own build) let sqrt and the branch-free
     # exp vectorise: errno and FP traps are never read. No -ffast-math: inf and NaN stay IEEE.
-    cxx = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wno-unknown-pragmas"]
+    # The C++ standard is torch's (BuildExtension adds it: C++20 for torch 2.13).
+    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wno-unknown-pragmas"]
     if with_cuda:
         macros.append(("MEMOPS_WITH_CUDA", None))
         return CUDAExtension(
             "memops._C",
             cpu_sources + cuda_sources,
             define_macros=macros,
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math"]},
             extra_link_args=["-fopenmp"],
         )
     return CppExtension(

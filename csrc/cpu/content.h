@@ -40,6 +40,16 @@ struct ForwardNorms {
   }
 };
 
+// The slot norms for a backward (cosine), which its second phase needs for every slot: with one
+// head, an empty (B, N) tensor that phase one fills in its own sweep over memory (each batch row has
+// one row task, so no two tasks write the same norms); with several, slot_norms up front.
+template <typename scalar_t>
+at::Tensor backward_norms(const at::Tensor& memory, int64_t H, bool cosine, scalar_t eps) {
+  if (!cosine) return at::Tensor();
+  if (H == 1) return at::empty({memory.size(0), memory.size(1)}, memory.options());
+  return slot_norms<scalar_t>(memory, eps);
+}
+
 // The second phase of the content backward. Phase one runs over (b, h) rows and leaves, per row,
 // sim and dsim (d loss / d sim) of every slot and the key's clamped norm; this phase runs over
 // chunks of slots so that each memory row's gradient (a sum over heads) is written by one task.

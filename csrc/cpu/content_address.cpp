@@ -71,7 +71,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> content_address_backward(
     scalar_t* kn = key_norm.data_ptr<scalar_t>();
     scalar_t* gk = grad_keys.data_ptr<scalar_t>();
     scalar_t* gb = grad_beta.data_ptr<scalar_t>();
-    const auto norms = cosine ? slot_norms<scalar_t>(memory, scalar_t(eps)) : at::Tensor();
+    const auto norms = backward_norms<scalar_t>(memory, H, cosine, scalar_t(eps));
     scalar_t* mn = cosine ? norms.data_ptr<scalar_t>() : nullptr;
     // Phase 1, per (b, h) row: dlogits = softmax backward, grad_beta = dlogits . sim,
     // dsim = beta * dlogits, grad_key from dsim.
@@ -81,7 +81,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> content_address_backward(
         scalar_t* mn_b = mn ? mn + (row / H) * N : nullptr;
         scalar_t* s_row = s + row * N;
         scalar_t* ds_row = ds + row * N;
-        kn[row] = math::similarity_row<scalar_t, scalar_t>(mem_b, key + row * W, mn_b, false, N, W,
+        kn[row] = math::similarity_row<scalar_t, scalar_t>(mem_b, key + row * W, mn_b, H == 1, N, W,
                                                            cosine, scalar_t(eps), s_row);
         math::softmax_backward_row(p + row * N, g + row * N, N, ds_row);
         math::Sum<scalar_t> gbeta = 0;

@@ -114,12 +114,12 @@ ntm_address_backward(const at::Tensor& grad_, const at::Tensor& memory, const at
     scalar_t* s = sim.data_ptr<scalar_t>();
     scalar_t* ds = dsim.data_ptr<scalar_t>();
     scalar_t* kn = key_norm.data_ptr<scalar_t>();
-    const auto norms = slot_norms<scalar_t>(in.memory, scalar_t(eps));
+    const auto norms = backward_norms<scalar_t>(in.memory, H, true, scalar_t(eps));
     at::parallel_for(0, B * H, grain(N * (W + S)), [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> buf(4 * N);
       scalar_t *content = buf.data(), *gated = content + N, *shifted = gated + N, *d = shifted + N;
       for (int64_t row = begin; row < end; ++row) {
-        const auto r = in.row<scalar_t>(row, norms.data_ptr<scalar_t>() + (row / H) * N, false, eps);
+        const auto r = in.row<scalar_t>(row, norms.data_ptr<scalar_t>() + (row / H) * N, H == 1, eps);
         scalar_t* s_row = s + row * N;
         scalar_t* ds_row = ds + row * N;
         kn[row] = r.forward(s_row, content, gated, shifted);

@@ -80,33 +80,36 @@ MEMOPS_HD void masked_softmax_row(A* x, const bool* keep, int64_t N) {
   for (int64_t i = 0; i < N; ++i) x[i] *= inv;
 }
 
-// g_i - sum_j p_j g_j for every i, for a probability row p (sum p = 1), as `diff(i)`. Where one slot
-// holds nearly all the mass, p_max is 1 - d with d far below float's resolution near 1, and the plain
-// g_max - s loses most digits; the largest slot's difference is taken as
-// g_max (sum_{i != max} p_i) - sum_{i != max} p_i g_i instead, exact in the same sums.
+// g_i - sum_j p_j g_j for a probability row p (sum p = 1) is g_i - s. Where one slot holds nearly
+// all the mass, p_max = 1 - d with d far below float's resolution near 1, and the plain g_max - s
+// loses most digits; the largest slot's difference is taken as
+// g_max (sum_{i != max} p_i) - sum_{i != max} p_i g_i instead (`arg_diff`), with sums that leave
+// the max out (taking it off the full sums would not do: d can be below double's resolution too).
 template <typename A>
 struct CenteredGrad {
-  int64_t arg;
-  Sum<A> s, arg_diff;
+  int64_t arg = 0;
+  Sum<A> s = 0, arg_diff = 0;
 
   template <typename TP, typename TG>
-  MEMOPS_HD CenteredGrad(const TP* p, const TG* g, int64_t N) : arg(0) {
+  MEMOPS_HD CenteredGrad(const TP* p, const TG* g, int64_t N) {
+    if (N == 0) return;
     for (int64_t i = 1; i < N; ++i) {
       if (A(p[i]) > A(p[arg])) arg = i;
     }
-    Sum<A> rest = 0, t = 0;
-    for (int64_t i = 0; i < N; ++i) {
-      if (i == arg) continue;
-      rest += A(p[i]);
-      t += A(p[i]) * A(g[i]);
+    Sum<A> rest = 0, t = 0;  // over i != arg, in two runs so the loops stay simple
+    MEMOPS_SIMD_SUM(rest, t)
+    for (int64_t i = 0; i < arg; ++i) {
+      rest += Sum<A>(p[i]);
+      t += Sum<A>(p[i]) * Sum<A>(g[i]);
     }
-    const Sum<A> g_arg = N > 0 ? Sum<A>(g[arg]) : Sum<A>(0);
-    s = t + (N > 0 ? Sum<A>(p[arg]) : Sum<A>(0)) * g_arg;
+    MEMOPS_SIMD_SUM(rest, t)
+    for (int64_t i = arg + 1; i < N; ++i) {
+      rest += Sum<A>(p[i]);
+      t += Sum<A>(p[i]) * Sum<A>(g[i]);
+    }
+    const Sum<A> g_arg = Sum<A>(g[arg]);
+    s = t + Sum<A>(p[arg]) * g_arg;
     arg_diff = g_arg * rest - t;
-  }
-  template <typename TG>
-  MEMOPS_HD A diff(int64_t i, const TG* g) const {
-    return i == arg ? A(arg_diff) : A(Sum<A>(g[i]) - s);
   }
 };
 
@@ -115,7 +118,8 @@ struct CenteredGrad {
 template <typename T, typename A>
 MEMOPS_HD void softmax_backward_row(const A* p, const T* g, int64_t N, A* grad_logits) {
   const CenteredGrad<A> c(p, g, N);
-  for (int64_t i = 0; i < N; ++i) grad_logits[i] = p[i] * c.diff(i, g);
+  for (int64_t i = 0; i < N; ++i) grad_logits[i] = p[i] * A(Sum<A>(g[i]) - c.s);
+  if (N > 0) grad_logits[c.arg] = p[c.arg] * A(c.arg_diff);
 }
 
 // d loss / d key from d loss / d sim (dsim) of one row.
@@ -151,25 +155,29 @@ template <typename T, typename A>
 MEMOPS_HD void memory_grad_slots(const T* mem, const T* keys, int64_t n, int64_t H, int64_t N,
                                  int64_t W, bool cosine, A eps, const A* key_norm, const A* slot_norm,
                                  const A* sim, const A* dsim, A* grad_m) {
-  for (int64_t h = 0; h < H; ++h) {
+  // Head 0 together with the cosine's own-slot term (one sweep that writes grad_m), then the other
+  // heads added on.
+  auto head_coef = [&](int64_t h) {
     const A* d = dsim + h * N;
     const A inv_key_norm = cosine ? A(1) / key_norm[h] : A(1);
-    outer_rows(
-        n, W, [&](int64_t i) { return cosine ? d[i] * inv_key_norm / slot_norm[i] : d[i]; },
-        keys + h * W, grad_m, h > 0);
-  }
+    return [=](int64_t i) { return cosine ? d[i] * inv_key_norm / slot_norm[i] : d[i]; };
+  };
+  auto self_coef = [&](int64_t i) {
+    if (!cosine) return A(0);
+    A sum = A(0);
+    for (int64_t h = 0; h < H; ++h) sum += dsim[h * N + i] * sim[h * N + i];
+    return -sum * norm_is_live(slot_norm[i], eps) / (slot_norm[i] * slot_norm[i]);
+  };
   if (H == 0) {
     for (int64_t i = 0; i < n * W; ++i) grad_m[i] = A(0);
+    return;
   }
-  if (!cosine) return;
-  for (int64_t i = 0; i < n; ++i) {
-    A self_coef = A(0);
-    for (int64_t h = 0; h < H; ++h) self_coef += dsim[h * N + i] * sim[h * N + i];
-    self_coef *= norm_is_live(slot_norm[i], eps) / (slot_norm[i] * slot_norm[i]);
-    const T* m = mem + i * W;
-    A* gm = grad_m + i * W;
-    for (int64_t c = 0; c < W; ++c) gm[c] -= self_coef * A(m[c]);
+  if (cosine) {
+    axpby_rows(mem, n, W, head_coef(0), keys, self_coef, grad_m);
+  } else {
+    outer_rows(n, W, head_coef(0), keys, grad_m, false);
   }
+  for (int64_t h = 1; h < H; ++h) outer_rows(n, W, head_coef(h), keys + h * W, grad_m, true);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -235,7 +243,7 @@ MEMOPS_HD void sharpen_row(const T* w, A gamma, int64_t N, A* out) {
 //   d loss / d gamma = sum_i g_i p_i L_i - s sum_i p_i L_i = sum_i p_i L_i (g_i - s)
 // p_j / w_j needs no power where w_j > 0. At w_j = 0 it is its limit (w_j/max)^(gamma-1) / (max sum u):
 // 0 for gamma > 1, and 1 / sum w at gamma = 1, where sum u = 1 / p[argmax] (u = 1 at the maximum).
-// p_i L_i is 0 where w_i = 0 (its limit). g_j - s comes from CenteredGrad. An all-zero row gets
+// p_i L_i is 0 where w_i = 0 (its limit). g_j - s: see CenteredGrad. An all-zero row gets
 // zero gradients.
 // (Where p_j underflows while w_j does not, p_j / w_j loses relative precision, but the gradient
 // there is below ~1e-36 in float, so its absolute error is nil.)
@@ -259,14 +267,16 @@ MEMOPS_HD void sharpen_backward_row(const TG* g, const T* w, A gamma, const T* p
   const CenteredGrad<A> c(p, g, N);
   Sum<A> gg = 0;  // sum_i p_i L_i (g_i - s), the form of the gamma gradient with no cancellation
   for (int64_t i = 0; i < N; ++i) {
-    if (A(w[i]) > A(0)) gg += A(p[i]) * log(A(w[i]) * inv_max) * c.diff(i, g);
+    // (at the maximum L = 0, so g - s needs no care there)
+    if (A(w[i]) > A(0)) gg += A(p[i]) * log(A(w[i]) * inv_max) * A(Sum<A>(g[i]) - c.s);
   }
   *grad_gamma = A(gg);
   const A ratio_at_zero = pow(A(0), gamma - A(1)) * A(p[arg]) * inv_max;
   for (int64_t i = 0; i < N; ++i) {
     const A ratio = A(w[i]) > A(0) ? A(p[i]) / A(w[i]) : ratio_at_zero;
-    grad_w[i] = gamma * ratio * c.diff(i, g);
+    grad_w[i] = gamma * ratio * A(Sum<A>(g[i]) - c.s);
   }
+  grad_w[c.arg] = gamma * (A(p[c.arg]) / A(w[c.arg])) * A(c.arg_diff);  // p's max: w > 0 there
 }
 
 }  // namespace math

@@ -232,6 +232,32 @@ MEMOPS_HD void outer_rows(int64_t n, int64_t W, const Coef& coef, const TV* v, A
   }
 }
 
+// out_i[c] = a(i) v[c] + b(i) rows_i[c] for n rows of width W (rows at rows + i * W, out + i * W)
+template <typename T, typename TV, typename A, typename CoefA, typename CoefB>
+MEMOPS_HD void axpby_rows(const T* rows, int64_t n, int64_t W, const CoefA& a, const TV* v,
+                          const CoefB& b, A* out) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const T* r = rows + i * W;
+    A* o = out + i * W;
+    const A a0 = a(i), a1 = a(i + 1), a2 = a(i + 2), a3 = a(i + 3);
+    const A b0 = b(i), b1 = b(i + 1), b2 = b(i + 2), b3 = b(i + 3);
+    for (int64_t c = 0; c < W; ++c) {
+      const A x = A(v[c]);
+      o[c] = a0 * x + b0 * A(r[c]);
+      o[W + c] = a1 * x + b1 * A(r[W + c]);
+      o[2 * W + c] = a2 * x + b2 * A(r[2 * W + c]);
+      o[3 * W + c] = a3 * x + b3 * A(r[3 * W + c]);
+    }
+  }
+  for (; i < n; ++i) {
+    const T* r = rows + i * W;
+    A* o = out + i * W;
+    const A ai = a(i), bi = b(i);
+    for (int64_t c = 0; c < W; ++c) o[c] = ai * A(v[c]) + bi * A(r[c]);
+  }
+}
+
 // acc[c] += sum_i coef(i) rows_i[c]
 template <typename T, typename A, typename Coef>
 MEMOPS_HD void axpy_rows(const T* rows, int64_t n, int64_t W, const Coef& coef, A* acc) {
