@@ -61,13 +61,14 @@ void content_memory_grad(const scalar_t* mem, const scalar_t* keys, const scalar
   constexpr int64_t kChunk = 64;  // slots per task
   const int64_t chunks = (N + kChunk - 1) / kChunk;
   at::parallel_for(0, B * chunks, grain(kChunk * H * W), [&](int64_t begin, int64_t end) {
+    scalar_t scratch[2 * kChunk];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / chunks, first = (task % chunks) * kChunk;
       const int64_t slot = b * N + first;
       math::memory_grad_slots<scalar_t, scalar_t>(
           mem + slot * W, keys + b * H * W, std::min(kChunk, N - first), H, N, W, cosine, eps,
           key_norm + b * H, cosine ? slot_norm + slot : nullptr, sim + b * H * N + first,
-          dsim + b * H * N + first, grad_mem + slot * W);
+          dsim + b * H * N + first, grad_mem + slot * W, scratch);
     }
   });
 }

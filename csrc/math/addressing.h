@@ -151,33 +151,45 @@ MEMOPS_HD void key_grad_row(const T* mem, const T* key, const A* slot_norm, int6
 //   dot:    sum_h dsim_hi k_h
 // mem, grad_m: the n slots' rows; keys: H x W; sim, dsim: the slots' column of an (H, N) block
 // (offset to the first slot, head stride N); key_norm: H values; slot_norm: the n slots' |m_i|'.
+// The per-slot coefficients go to `scratch` (2 n values) first, in loops that vectorise; then head 0
+// and the cosine's own-slot term are written in one sweep, and the other heads added on.
 template <typename T, typename A>
 MEMOPS_HD void memory_grad_slots(const T* mem, const T* keys, int64_t n, int64_t H, int64_t N,
                                  int64_t W, bool cosine, A eps, const A* key_norm, const A* slot_norm,
-                                 const A* sim, const A* dsim, A* grad_m) {
-  // Head 0 together with the cosine's own-slot term (one sweep that writes grad_m), then the other
-  // heads added on.
-  auto head_coef = [&](int64_t h) {
-    const A* d = dsim + h * N;
-    const A inv_key_norm = cosine ? A(1) / key_norm[h] : A(1);
-    return [=](int64_t i) { return cosine ? d[i] * inv_key_norm / slot_norm[i] : d[i]; };
-  };
-  auto self_coef = [&](int64_t i) {
-    if (!cosine) return A(0);
-    A sum = A(0);
-    for (int64_t h = 0; h < H; ++h) sum += dsim[h * N + i] * sim[h * N + i];
-    return -sum * norm_is_live(slot_norm[i], eps) / (slot_norm[i] * slot_norm[i]);
-  };
+                                 const A* sim, const A* dsim, A* grad_m, A* scratch) {
   if (H == 0) {
     for (int64_t i = 0; i < n * W; ++i) grad_m[i] = A(0);
     return;
   }
+  A* head = scratch;      // head h's coefficient of k_h, per slot
+  A* self = scratch + n;  // the coefficient of m_i itself (cosine)
+  auto head_coefs = [&](int64_t h) {
+    const A* d = dsim + h * N;
+    if (cosine) {
+      const A inv_key_norm = A(1) / key_norm[h];
+      for (int64_t i = 0; i < n; ++i) head[i] = d[i] * inv_key_norm / slot_norm[i];
+    } else {
+      for (int64_t i = 0; i < n; ++i) head[i] = d[i];
+    }
+  };
+  head_coefs(0);
   if (cosine) {
-    axpby_rows(mem, n, W, head_coef(0), keys, self_coef, grad_m);
+    for (int64_t i = 0; i < n; ++i) self[i] = A(0);
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t i = 0; i < n; ++i) self[i] -= dsim[h * N + i] * sim[h * N + i];
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      self[i] *= norm_is_live(slot_norm[i], eps) / (slot_norm[i] * slot_norm[i]);
+    }
+    axpby_rows(mem, n, W, [&](int64_t i) { return head[i]; }, keys, [&](int64_t i) { return self[i]; },
+               grad_m);
   } else {
-    outer_rows(n, W, head_coef(0), keys, grad_m, false);
+    outer_rows(n, W, [&](int64_t i) { return head[i]; }, keys, grad_m, false);
   }
-  for (int64_t h = 1; h < H; ++h) outer_rows(n, W, head_coef(h), keys + h * W, grad_m, true);
+  for (int64_t h = 1; h < H; ++h) {
+    head_coefs(h);
+    outer_rows(n, W, [&](int64_t i) { return head[i]; }, keys + h * W, grad_m, true);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------

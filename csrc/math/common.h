@@ -106,9 +106,10 @@ template <typename A>
 using Sum = double;
 #endif
 
-// Row primitives over n slots of width W (row i at rows + i * W). Slot widths in these models are
-// small (NTM: 20), too short for one vectorised loop per slot to pay its set-up, so both take four
-// slots per sweep over the width. The reduction order is fixed: results are deterministic.
+// Row primitives over n slots of width W (row i at rows + i * W; outputs never alias inputs). Slot
+// widths in these models are small (NTM: 20), too short for one vectorised loop per slot to pay its
+// set-up, so they take four slots per sweep over the width. The reduction order is fixed: results
+// are deterministic.
 
 // out[i] = rows_i . v
 template <typename T, typename TV, typename A>
@@ -169,23 +170,32 @@ MEMOPS_HD void sumsq_rows(const T* rows, int64_t n, int64_t W, A* out) {
 
 // dot[i] = rows_i . v and sumsq[i] = rows_i . rows_i in one sweep over the rows
 template <typename T, typename TV, typename A>
-MEMOPS_HD void dot_sumsq_rows(const T* rows, int64_t n, int64_t W, const TV* v, A* dot, A* sumsq) {
+MEMOPS_HD void dot_sumsq_rows(const T* rows, int64_t n, int64_t W, const TV* v, A* __restrict__ dot,
+                              A* __restrict__ sumsq) {
   int64_t i = 0;
-  for (; i + 2 <= n; i += 2) {
+  for (; i + 4 <= n; i += 4) {
     const T* r = rows + i * W;
-    A d0 = A(0), d1 = A(0), s0 = A(0), s1 = A(0);
-    MEMOPS_SIMD_SUM(d0, d1, s0, s1)
+    A d0 = A(0), d1 = A(0), d2 = A(0), d3 = A(0), s0 = A(0), s1 = A(0), s2 = A(0), s3 = A(0);
+    MEMOPS_SIMD_SUM(d0, d1, d2, d3, s0, s1, s2, s3)
     for (int64_t c = 0; c < W; ++c) {
-      const A x = A(v[c]), r0 = A(r[c]), r1 = A(r[W + c]);
+      const A x = A(v[c]), r0 = A(r[c]), r1 = A(r[W + c]), r2 = A(r[2 * W + c]), r3 = A(r[3 * W + c]);
       d0 += x * r0;
       d1 += x * r1;
+      d2 += x * r2;
+      d3 += x * r3;
       s0 += r0 * r0;
       s1 += r1 * r1;
+      s2 += r2 * r2;
+      s3 += r3 * r3;
     }
     dot[i] = d0;
     dot[i + 1] = d1;
+    dot[i + 2] = d2;
+    dot[i + 3] = d3;
     sumsq[i] = s0;
     sumsq[i + 1] = s1;
+    sumsq[i + 2] = s2;
+    sumsq[i + 3] = s3;
   }
   for (; i < n; ++i) {
     const T* r = rows + i * W;
@@ -202,7 +212,8 @@ MEMOPS_HD void dot_sumsq_rows(const T* rows, int64_t n, int64_t W, const TV* v, 
 
 // out_i[c] = coef(i) v[c] (accumulate: +=) for n rows of width W at out + i * W
 template <typename TV, typename A, typename Coef>
-MEMOPS_HD void outer_rows(int64_t n, int64_t W, const Coef& coef, const TV* v, A* out, bool accumulate) {
+MEMOPS_HD void outer_rows(int64_t n, int64_t W, const Coef& coef, const TV* v, A* __restrict__ out,
+                          bool accumulate) {
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
     A* o = out + i * W;
@@ -235,7 +246,7 @@ MEMOPS_HD void outer_rows(int64_t n, int64_t W, const Coef& coef, const TV* v, A
 // out_i[c] = a(i) v[c] + b(i) rows_i[c] for n rows of width W (rows at rows + i * W, out + i * W)
 template <typename T, typename TV, typename A, typename CoefA, typename CoefB>
 MEMOPS_HD void axpby_rows(const T* rows, int64_t n, int64_t W, const CoefA& a, const TV* v,
-                          const CoefB& b, A* out) {
+                          const CoefB& b, A* __restrict__ out) {
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
     const T* r = rows + i * W;
@@ -260,7 +271,7 @@ MEMOPS_HD void axpby_rows(const T* rows, int64_t n, int64_t W, const CoefA& a, c
 
 // acc[c] += sum_i coef(i) rows_i[c]
 template <typename T, typename A, typename Coef>
-MEMOPS_HD void axpy_rows(const T* rows, int64_t n, int64_t W, const Coef& coef, A* acc) {
+MEMOPS_HD void axpy_rows(const T* rows, int64_t n, int64_t W, const Coef& coef, A* __restrict__ acc) {
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
     const T* r = rows + i * W;

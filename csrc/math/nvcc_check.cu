@@ -17,7 +17,7 @@ __global__ void every_row_function(const T* mem, const T* key, const T* w, const
   masked_softmax_row(b, static_cast<const bool*>(nullptr), N);
   softmax_backward_row(b, w, N, c);
   key_grad_row(mem, key, a, N, W, true, eps, key_norm, b, c, out);
-  memory_grad_slots(mem, key, N, int64_t(1), N, W, true, eps, &key_norm, a, b, c, out);
+  memory_grad_slots(mem, key, N, int64_t(1), N, W, true, eps, &key_norm, a, b, c, out, buf);
   shift_row(w, kern, N, S, a);
   shift_backward_row(w, w, kern, N, S, a, b);
   sharpen_row(w, T(2), N, a);
