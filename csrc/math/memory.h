@@ -28,7 +28,7 @@ MEMOPS_HD void read_backward_slots(const TG* g, const T* m, const T* w, int64_t 
 // Heads outside, the W-wide loops inside, so those vectorise.
 template <typename T, typename A>
 MEMOPS_HD void write_slot(const T* m, const T* w_col, const T* erase, const T* add, int64_t H,
-                          int64_t W, int64_t N, A* out) {
+                          int64_t W, int64_t N, A* __restrict__ out) {
   if (erase) {
     for (int64_t c = 0; c < W; ++c) out[c] = A(m[c]);
     for (int64_t h = 0; h < H; ++h) {
@@ -59,8 +59,10 @@ MEMOPS_HD void write_slot(const T* m, const T* w_col, const T* erase, const T* a
 // and there is no grad_e. `scratch` holds (H + 1) * W values.
 template <typename T, typename TG, typename A>
 MEMOPS_HD void write_backward_slot(const TG* g, const T* m, const T* w_col, const T* erase,
-                                   const T* add, int64_t H, int64_t W, int64_t N, A* grad_m,
-                                   A* grad_w_col, A* grad_e_acc, A* grad_a_acc, A* scratch) {
+                                   const T* add, int64_t H, int64_t W, int64_t N,
+                                   A* __restrict__ grad_m, A* __restrict__ grad_w_col,
+                                   A* __restrict__ grad_e_acc, A* __restrict__ grad_a_acc,
+                                   A* __restrict__ scratch) {
   A* prefix = scratch;  // prefix[h * W + c] = prod_{h' < h} q_h'c; row H holds the full product
   if (!erase) {
     // One factor per head: prefix[h] = prod_{h' < h} (1 - w_h').

@@ -25,7 +25,8 @@ __global__ void every_row_function(const T* mem, const T* key, const T* w, const
   sharpen_backward_row(w, w, T(2), a, N, b, &grad_gamma);
   read_backward_slots(key, mem, w, N, int64_t(1), W, N, a, b);
   write_slot(mem, w, key, key, int64_t(1), W, N, a);
-  write_backward_slot(key, mem, w, key, key, int64_t(1), W, N, a, b, c, c, a);
+  T* d = buf + 3 * N;  // write's outputs must not alias: four W-wide rows and a (H + 1) W scratch
+  write_backward_slot(key, mem, w, key, key, int64_t(1), W, N, d, b, d + W, d + 2 * W, d + 3 * W);
   out[0] = exp_nonpositive(T(-1)) + grad_gamma;
 }
 
