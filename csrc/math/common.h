@@ -111,20 +111,21 @@ using Sum = double;
 // set-up, so they take four slots per sweep over the width. The reduction order is fixed: results
 // are deterministic.
 
-// out[i] = rows_i . v
-template <typename T, typename TV, typename A>
-MEMOPS_HD void dot_rows(const T* rows, int64_t n, int64_t W, const TV* v, A* out) {
+// out[i] = rows_i . v, or rows_i . rows_i with kSquares (v unused then)
+template <bool kSquares, typename T, typename TV, typename A>
+MEMOPS_HD void row_dots(const T* rows, int64_t n, int64_t W, const TV* v, A* __restrict__ out) {
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
     const T* r = rows + i * W;
     A d0 = A(0), d1 = A(0), d2 = A(0), d3 = A(0);
     MEMOPS_SIMD_SUM(d0, d1, d2, d3)
     for (int64_t c = 0; c < W; ++c) {
-      const A x = A(v[c]);
-      d0 += x * A(r[c]);
-      d1 += x * A(r[W + c]);
-      d2 += x * A(r[2 * W + c]);
-      d3 += x * A(r[3 * W + c]);
+      const A r0 = A(r[c]), r1 = A(r[W + c]), r2 = A(r[2 * W + c]), r3 = A(r[3 * W + c]);
+      const A x = kSquares ? A(0) : A(v[c]);
+      d0 += r0 * (kSquares ? r0 : x);
+      d1 += r1 * (kSquares ? r1 : x);
+      d2 += r2 * (kSquares ? r2 : x);
+      d3 += r3 * (kSquares ? r3 : x);
     }
     out[i] = d0;
     out[i + 1] = d1;
@@ -135,37 +136,21 @@ MEMOPS_HD void dot_rows(const T* rows, int64_t n, int64_t W, const TV* v, A* out
     const T* r = rows + i * W;
     A d = A(0);
     MEMOPS_SIMD_SUM(d)
-    for (int64_t c = 0; c < W; ++c) d += A(v[c]) * A(r[c]);
+    for (int64_t c = 0; c < W; ++c) d += A(r[c]) * (kSquares ? A(r[c]) : A(v[c]));
     out[i] = d;
   }
+}
+
+// out[i] = rows_i . v
+template <typename T, typename TV, typename A>
+MEMOPS_HD void dot_rows(const T* rows, int64_t n, int64_t W, const TV* v, A* out) {
+  row_dots<false>(rows, n, W, v, out);
 }
 
 // out[i] = rows_i . rows_i
 template <typename T, typename A>
 MEMOPS_HD void sumsq_rows(const T* rows, int64_t n, int64_t W, A* out) {
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const T* r = rows + i * W;
-    A d0 = A(0), d1 = A(0), d2 = A(0), d3 = A(0);
-    MEMOPS_SIMD_SUM(d0, d1, d2, d3)
-    for (int64_t c = 0; c < W; ++c) {
-      d0 += A(r[c]) * A(r[c]);
-      d1 += A(r[W + c]) * A(r[W + c]);
-      d2 += A(r[2 * W + c]) * A(r[2 * W + c]);
-      d3 += A(r[3 * W + c]) * A(r[3 * W + c]);
-    }
-    out[i] = d0;
-    out[i + 1] = d1;
-    out[i + 2] = d2;
-    out[i + 3] = d3;
-  }
-  for (; i < n; ++i) {
-    const T* r = rows + i * W;
-    A d = A(0);
-    MEMOPS_SIMD_SUM(d)
-    for (int64_t c = 0; c < W; ++c) d += A(r[c]) * A(r[c]);
-    out[i] = d;
-  }
+  row_dots<true>(rows, n, W, rows, out);
 }
 
 // dot[i] = rows_i . v and sumsq[i] = rows_i . rows_i in one sweep over the rows
