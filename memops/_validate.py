@@ -76,7 +76,6 @@ def content_address(memory, keys, beta, mask, similarity, eps):
     dims.check(beta, "beta", "BH")
     _mask(op, mask, memory, dims)
     _similarity(op, similarity, eps)
-    return dims.sizes
 
 
 def shift(weights, kernel):
@@ -85,7 +84,6 @@ def shift(weights, kernel):
     dims.check(weights, "weights", "BHN")
     dims.check(kernel, "kernel", "BHS")
     _odd_shift(op, dims)
-    return dims.sizes
 
 
 def sharpen(weights, gamma):
@@ -93,7 +91,6 @@ def sharpen(weights, gamma):
     _floats(op, weights, "weights", gamma=gamma)
     dims.check(weights, "weights", "BHN")
     dims.check(gamma, "gamma", "BH")
-    return dims.sizes
 
 
 def ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps):
@@ -109,7 +106,6 @@ def ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps):
     dims.check(prev_weights, "prev_weights", "BHN")
     _odd_shift(op, dims)
     _similarity(op, "cosine", eps)
-    return dims.sizes
 
 
 def read(memory, weights):
@@ -117,7 +113,6 @@ def read(memory, weights):
     _floats(op, memory, "memory", weights=weights)
     dims.check(memory, "memory", "BNW")
     dims.check(weights, "weights", "BHN")
-    return dims.sizes
 
 
 def write(memory, weights, erase, add):
@@ -128,7 +123,6 @@ def write(memory, weights, erase, add):
     if erase is not None:
         dims.check(erase, "erase", "BHW")
     dims.check(add, "add", "BHW")
-    return dims.sizes
 
 
 def cpu_dtype(op, t):

@@ -193,13 +193,13 @@ MEMOPS_HD void memory_grad_slots(const T* mem, const T* keys, int64_t n, int64_t
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Circular shift. For tap j the offset is d_j = (j - S/2) mod N, and out[i] += kernel[j] w[i - d_j],
+// Circular shift. For tap j the offset is d_j = shift_offset(j), and out[i] += kernel[j] w[i - d_j],
 // taken in two straight segments (i < d_j wraps around) so the inner loops have no modulo.
 template <typename T, typename A>
 MEMOPS_HD void shift_row(const T* w, const T* kernel, int64_t N, int64_t S, A* __restrict__ out) {
   for (int64_t i = 0; i < N; ++i) out[i] = A(0);
   for (int64_t j = 0; j < S; ++j) {
-    const int64_t d = wrap_index(j - S / 2, N);
+    const int64_t d = shift_offset(j, S, N);
     const A k = A(kernel[j]);
     for (int64_t i = 0; i < d; ++i) out[i] += k * A(w[i - d + N]);
     for (int64_t i = d; i < N; ++i) out[i] += k * A(w[i - d]);
@@ -213,7 +213,7 @@ MEMOPS_HD void shift_backward_row(const TG* g, const T* w, const T* kernel, int6
                                   A* __restrict__ grad_w, A* __restrict__ grad_kernel) {
   for (int64_t i = 0; i < N; ++i) grad_w[i] = A(0);
   for (int64_t j = 0; j < S; ++j) {
-    const int64_t d = wrap_index(j - S / 2, N);
+    const int64_t d = shift_offset(j, S, N);
     const A k = A(kernel[j]);
     for (int64_t i = 0; i < d; ++i) grad_w[i - d + N] += k * A(g[i]);
     for (int64_t i = d; i < N; ++i) grad_w[i - d] += k * A(g[i]);
@@ -263,27 +263,21 @@ template <typename T, typename TG, typename A>
 MEMOPS_HD void sharpen_backward_row(const TG* g, const T* w, A gamma, const T* p, int64_t N,
                                     A* grad_w, A* grad_gamma) {
   A w_max = A(0);
-  int64_t arg = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    if (A(w[i]) > w_max) {
-      w_max = A(w[i]);
-      arg = i;
-    }
-  }
+  for (int64_t i = 0; i < N; ++i) w_max = max_of(w_max, A(w[i]));
   if (!(w_max > A(0))) {
     for (int64_t i = 0; i < N; ++i) grad_w[i] = A(0);
     *grad_gamma = A(0);
     return;
   }
   const A inv_max = A(1) / w_max;
-  const CenteredGrad<A> c(p, g, N);
+  const CenteredGrad<A> c(p, g, N);  // c.arg: p's largest slot, which is w's
   Sum<A> gg = 0;  // sum_i p_i L_i (g_i - s), the form of the gamma gradient with no cancellation
   for (int64_t i = 0; i < N; ++i) {
     // (at the maximum L = 0, so g - s needs no care there)
     if (A(w[i]) > A(0)) gg += A(p[i]) * log(A(w[i]) * inv_max) * A(Sum<A>(g[i]) - c.s);
   }
   *grad_gamma = A(gg);
-  const A ratio_at_zero = pow(A(0), gamma - A(1)) * A(p[arg]) * inv_max;
+  const A ratio_at_zero = pow(A(0), gamma - A(1)) * A(p[c.arg]) * inv_max;
   for (int64_t i = 0; i < N; ++i) {
     const A ratio = A(w[i]) > A(0) ? A(p[i]) / A(w[i]) : ratio_at_zero;
     grad_w[i] = gamma * ratio * A(Sum<A>(g[i]) - c.s);

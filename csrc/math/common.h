@@ -36,16 +36,11 @@ MEMOPS_HD int64_t wrap_index(int64_t i, int64_t n) {
   return r < 0 ? r + n : r;
 }
 
-// The shift convention: out[i] = sum_j w[shift_source(i, j)] * kernel[j], with
-// shift_source(i, j) = (i - (j - S/2)) mod N. kernel[S/2] keeps the focus where it is, kernel[S/2 + 1]
-// moves it one slot forward (out[i] takes w[i - 1]).
-MEMOPS_HD int64_t shift_source(int64_t i, int64_t j, int64_t S, int64_t N) {
-  return wrap_index(i - (j - S / 2), N);
-}
-
-// The inverse map, for the backward: w[src] feeds out[shift_target(src, j)].
-MEMOPS_HD int64_t shift_target(int64_t src, int64_t j, int64_t S, int64_t N) {
-  return wrap_index(src + (j - S / 2), N);
+// The shift convention: out[i] = sum_j w[(i - (j - S/2)) mod N] * kernel[j], i.e. tap j moves the
+// weighting forward by shift_offset(j) slots. kernel[S/2] keeps the focus where it is, kernel[S/2 + 1]
+// moves it one slot forward (out[i] takes w[i - 1]). S > N wraps.
+MEMOPS_HD int64_t shift_offset(int64_t j, int64_t S, int64_t N) {
+  return wrap_index(j - S / 2, N);
 }
 
 // Cosine denominators as torch.nn.functional.cosine_similarity: max(|x|, eps).
