@@ -1,6 +1,9 @@
 """The memops command line: `python -m memops COMMAND ...`, or `memops COMMAND ...` once installed.
 
     memops check [--device cpu|cuda] [--backend NAME ...] [--dtype float32 float64]
+    memops train TASK [--out DIR] [--steps N] [--resume] ...
+    memops eval CHECKPOINT [--length L ...]
+    memops plot CHECKPOINT [--out PNG]
 
 Each command is a module of the memops package holding
     HELP                  one line for `memops --help`,
@@ -17,6 +20,9 @@ import sys
 # command name -> module (relative to the memops package)
 COMMANDS = {
     "check": ".check",
+    "train": ".train",
+    "eval": ".evaluate",
+    "plot": ".plot",
 }
 
 

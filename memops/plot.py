@@ -1,0 +1,89 @@
+"""memops plot CHECKPOINT: one sequence through a trained NTM, as a PNG.
+
+    memops plot runs/copy/checkpoint.pt --length 20 --out copy.png
+
+Panels, each over time (x axis): the input; the target and the model's output (sigmoid of its
+logits; unscored steps are greyed out); the write weighting and the read weighting of one head over
+the memory slots; and the final memory contents (slots x width). Default output: next to the
+checkpoint, as plot.png.
+"""
+
+import os
+
+from .train import add_run_arguments, model_from_checkpoint, parse_task_options
+
+HELP = "draw one sequence through a trained NTM: input, target, output, weightings, memory (PNG)"
+
+
+def add_arguments(parser):
+    parser.add_argument("checkpoint")
+    parser.add_argument("--out", default=None, help="PNG path (default: plot.png beside the checkpoint)")
+    parser.add_argument("--length", type=int, default=None, help="the task's `length` setting for the sample")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the sample (default: 1)")
+    parser.add_argument("--head", type=int, default=0, help="which read / write head to show (default: 0)")
+    parser.add_argument("--task-option", action="append", metavar="NAME=VALUE", help="override a task setting")
+    add_run_arguments(parser)
+
+
+def draw(model, task, batch, path, title, head=0):
+    """Write the picture of the first sequence of `batch` to `path`; False if matplotlib is missing."""
+    import torch
+
+    from ._plotting import pyplot
+
+    plt = pyplot()
+    if plt is None:
+        return False
+    with torch.no_grad():
+        logits, state, trace = model(batch.inputs[:, :1].to(next(model.parameters()).device), return_trace=True)
+    mask = batch.mask[:, 0]
+    T = int(mask.nonzero().max()) + 1 if mask.any() else batch.inputs.shape[0]  # drop padding after the end
+    inputs = batch.inputs[:T, 0].T
+    target = batch.targets[:T, 0].T
+    output = torch.sigmoid(logits[:T, 0].float().cpu()).T
+    unscored = ~mask[:T]
+    target = torch.where(unscored[None, :], torch.nan, target)
+    output = torch.where(unscored[None, :], torch.nan, output)
+    write_w = trace.write_weights[:T, 0, min(head, trace.write_weights.shape[2] - 1)].float().cpu().T
+    read_w = trace.read_weights[:T, 0, min(head, trace.read_weights.shape[2] - 1)].float().cpu().T
+    memory = state.memory[0].float().cpu()
+
+    panels = [("input", inputs, "Greys"), ("target", target, "Greys"), ("output", output, "Greys"),
+              (f"write weighting (head {head})", write_w, "viridis"), (f"read weighting (head {head})", read_w, "viridis")]
+    heights = [max(p[1].shape[0], 4) for p in panels[:3]] + [40, 40, 40]
+    fig, axes = plt.subplots(6, 1, figsize=(9, 13), dpi=90, gridspec_kw={"height_ratios": heights})
+    for ax, (name, data, cmap) in zip(axes, panels):
+        cm = plt.get_cmap(cmap).copy()
+        cm.set_bad("#f3d9c4")
+        ax.imshow(data.numpy(), aspect="auto", interpolation="nearest", cmap=cm, vmin=0, vmax=1)
+        ax.set_ylabel(name, rotation=0, ha="right", va="center")
+        ax.set_xticks([])
+    axes[4].set_xlabel("time step")
+    axes[4].set_xticks(range(0, T, max(1, T // 10)))
+    im = axes[5].imshow(memory.T.numpy(), aspect="auto", interpolation="nearest", cmap="RdBu_r")
+    axes[5].set_ylabel("final memory\n(width x slot)", rotation=0, ha="right", va="center")
+    axes[5].set_xlabel("memory slot")
+    fig.colorbar(im, ax=axes[5], fraction=0.03, pad=0.01)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def run(args):
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, task, ckpt = model_from_checkpoint(args.checkpoint, args.device, args.backend)
+    options = dict(ckpt["task_options"], **parse_task_options(args.task_option))
+    if args.length is not None:
+        options["length"] = args.length
+    batch = task.sample(1, generator=torch.Generator().manual_seed(args.seed), **options)
+    path = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "plot.png")
+    title = f"NTM on {task.name}, step {ckpt['step']}" + (f", length {args.length}" if args.length else "")
+    if not draw(model, task, batch, path, title, args.head):
+        return 2
+    print(path)
+    return 0
