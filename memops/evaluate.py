@@ -9,7 +9,8 @@ cost in bits per sequence and the bit errors per sequence over --sequences seque
 import json
 import sys
 
-from .train import add_run_arguments, eval_set, evaluate, model_from_checkpoint, parse_task_options
+from .train import (add_run_arguments, eval_set, evaluate, merge_task_options, model_from_checkpoint,
+                    parse_task_options)
 
 HELP = "evaluate a checkpoint on fresh sequences (e.g. --length 40 80 for generalisation)"
 
@@ -31,14 +32,14 @@ def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     model, task, ckpt = model_from_checkpoint(args.checkpoint, args.device, args.backend)
-    base = dict(ckpt["task_options"], **parse_task_options(args.task_option))
+    base = merge_task_options(task, ckpt["task_options"], parse_task_options(args.task_option))
     lengths = args.length or [None]
     if not args.json:
         print(f"{task.name} checkpoint at step {ckpt['step']} ({ckpt['sequences']} sequences); "
               f"{args.sequences} sequences per row, seed {args.seed}")
         print(f"{'length':>10} {'bits/seq':>12} {'bit errors/seq':>15} {'optimal':>10}")
     for length in lengths:
-        options = dict(base) if length is None else dict(base, length=length)
+        options = base if length is None else merge_task_options(task, base, {"length": length})
         result = evaluate(model, task, eval_set(task, args.sequences, args.seed, **options), args.device)
         if args.json:
             print(json.dumps({"task": task.name, "step": ckpt["step"], "length": length, **result}))

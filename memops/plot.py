@@ -10,7 +10,7 @@ checkpoint, as plot.png.
 
 import os
 
-from .train import add_run_arguments, model_from_checkpoint, parse_task_options
+from .train import add_run_arguments, merge_task_options, model_from_checkpoint, parse_task_options
 
 HELP = "draw one sequence through a trained NTM: input, target, output, weightings, memory (PNG)"
 
@@ -53,8 +53,7 @@ def draw(model, task, batch, path, title, head=0):
     heights = [max(p[1].shape[0], 4) for p in panels[:3]] + [40, 40, 40]
     fig, axes = plt.subplots(6, 1, figsize=(9, 13), dpi=90, gridspec_kw={"height_ratios": heights})
     for ax, (name, data, cmap) in zip(axes, panels):
-        cm = plt.get_cmap(cmap).copy()
-        cm.set_bad("#f3d9c4")
+        cm = plt.get_cmap(cmap).with_extremes(bad="#f3d9c4")  # unscored steps
         ax.imshow(data.numpy(), aspect="auto", interpolation="nearest", cmap=cm, vmin=0, vmax=1)
         ax.set_ylabel(name, rotation=0, ha="right", va="center")
         ax.set_xticks([])
@@ -77,9 +76,10 @@ def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     model, task, ckpt = model_from_checkpoint(args.checkpoint, args.device, args.backend)
-    options = dict(ckpt["task_options"], **parse_task_options(args.task_option))
+    overrides = parse_task_options(args.task_option)
     if args.length is not None:
-        options["length"] = args.length
+        overrides["length"] = args.length
+    options = merge_task_options(task, ckpt["task_options"], overrides)
     batch = task.sample(1, generator=torch.Generator().manual_seed(args.seed), **options)
     path = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "plot.png")
     title = f"NTM on {task.name}, step {ckpt['step']}" + (f", length {args.length}" if args.length else "")

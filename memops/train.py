@@ -62,6 +62,18 @@ def parse_task_options(pairs):
     return options
 
 
+def merge_task_options(task, base, overrides):
+    """`base` task options updated by `overrides`, where a shorthand in `overrides` (length=L) replaces
+    the settings it stands for in `base` (min_length, max_length)."""
+    merged = dict(base)
+    for short, covered in getattr(task, "ranges", {}).items():
+        if short in overrides:
+            for key in covered:
+                merged.pop(key, None)
+    merged.update(overrides)
+    return merged
+
+
 def add_model_arguments(parser):
     g = parser.add_argument_group("model (default: the paper's settings for the task)")
     g.add_argument("--controller", choices=["lstm", "feedforward"])

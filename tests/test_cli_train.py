@@ -1,0 +1,138 @@
+"""memops train / eval / plot: files, resume, safe checkpoint loading, every task."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from memops.__main__ import main
+from memops.tasks import TASKS
+from memops.train import FORMAT, load_checkpoint, read_metrics
+
+SMALL = ["--controller-size", "8", "--memory-slots", "8", "--memory-width", "4", "--batch-size", "2",
+         "--threads", "1", "--no-progress"]
+SHORT = {"copy": ["max_length=3"], "repeat-copy": ["max_length=2", "max_repeats=2"],
+         "associative-recall": ["max_items=3"], "ngrams": ["length=12"], "priority-sort": ["length=5", "num_outputs=3"]}
+
+
+def train(out, *extra, task="copy", steps=4):
+    options = [x for opt in SHORT[task] for x in ("--task-option", opt)]
+    return main(["train", task, "--out", str(out), "--steps", str(steps), "--eval-every", "2",
+                 "--log-every", "1", "--eval-sequences", "8", *SMALL, *options, *extra])
+
+
+def test_train_writes_checkpoint_metrics_and_curve(tmp_path):
+    assert train(tmp_path) == 0
+    for name in ("checkpoint.pt", "metrics.csv", "learning_curve.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert (tmp_path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["eval_bits"] is not None for r in rows] == [False, True, False, True]
+    assert all(r["train_bits"] > 0 and r["nonfinite_steps"] == 0 for r in rows)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["step"] == 4 and ckpt["sequences"] == 8 and ckpt["task"] == "copy"
+    assert ckpt["model_config"]["controller_size"] == 8
+
+
+def test_refuses_to_overwrite_without_resume(tmp_path, capsys):
+    assert train(tmp_path, steps=2) == 0
+    assert train(tmp_path, steps=2) == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def test_resume_continues_exactly(tmp_path):
+    """4 steps at once == 2 steps, then --resume to 4: same weights, optimizer state and losses."""
+    assert train(tmp_path / "straight", steps=4) == 0
+    assert train(tmp_path / "split", steps=2) == 0
+    with open(tmp_path / "split" / "metrics.csv", "a") as f:  # a row logged after the checkpoint, then a crash
+        f.write("3,6,9.9,1.0,,,,0\n")
+    assert train(tmp_path / "split", "--resume", steps=4) == 0
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    assert torch.equal(a["data_rng"], b["data_rng"])
+    rows_a = read_metrics(tmp_path / "straight" / "metrics.csv")
+    rows_b = read_metrics(tmp_path / "split" / "metrics.csv")
+    assert [r["step"] for r in rows_b] == [1, 2, 3, 4]
+    for ra, rb in zip(rows_a, rows_b):
+        assert ra["train_bits"] == rb["train_bits"] and ra["eval_bits"] == rb["eval_bits"]
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(tmp_path, "--resume")
+
+
+def test_checkpoint_loading_never_runs_code(tmp_path):
+    """A checkpoint that pickles an arbitrary object is refused by the weights-only loader."""
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "payload": _Boom()}, path)
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|not allowed"):
+        load_checkpoint(path)
+    torch.save({"format": "something else"}, path)
+    with pytest.raises(ValueError, match="not a memops checkpoint"):
+        load_checkpoint(path)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("echo should-never-run",))
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_task_trains(tmp_path, task):
+    assert train(tmp_path, task=task, steps=2) == 0
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert rows[-1]["eval_bits"] > 0
+    if task == "ngrams":
+        assert rows[-1]["reference_bits"] > 0
+    else:
+        assert rows[-1]["reference_bits"] is None
+
+
+def test_eval_and_plot(tmp_path, capsys):
+    assert train(tmp_path, steps=2) == 0
+    capsys.readouterr()
+    ckpt = str(tmp_path / "checkpoint.pt")
+    assert main(["eval", ckpt, "--length", "5", "9", "--sequences", "4", "--json", "--threads", "1"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["length"] for r in lines] == [5, 9]
+    assert all(r["bits"] > 0 and r["bit_errors"] >= 0 and r["step"] == 2 for r in lines)
+
+    assert main(["eval", ckpt, "--sequences", "4"]) == 0
+    assert "training" in capsys.readouterr().out
+
+    png = tmp_path / "sample.png"
+    assert main(["plot", ckpt, "--out", str(png), "--length", "3"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["plot", ckpt]) == 0
+    assert (tmp_path / "plot.png").exists()
+
+
+def test_bad_task_option(tmp_path):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        main(["train", "copy", "--out", str(tmp_path), "--steps", "1", "--task-option", "colour=3", *SMALL])
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        main(["train", "copy", "--out", str(tmp_path), "--steps", "1", "--task-option", "colour", *SMALL])
+
+
+def test_console_entry_point_help():
+    out = subprocess.run([sys.executable, "-m", "memops", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "--resume" in out.stdout and "priority-sort" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "memops", "--help"], capture_output=True, text=True)
+    assert all(cmd in out.stdout for cmd in ("train", "eval", "plot", "check"))
+
+
+def test_metrics_csv_header(tmp_path):
+    assert train(tmp_path, steps=1) == 0
+    with open(tmp_path / "metrics.csv") as f:
+        header = next(csv.reader(f))
+    assert header == ["step", "sequences", "wall_s", "train_bits", "eval_bits", "eval_bit_errors",
+                      "reference_bits", "nonfinite_steps"]
