@@ -15,8 +15,10 @@ averaged over the batch: the paper's "cost per sequence", reported in bits. Ever
 the model is evaluated on a fixed set of sequences (drawn from --seed, the same for every run with
 that seed), a checkpoint is written, and OUT/metrics.csv and OUT/learning_curve.png are updated.
 
-Files in OUT: checkpoint.pt (weights, optimizer, step, data-generator state: --resume continues
-exactly where it stopped, loaded weights-only so it never executes code), metrics.csv, learning_curve.png.
+Files in OUT: checkpoint.pt (the latest: weights, optimizer, step, data-generator state; --resume
+continues exactly where it stopped), best.pt (the same, from the evaluation with the lowest cost so
+far: NTM training has spikes, so evaluate and plot this one), metrics.csv, learning_curve.png.
+Checkpoints load weights-only: opening one never executes code.
 A step whose loss or gradient is not finite is skipped (counted in the csv); 10 in a row stop training.
 """
 
@@ -324,6 +326,7 @@ def run(args):
     out = args.out or os.path.join("runs", f"{args.task}-seed{args.seed}")
     os.makedirs(out, exist_ok=True)
     ckpt_path = os.path.join(out, "checkpoint.pt")
+    best_path = os.path.join(out, "best.pt")
     metrics_path = os.path.join(out, "metrics.csv")
     curve_path = os.path.join(out, "learning_curve.png")
     device = torch.device(args.device)
@@ -368,13 +371,19 @@ def run(args):
           f"{hyper['momentum']:g} decay {hyper['decay']:g}, clip {hyper['clip']:g}, batch {batch_size}, "
           f"seed {seed}; {'resuming at step ' + str(step) if ckpt else 'from scratch'} -> {out}", file=sys.stderr)
 
-    def checkpoint():
-        save_checkpoint(ckpt_path, {
+    best = ckpt.get("best_eval_bits", math.inf) if ckpt else math.inf
+
+    def checkpoint(is_best):
+        payload = {
             "format": FORMAT, "task": args.task, "task_options": task_options, "model_config": config,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "hyper": hyper, "seed": seed,
             "batch_size": batch_size, "step": step, "sequences": sequences, "wall_s": wall,
             "nonfinite_steps": nonfinite, "data_rng": data.get_state(), "torch_rng": torch.get_rng_state(),
-        })
+            "eval_bits": last_eval["bits"], "best_eval_bits": best,
+        }
+        save_checkpoint(ckpt_path, payload)
+        if is_best:
+            save_checkpoint(best_path, payload)
 
     progress = Progress(args.steps, step, args.no_progress)
     window, in_a_row, last_eval, status = [], 0, None, 0
@@ -426,7 +435,9 @@ def run(args):
                     fields.append(f"eval {last_eval['bits']:.3g} bits/seq, {last_eval['bit_errors']:.3g} bit errors")
                 progress.update(step, fields, final=step == args.steps)
                 if do_eval:
-                    checkpoint()
+                    is_best = last_eval["bits"] < best
+                    best = min(best, last_eval["bits"])
+                    checkpoint(is_best)
                     plot_learning_curve(metrics_path, curve_path, f"NTM on {args.task}")
                     t_last = time.perf_counter()  # wall_s counts training time, not evaluation
                 if do_eval and args.stop_at is not None and last_eval["bits"] < args.stop_at:

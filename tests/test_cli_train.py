@@ -37,6 +37,11 @@ def test_train_writes_checkpoint_metrics_and_curve(tmp_path):
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["step"] == 4 and ckpt["sequences"] == 8 and ckpt["task"] == "copy"
     assert ckpt["model_config"]["controller_size"] == 8
+    # best.pt is the checkpoint of the evaluation with the lowest cost
+    best = load_checkpoint(tmp_path / "best.pt")
+    evals = {r["step"]: r["eval_bits"] for r in rows if r["eval_bits"] is not None}
+    assert best["step"] == min(evals, key=evals.get)
+    assert best["eval_bits"] == pytest.approx(min(evals.values()), rel=1e-5)
 
 
 def test_refuses_to_overwrite_without_resume(tmp_path, capsys):
