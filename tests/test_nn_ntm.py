@@ -141,6 +141,8 @@ def test_bad_input_shape():
         tiny()(torch.randn(2, 4))
     with pytest.raises(ValueError, match=r"x must have shape \(B, 3\)"):
         tiny().cell(torch.randn(2, 5))
+    with pytest.raises(ValueError, match="no time steps"):
+        tiny()(torch.randn(0, 2, 3))
 
 
 def test_memory_work_goes_through_memops_ops(monkeypatch):

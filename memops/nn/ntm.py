@@ -233,6 +233,8 @@ class NTM(nn.Module):
             raise ValueError(f"NTM: x must have shape {order}{self.cell.input_size}), got {tuple(x.shape)}")
         if self.batch_first:
             x = x.transpose(0, 1)
+        if x.shape[0] == 0:
+            raise ValueError("NTM: x has no time steps")
         if state is None:
             state = self.cell.initial_state(x.shape[1], x.device, x.dtype)
         outputs, rows = [], []
@@ -244,5 +246,4 @@ class NTM(nn.Module):
         y = torch.stack(outputs, dim=1 if self.batch_first else 0)
         if not return_trace:
             return y, state
-        trace = NTMTrace(*(torch.stack(column) for column in zip(*rows))) if rows else None
-        return y, state, trace
+        return y, state, NTMTrace(*(torch.stack(column) for column in zip(*rows)))
