@@ -1,8 +1,10 @@
 """Drop-in memory-augmented modules built on the memops ops.
 
-    NTMCell, NTM   the Neural Turing Machine (memops.nn.ntm)
+    NTMCell, NTM                   the Neural Turing Machine (memops.nn.ntm)
+    NSE, MMANSE, SharedMemoryNSE   Neural Semantic Encoders (memops.nn.nse)
 """
 
+from .nse import MMANSE, NSE, NSEOutput, SharedMemoryNSE
 from .ntm import NTM, NTMCell, NTMState, NTMTrace
 
-__all__ = ["NTM", "NTMCell", "NTMState", "NTMTrace"]
+__all__ = ["NTM", "NTMCell", "NTMState", "NTMTrace", "NSE", "MMANSE", "SharedMemoryNSE", "NSEOutput"]
