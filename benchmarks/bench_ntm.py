@@ -24,7 +24,7 @@ from harness import ENV_FIELDS, Env, append_csv, format_table, time_us  # noqa: 
 
 import memops  # noqa: E402
 from memops.tasks import get_task  # noqa: E402
-from memops.train import build_model, loss_fn, model_config  # noqa: E402
+from memops.recipes import NTMRecipe, bce_cost  # noqa: E402
 
 DEFAULT_CSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "ntm.csv")
 FIELDS = ENV_FIELDS + ["task", "length", "steps", "batch", "backend", "pass", "us", "vs_reference"]
@@ -47,14 +47,16 @@ def main(argv=None):
     if env.busy_warning():
         print(env.busy_warning())
     task = get_task("copy")
-    config = model_config(task, argparse.Namespace())
+    defaults = {k: None for k in ("lr", "controller", "controller_size", "controller_layers", "memory_slots",
+                                  "memory_width", "read_heads", "write_heads", "shift_width", "memory_init")}
+    recipe = NTMRecipe.create("copy", argparse.Namespace(task_options={}, **defaults))  # as `memops train copy`
     backends = [b for b in memops.available_backends(args.device) if b != "reference"] + ["reference"]
     rows, table = [], []
     for batch_size in args.batch:
         batch = task.sample(batch_size, generator=torch.Generator().manual_seed(0), length=args.length)
         batch = type(batch)(*(t.to(args.device) for t in batch))
         torch.manual_seed(0)
-        model = build_model(task, config).to(args.device)
+        model = recipe.build().to(args.device)
         times = {}
         for backend in backends:
             model.backend = backend
@@ -65,7 +67,7 @@ def main(argv=None):
 
             def train_step():
                 model.zero_grad(set_to_none=True)
-                loss_fn(model(batch.inputs)[0], batch).backward()
+                bce_cost(model(batch.inputs)[0], batch).backward()
 
             times[backend] = {"fwd": time_us(forward, args.device, min_run_time=args.min_run_time),
                               "fwd+bwd": time_us(train_step, args.device, min_run_time=args.min_run_time)}

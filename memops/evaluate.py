@@ -1,16 +1,17 @@
-"""memops eval CHECKPOINT: a trained NTM's cost on fresh sequences, e.g. longer than it trained on.
+"""memops eval CHECKPOINT: a trained model's cost on fresh sequences, e.g. longer than it trained on.
 
-    memops eval runs/copy/checkpoint.pt --length 20 40 80
+    memops eval runs/copy/best.pt --length 20 40 80
+    memops eval runs/recall/best.pt --length 64
+    memops eval runs/nli/best.pt --task-option data=snli_1.0_test.jsonl
 
-Prints, for each length (or the task's training distribution when --length is not given), the mean
-cost in bits per sequence and the bit errors per sequence over --sequences sequences drawn from --seed.
+Prints, for each length (the task's `length` setting; without --length, the training distribution),
+the evaluation metrics of the task (NTM tasks: bits and bit errors per sequence; NSE tasks: loss and
+accuracy) over --sequences sequences drawn from --seed.
 """
 
 import json
-import sys
 
-from .train import (add_run_arguments, eval_set, evaluate, merge_task_options, model_from_checkpoint,
-                    parse_task_options)
+from .train import add_run_arguments, model_from_checkpoint, parse_task_options
 
 HELP = "evaluate a checkpoint on fresh sequences (e.g. --length 40 80 for generalisation)"
 
@@ -31,21 +32,19 @@ def run(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, task, ckpt = model_from_checkpoint(args.checkpoint, args.device, args.backend)
-    base = merge_task_options(task, ckpt["task_options"], parse_task_options(args.task_option))
-    lengths = args.length or [None]
+    model, recipe, ckpt = model_from_checkpoint(args.checkpoint, args.device, args.backend)
+    overrides = parse_task_options(args.task_option)
+    fields = list(recipe.eval_fields)
     if not args.json:
-        print(f"{task.name} checkpoint at step {ckpt['step']} ({ckpt['sequences']} sequences); "
+        print(f"{recipe.describe()}\ncheckpoint at step {ckpt['step']} ({ckpt['sequences']} sequences); "
               f"{args.sequences} sequences per row, seed {args.seed}")
-        print(f"{'length':>10} {'bits/seq':>12} {'bit errors/seq':>15} {'optimal':>10}")
-    for length in lengths:
-        options = base if length is None else merge_task_options(task, base, {"length": length})
-        result = evaluate(model, task, eval_set(task, args.sequences, args.seed, **options), args.device)
+        print(f"{'length':>10} " + " ".join(f"{f[5:] if f.startswith('eval_') else f:>16}" for f in fields))
+    for length in args.length or [None]:
+        options = overrides if length is None else dict(overrides, length=length)
+        result = recipe.evaluate(model, recipe.eval_batches(args.sequences, args.seed, **options), args.device)
         if args.json:
-            print(json.dumps({"task": task.name, "step": ckpt["step"], "length": length, **result}))
+            print(json.dumps({"task": ckpt["task"], "step": ckpt["step"], "length": length, **result}), flush=True)
         else:
-            ref = "" if result["reference_bits"] is None else f"{result['reference_bits']:.4g}"
-            print(f"{'training' if length is None else length:>10} {result['bits']:>12.4g} "
-                  f"{result['bit_errors']:>15.4g} {ref:>10}")
-    sys.stdout.flush()
+            cells = ["" if result[f] is None else f"{result[f]:.4g}" for f in fields]
+            print(f"{'training' if length is None else length:>10} " + " ".join(f"{c:>16}" for c in cells), flush=True)
     return 0

@@ -10,7 +10,7 @@ checkpoint, as plot.png.
 
 import os
 
-from .train import add_run_arguments, merge_task_options, model_from_checkpoint, parse_task_options
+from .train import add_run_arguments, model_from_checkpoint, parse_task_options
 
 HELP = "draw one sequence through a trained NTM: input, target, output, weightings, memory (PNG)"
 
@@ -71,15 +71,23 @@ def draw(model, task, batch, path, title, head=0):
 
 
 def run(args):
+    import sys
+
     import torch
+
+    from .recipes import NTMRecipe, merge_task_options
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, task, ckpt = model_from_checkpoint(args.checkpoint, args.device, args.backend)
+    model, recipe, ckpt = model_from_checkpoint(args.checkpoint, args.device, args.backend)
+    if not isinstance(recipe, NTMRecipe):
+        print(f"memops plot: draws NTM checkpoints; {args.checkpoint} is a {ckpt['task']} model", file=sys.stderr)
+        return 2
+    task = recipe.task
     overrides = parse_task_options(args.task_option)
     if args.length is not None:
         overrides["length"] = args.length
-    options = merge_task_options(task, ckpt["task_options"], overrides)
+    options = merge_task_options(task, recipe.options, overrides)
     batch = task.sample(1, generator=torch.Generator().manual_seed(args.seed), **options)
     path = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "plot.png")
     title = f"NTM on {task.name}, step {ckpt['step']}" + (f", length {args.length}" if args.length else "")

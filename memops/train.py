@@ -1,24 +1,30 @@
-"""memops train TASK: train an NTM on one of the paper's tasks, with progress, checkpoints and a curve.
+"""memops train TASK: train a model on a task, with progress, checkpoints and a learning curve.
 
-    memops train copy --out runs/copy                  # paper settings, until --steps
+    memops train copy --out runs/copy                  # an NTM on the paper's copy task, paper settings
     memops train copy --out runs/copy --resume         # go on from runs/copy/checkpoint.pt
     memops train priority-sort --batch-size 32 --lr 1e-4 --device cuda --backend reference
+    memops train nse-recall --out runs/recall          # an NSE on the recall task (--model lstm: the baseline)
+    memops train nse-nli --data ~/snli_1.0 --glove ~/glove.840B.300d.txt   # NSE on SNLI-format JSONL
 
-Defaults are the paper's (Graves et al. 2014, table 2; `memops.tasks`): LSTM controller of 100 units,
-memory 128 x 20, 3 shifts, RMSProp (lr 1e-4, or 3e-5 for ngrams and priority sort; momentum 0.9,
-decay 0.95) and gradient clipping (each gradient element to [-10, 10]). The paper trained on one
-sequence at a time; the batch here defaults to 16 sequences (the loss is the mean over them, so
-RMSProp's step size does not depend on it).
+NTM tasks (copy, repeat-copy, associative-recall, ngrams, priority-sort; memops.tasks): defaults are
+the paper's (Graves et al. 2014, table 2): LSTM controller of 100 units, memory 128 x 20, 3 shifts,
+RMSProp (lr 1e-4, or 3e-5 for ngrams and priority sort; momentum 0.9, decay 0.95) and gradient
+clipping (each gradient element to [-10, 10]). The paper trained on one sequence at a time; the batch
+here defaults to 16 sequences (the loss is the mean over them, so RMSProp's step size does not depend
+on it). The loss is the binary cross-entropy of the scored outputs summed over the bits of a sequence,
+averaged over the batch: the paper's "cost per sequence", reported in bits.
 
-The loss is the binary cross-entropy of the scored outputs, summed over the bits of a sequence and
-averaged over the batch: the paper's "cost per sequence", reported in bits. Every --eval-every steps
-the model is evaluated on a fixed set of sequences (drawn from --seed, the same for every run with
-that seed), a checkpoint is written, and OUT/metrics.csv and OUT/learning_curve.png are updated.
+NSE tasks: nse-recall (memops.tasks.recall: name the token that followed a queried one) and nse-nli
+(SNLI-format files: --data DIR holds one *train*.jsonl and one *dev*.jsonl); cross-entropy, Adam
+(lr 1e-3 for recall, 3e-4 for NLI). --model lstm trains the LSTM baseline instead (for nse-recall
+sized to the NSE's parameter count).
 
-Files in OUT: checkpoint.pt (the latest: weights, optimizer, step, data-generator state; --resume
-continues exactly where it stopped), best.pt (the same, from the evaluation with the lowest cost so
-far: NTM training has spikes, so evaluate and plot this one), metrics.csv, learning_curve.png.
-Checkpoints load weights-only: opening one never executes code.
+Every --eval-every steps the model is evaluated on a fixed evaluation set (drawn from --seed, the same
+for every run with that seed; for nse-nli the dev file), a checkpoint is written, and metrics.csv and
+learning_curve.png are updated. Files in OUT: checkpoint.pt (the latest: weights, optimizer, step,
+data-generator state; --resume continues exactly where it stopped), best.pt (the same, from the
+evaluation with the lowest cost so far: NTM training has spikes, so evaluate and plot this one),
+metrics.csv, learning_curve.png. Checkpoints load weights-only: opening one never executes code.
 A step whose loss or gradient is not finite is skipped (counted in the csv); 10 in a row stop training.
 """
 
@@ -29,22 +35,18 @@ import os
 import sys
 import time
 
-HELP = "train an NTM on a paper task (copy, repeat-copy, associative-recall, ngrams, priority-sort)"
+HELP = "train a model on a task: an NTM on a paper task (copy, ...), an NSE on nse-recall or nse-nli"
 
-FORMAT = "memops-checkpoint/1"
-MODEL_OPTIONS = ("controller", "controller_size", "controller_layers", "memory_slots", "memory_width",
-                 "read_heads", "write_heads", "shift_width", "memory_init")
-CSV_FIELDS = ["step", "sequences", "wall_s", "train_bits", "eval_bits", "eval_bit_errors", "reference_bits",
-              "nonfinite_steps"]
+FORMAT = "memops-checkpoint/2"
 MAX_NONFINITE_IN_A_ROW = 10
 
 
 # --------------------------------------------------------------------------------------------- args
 
 def _task_names():
-    from .tasks import TASKS
+    from .recipes import RECIPES
 
-    return sorted(TASKS)
+    return sorted(RECIPES)
 
 
 def parse_task_options(pairs):
@@ -64,20 +66,8 @@ def parse_task_options(pairs):
     return options
 
 
-def merge_task_options(task, base, overrides):
-    """`base` task options updated by `overrides`, where a shorthand in `overrides` (length=L) replaces
-    the settings it stands for in `base` (min_length, max_length)."""
-    merged = dict(base)
-    for short, covered in getattr(task, "ranges", {}).items():
-        if short in overrides:
-            for key in covered:
-                merged.pop(key, None)
-    merged.update(overrides)
-    return merged
-
-
 def add_model_arguments(parser):
-    g = parser.add_argument_group("model (default: the paper's settings for the task)")
+    g = parser.add_argument_group("NTM tasks: the model (default: the paper's settings for the task)")
     g.add_argument("--controller", choices=["lstm", "feedforward"])
     g.add_argument("--controller-size", type=int, metavar="C")
     g.add_argument("--controller-layers", type=int, metavar="L")
@@ -87,6 +77,14 @@ def add_model_arguments(parser):
     g.add_argument("--write-heads", type=int, metavar="H")
     g.add_argument("--shift-width", type=int, metavar="S", help="odd number of allowed shifts")
     g.add_argument("--memory-init", choices=["constant", "learned", "random"], help="default: constant")
+    n = parser.add_argument_group("NSE tasks (nse-recall, nse-nli)")
+    n.add_argument("--model", choices=["nse", "lstm"], default=None, help="the encoder (default: nse)")
+    n.add_argument("--hidden-size", type=int, default=None, help="default: 64 for nse-recall, 300 for nse-nli")
+    n.add_argument("--embed-size", type=int, default=None, help="nse-nli word vectors (default: 300)")
+    n.add_argument("--dropout", type=float, default=0.0)
+    n.add_argument("--data", default=None, help="nse-nli: a directory with one *train*.jsonl and one *dev*.jsonl")
+    n.add_argument("--glove", default=None, help="nse-nli: GloVe-format text vectors to start the embedding from")
+    n.add_argument("--vocab-size", type=int, default=None, help="nse-nli: keep the most frequent words only")
 
 
 def add_run_arguments(parser):
@@ -106,91 +104,20 @@ def add_arguments(parser):
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     add_run_arguments(parser)
     o = parser.add_argument_group("optimiser")
-    o.add_argument("--lr", type=float, default=None, help="RMSProp learning rate (default: the paper's for the task)")
-    o.add_argument("--momentum", type=float, default=0.9)
+    o.add_argument("--lr", type=float, default=None, help="learning rate (default: the paper's for the task)")
+    o.add_argument("--momentum", type=float, default=0.9, help="RMSProp momentum (NTM tasks)")
     o.add_argument("--decay", type=float, default=0.95, help="RMSProp decay of the squared-gradient average")
     o.add_argument("--clip", type=float, default=10.0, help="clip each gradient element to [-CLIP, CLIP]; 0: off")
     e = parser.add_argument_group("progress")
     e.add_argument("--eval-every", type=int, default=500, help="steps between evaluations and checkpoints")
     e.add_argument("--eval-sequences", type=int, default=256, help="size of the fixed evaluation set")
     e.add_argument("--log-every", type=int, default=50, help="steps between progress lines / csv rows")
-    e.add_argument("--stop-at", type=float, default=None, metavar="BITS",
-                   help="stop once the evaluation cost is below BITS per sequence")
+    e.add_argument("--stop-at", type=float, default=None, metavar="COST",
+                   help="stop once the evaluation cost (bits per sequence; NSE: loss) is below COST")
     e.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
     add_model_arguments(parser)
     parser.add_argument("--task-option", action="append", metavar="NAME=VALUE",
                         help="override a task setting, e.g. max_length=10 (repeatable)")
-
-
-# ---------------------------------------------------------------------------------- models, tasks
-
-def model_config(task, args):
-    """The model options: the paper's for `task`, overridden by any given on the command line."""
-    config = {k: v for k, v in task.paper.items() if k in MODEL_OPTIONS}
-    config.setdefault("memory_init", "constant")
-    for key in MODEL_OPTIONS:
-        value = getattr(args, key, None)
-        if value is not None:
-            config[key] = value
-    return config
-
-
-def build_model(task, config, backend=None):
-    from .nn import NTM
-
-    return NTM(task.input_size, task.output_size, backend=backend, **config)
-
-
-def loss_fn(logits, batch):
-    """Binary cross-entropy of the scored outputs, summed per sequence, mean over the batch (nats)."""
-    import torch.nn.functional as F
-
-    per_bit = F.binary_cross_entropy_with_logits(logits, batch.targets, reduction="none")
-    return (per_bit * batch.mask[..., None]).sum() / batch.mask.shape[1]
-
-
-def to_device(batch, device):
-    return type(batch)(*(t.to(device) for t in batch))
-
-
-def evaluate(model, task, batches, device):
-    """Mean bits and bit errors per sequence over `batches` (and the task's reference cost, if any)."""
-    import torch
-
-    from .tasks import sequence_cost
-
-    totals = {"bits": 0.0, "bit_errors": 0.0, "reference_bits": 0.0}
-    count = 0
-    has_reference = False
-    with torch.no_grad():
-        for batch in batches:
-            n = batch.inputs.shape[1]
-            logits, _ = model(batch.inputs.to(device))
-            cost = sequence_cost(logits.float().cpu(), batch)
-            totals["bits"] += cost["bits"] * n
-            totals["bit_errors"] += cost["bit_errors"] * n
-            reference = task.reference_cost(batch)
-            if reference is not None:
-                has_reference = True
-                totals["reference_bits"] += reference * n
-            count += n
-    result = {k: v / max(count, 1) for k, v in totals.items()}
-    if not has_reference:
-        result["reference_bits"] = None
-    return result
-
-
-def eval_set(task, sequences, seed, batch_size=64, **task_options):
-    """A fixed list of batches, drawn from its own generator so it is the same in every run."""
-    import torch
-
-    generator = torch.Generator().manual_seed(10_000 + seed)
-    batches, left = [], sequences
-    while left > 0:
-        n = min(batch_size, left)
-        batches.append(task.sample(n, generator=generator, **task_options))
-        left -= n
-    return batches
 
 
 # ------------------------------------------------------------------------------------- checkpoints
@@ -217,15 +144,15 @@ def load_checkpoint(path, device="cpu"):
 
 
 def model_from_checkpoint(path, device="cpu", backend=None):
-    """(model in eval mode, task, checkpoint dict) from a checkpoint written by `memops train`."""
-    from .tasks import get_task
+    """(model in eval mode, its recipe, the checkpoint dict) from a checkpoint of `memops train`."""
+    from .recipes import recipe_class
 
     ckpt = load_checkpoint(path, device)
-    task = get_task(ckpt["task"])
-    model = build_model(task, ckpt["model_config"], backend=backend).to(device)
+    recipe = recipe_class(ckpt["task"]).restore(ckpt["task"], ckpt["recipe"])
+    model = recipe.build(backend=backend).to(device)
     model.load_state_dict(ckpt["model"])
     model.eval()
-    return model, task, ckpt
+    return model, recipe, ckpt
 
 
 # ------------------------------------------------------------------------------------ progress, csv
@@ -268,14 +195,18 @@ def read_metrics(path):
         return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def _rewrite_metrics(path, upto_step):
-    """On resume, drop rows logged after the checkpoint we restart from (they will be logged again)."""
+def csv_fields(recipe):
+    return ["step", "sequences", "wall_s", recipe.train_field, *recipe.eval_fields, "nonfinite_steps"]
+
+
+def _rewrite_metrics(path, fields, upto_step):
+    """Start metrics.csv, or on resume drop the rows logged after the checkpoint we restart from."""
     rows = [r for r in read_metrics(path) if r["step"] <= upto_step] if os.path.exists(path) else []
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: _fmt(r.get(k)) for k in CSV_FIELDS})
+            writer.writerow({k: _fmt(r.get(k)) for k in fields})
 
 
 def _fmt(value):
@@ -284,30 +215,39 @@ def _fmt(value):
     return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else f"{value:.6g}"
 
 
-def plot_learning_curve(metrics_path, png_path, title):
-    """learning_curve.png from metrics.csv: training and evaluation bits per sequence (log scale)."""
+def plot_learning_curve(metrics_path, png_path, title, recipe):
+    """learning_curve.png from metrics.csv: the training and evaluation cost (and accuracy, if any)."""
     from ._plotting import pyplot
 
     plt = pyplot()
     if plt is None:
         return False
     rows = read_metrics(metrics_path)
+
+    def series(field):
+        return [(r["sequences"], r[field]) for r in rows if r.get(field) is not None]
+
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    train = [(r["sequences"], r["train_bits"]) for r in rows if r["train_bits"] is not None]
-    evals = [(r["sequences"], r["eval_bits"]) for r in rows if r["eval_bits"] is not None]
-    refs = [(r["sequences"], r["reference_bits"]) for r in rows if r["reference_bits"] is not None]
-    if train:
-        ax.plot(*zip(*train), lw=0.8, alpha=0.6, label="training batches")
-    if evals:
-        ax.plot(*zip(*evals), marker="o", ms=3, label="evaluation set")
-    if refs:
-        ax.plot(*zip(*refs), ls="--", color="k", lw=1, label="optimal estimator")
-    ax.set_yscale("log")
+    for field, label, style in [(recipe.train_field, "training batches", dict(lw=0.8, alpha=0.6)),
+                                (recipe.primary, "evaluation set", dict(marker="o", ms=3)),
+                                ("reference_bits", "optimal estimator", dict(ls="--", color="k", lw=1))]:
+        points = series(field) if field in csv_fields(recipe) else []
+        if points:
+            ax.plot(*zip(*points), label=label, **style)
+    if recipe.log_curve:
+        ax.set_yscale("log")
     ax.set_xlabel("sequences seen")
-    ax.set_ylabel("cost (bits per sequence)")
-    ax.set_title(title)
+    ax.set_ylabel(recipe.curve_label)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left")
+    accuracy = series("eval_accuracy") if "eval_accuracy" in recipe.eval_fields else []
+    if accuracy:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*accuracy), color="tab:green", marker="s", ms=3, label="evaluation accuracy")
+        ax2.set_ylabel("accuracy")
+        ax2.set_ylim(0, 1)
+        ax2.legend(loc="upper right")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)
@@ -319,67 +259,60 @@ def plot_learning_curve(metrics_path, png_path, title):
 def run(args):
     import torch
 
-    from .tasks import get_task
+    from .recipes import recipe_class
 
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or os.path.join("runs", f"{args.task}-seed{args.seed}")
     os.makedirs(out, exist_ok=True)
-    ckpt_path = os.path.join(out, "checkpoint.pt")
-    best_path = os.path.join(out, "best.pt")
-    metrics_path = os.path.join(out, "metrics.csv")
-    curve_path = os.path.join(out, "learning_curve.png")
+    ckpt_path, best_path = os.path.join(out, "checkpoint.pt"), os.path.join(out, "best.pt")
+    metrics_path, curve_path = os.path.join(out, "metrics.csv"), os.path.join(out, "learning_curve.png")
     device = torch.device(args.device)
-    task_options = parse_task_options(args.task_option)
-    task = get_task(args.task)
+    args.task_options = parse_task_options(args.task_option)
 
     if args.resume:
         ckpt = load_checkpoint(ckpt_path, device)
         if ckpt["task"] != args.task:
             print(f"memops train: {ckpt_path} was trained on {ckpt['task']!r}, not {args.task!r}", file=sys.stderr)
             return 2
-        config, task_options = ckpt["model_config"], ckpt["task_options"]
-        seed, batch_size = ckpt["seed"], ckpt["batch_size"]
-        hyper = ckpt["hyper"]
+        recipe = recipe_class(args.task).restore(args.task, ckpt["recipe"])
+        seed, batch_size, hyper = ckpt["seed"], ckpt["batch_size"], ckpt["hyper"]
     else:
         if os.path.exists(ckpt_path):
             print(f"memops train: {ckpt_path} exists; pass --resume to continue it or choose another --out",
                   file=sys.stderr)
             return 2
-        ckpt, config, seed, batch_size = None, model_config(task, args), args.seed, args.batch_size
-        hyper = {"lr": args.lr if args.lr is not None else task.paper["lr"], "momentum": args.momentum,
-                 "decay": args.decay, "clip": args.clip}
-    task.sample(1, generator=torch.Generator().manual_seed(0), **task_options)  # bad options fail now
+        ckpt, seed, batch_size = None, args.seed, args.batch_size
+        recipe = recipe_class(args.task).create(args.task, args)
+        hyper = recipe.hyper(args)
 
     torch.manual_seed(seed)
-    model = build_model(task, config, backend=args.backend).to(device)
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=hyper["lr"], alpha=hyper["decay"],
-                                    momentum=hyper["momentum"])
+    model = recipe.build(backend=args.backend).to(device)
+    optimizer = recipe.optimizer(model.parameters(), hyper)
     data = torch.Generator().manual_seed(seed)
-    step, sequences, wall, nonfinite = 0, 0, 0.0, 0
+    step, sequences, wall, nonfinite, best = 0, 0, 0.0, 0, math.inf
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         data.set_state(ckpt["data_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
-        step, sequences, wall, nonfinite = ckpt["step"], ckpt["sequences"], ckpt["wall_s"], ckpt["nonfinite_steps"]
-    _rewrite_metrics(metrics_path, step)
-    evaluation = eval_set(task, args.eval_sequences, seed, **task_options)
+        step, sequences, wall = ckpt["step"], ckpt["sequences"], ckpt["wall_s"]
+        nonfinite, best = ckpt["nonfinite_steps"], ckpt["best"]
+    fields = csv_fields(recipe)
+    _rewrite_metrics(metrics_path, fields, step)
+    evaluation = recipe.eval_batches(args.eval_sequences, seed)
     params = sum(p.numel() for p in model.parameters())
-    print(f"memops train {args.task}: {task.describe()}\n  model {model.cell.extra_repr()} ({params} parameters),"
-          f" backend {args.backend or 'auto'}, device {device}\n  RMSProp lr {hyper['lr']:g} momentum "
-          f"{hyper['momentum']:g} decay {hyper['decay']:g}, clip {hyper['clip']:g}, batch {batch_size}, "
-          f"seed {seed}; {'resuming at step ' + str(step) if ckpt else 'from scratch'} -> {out}", file=sys.stderr)
-
-    best = ckpt.get("best_eval_bits", math.inf) if ckpt else math.inf
+    settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in hyper.items())
+    print(f"memops train {recipe.describe()}\n  model {type(model).__name__} ({params} parameters): {recipe.state['model']}"
+          f"\n  backend {args.backend or 'auto'}, device {device}, {settings}, batch {batch_size}, seed {seed}; "
+          f"{'resuming at step ' + str(step) if ckpt else 'from scratch'} -> {out}", file=sys.stderr)
 
     def checkpoint(is_best):
         payload = {
-            "format": FORMAT, "task": args.task, "task_options": task_options, "model_config": config,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "hyper": hyper, "seed": seed,
-            "batch_size": batch_size, "step": step, "sequences": sequences, "wall_s": wall,
-            "nonfinite_steps": nonfinite, "data_rng": data.get_state(), "torch_rng": torch.get_rng_state(),
-            "eval_bits": last_eval["bits"], "best_eval_bits": best,
+            "format": FORMAT, "task": args.task, "recipe": recipe.state, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "hyper": hyper, "seed": seed, "batch_size": batch_size,
+            "step": step, "sequences": sequences, "wall_s": wall, "nonfinite_steps": nonfinite,
+            "data_rng": data.get_state(), "torch_rng": torch.get_rng_state(), "eval": last_eval, "best": best,
         }
         save_checkpoint(ckpt_path, payload)
         if is_best:
@@ -389,21 +322,19 @@ def run(args):
     window, in_a_row, last_eval, status = [], 0, None, 0
     t_last = time.perf_counter()
     with open(metrics_path, "a", newline="") as csv_file:
-        writer = csv.DictWriter(csv_file, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(csv_file, fieldnames=fields)
         while step < args.steps:
-            batch = to_device(task.sample(batch_size, generator=data, **task_options), device)
             model.train()
-            logits, _ = model(batch.inputs)
-            loss = loss_fn(logits, batch)
+            loss, value = recipe.loss(model, recipe.sample(batch_size, data), device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            finite = bool(torch.isfinite(loss)) and all(
+            finite = math.isfinite(value) and all(
                 bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
             if finite:
                 if hyper["clip"] > 0:
                     torch.nn.utils.clip_grad_value_(model.parameters(), hyper["clip"])
                 optimizer.step()
-                window.append(loss.item() / math.log(2))
+                window.append(value)
                 in_a_row = 0
             else:
                 nonfinite += 1
@@ -421,36 +352,34 @@ def run(args):
             do_eval = step % args.eval_every == 0 or step == args.steps or status
             if step % args.log_every == 0 or do_eval:
                 row = {"step": step, "sequences": sequences, "wall_s": round(wall, 2),
-                       "train_bits": sum(window) / len(window) if window else None, "nonfinite_steps": nonfinite}
+                       recipe.train_field: sum(window) / len(window) if window else None, "nonfinite_steps": nonfinite}
                 window = []
                 if do_eval:
                     model.eval()
-                    last_eval = evaluate(model, task, evaluation, device)
-                    row.update(eval_bits=last_eval["bits"], eval_bit_errors=last_eval["bit_errors"],
-                               reference_bits=last_eval["reference_bits"])
-                writer.writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})
+                    last_eval = recipe.evaluate(model, evaluation, device)
+                    row.update(last_eval)
+                writer.writerow({k: _fmt(row.get(k)) for k in fields})
                 csv_file.flush()
-                fields = [f"loss {row['train_bits']:.3g} bits/seq" if row["train_bits"] is not None else "loss -"]
+                train_value = row[recipe.train_field]
+                status_fields = [f"loss {train_value:.3g} {recipe.train_unit}" if train_value is not None else "loss -"]
                 if last_eval:
-                    fields.append(f"eval {last_eval['bits']:.3g} bits/seq, {last_eval['bit_errors']:.3g} bit errors")
-                progress.update(step, fields, final=step == args.steps)
+                    status_fields.append(recipe.summary(last_eval))
+                progress.update(step, status_fields, final=step == args.steps)
                 if do_eval:
-                    is_best = last_eval["bits"] < best
-                    best = min(best, last_eval["bits"])
+                    cost = last_eval[recipe.primary]
+                    is_best = cost < best
+                    best = min(best, cost)
                     checkpoint(is_best)
-                    plot_learning_curve(metrics_path, curve_path, f"NTM on {args.task}")
+                    plot_learning_curve(metrics_path, curve_path, f"{type(model).__name__} on {args.task}", recipe)
                     t_last = time.perf_counter()  # wall_s counts training time, not evaluation
-                if do_eval and args.stop_at is not None and last_eval["bits"] < args.stop_at:
-                    progress.message(f"evaluation cost {last_eval['bits']:.4g} < {args.stop_at:g} bits per sequence"
-                                     f" at step {step}; stopping")
-                    break
+                    if args.stop_at is not None and cost < args.stop_at:
+                        progress.message(f"evaluation cost {cost:.4g} < {args.stop_at:g} at step {step}; stopping")
+                        break
             if status:
                 break
     if last_eval:
         print(f"memops train {args.task}: step {step}, {sequences} sequences, {_duration(wall)} training; "
-              f"evaluation {last_eval['bits']:.4g} bits/seq, {last_eval['bit_errors']:.4g} bit errors/seq"
-              + (f" (optimal estimator {last_eval['reference_bits']:.4g})" if last_eval["reference_bits"] else "")
-              + f"; non-finite steps {nonfinite}", file=sys.stderr)
+              f"{recipe.summary(last_eval)}; non-finite steps {nonfinite}", file=sys.stderr)
     return status
 
 

@@ -36,12 +36,12 @@ def test_train_writes_checkpoint_metrics_and_curve(tmp_path):
     assert all(r["train_bits"] > 0 and r["nonfinite_steps"] == 0 for r in rows)
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["step"] == 4 and ckpt["sequences"] == 8 and ckpt["task"] == "copy"
-    assert ckpt["model_config"]["controller_size"] == 8
+    assert ckpt["recipe"]["model"]["controller_size"] == 8
     # best.pt is the checkpoint of the evaluation with the lowest cost
     best = load_checkpoint(tmp_path / "best.pt")
     evals = {r["step"]: r["eval_bits"] for r in rows if r["eval_bits"] is not None}
     assert best["step"] == min(evals, key=evals.get)
-    assert best["eval_bits"] == pytest.approx(min(evals.values()), rel=1e-5)
+    assert best["eval"]["eval_bits"] == pytest.approx(min(evals.values()), rel=1e-5)
 
 
 def test_refuses_to_overwrite_without_resume(tmp_path, capsys):
@@ -108,7 +108,7 @@ def test_eval_and_plot(tmp_path, capsys):
     assert main(["eval", ckpt, "--length", "5", "9", "--sequences", "4", "--json", "--threads", "1"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["length"] for r in lines] == [5, 9]
-    assert all(r["bits"] > 0 and r["bit_errors"] >= 0 and r["step"] == 2 for r in lines)
+    assert all(r["eval_bits"] > 0 and r["eval_bit_errors"] >= 0 and r["step"] == 2 for r in lines)
 
     assert main(["eval", ckpt, "--sequences", "4"]) == 0
     assert "training" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import torch
 import memops
 from memops.nn import NTM, NTMCell, NTMState
 from memops.tasks import get_task, sequence_cost
-from memops.train import loss_fn
+from memops.recipes import bce_cost as loss_fn
 
 TINY = dict(controller_size=6, memory_slots=5, memory_width=4)
 

@@ -1,0 +1,445 @@
+"""Recipes: how `memops train` builds, feeds, scores and checkpoints the model of each task family.
+
+    ntm tasks  (copy, repeat-copy, associative-recall, ngrams, priority-sort)   NTMRecipe
+    nse-recall (the synthetic task of memops.tasks.recall)                      RecallRecipe
+    nse-nli    (SNLI-format JSONL files on disk: --data DIR)                     NLIRecipe
+
+A recipe is made from the command-line arguments (`Recipe.create(task, args)`) or, for eval and plot,
+from the `recipe` dict a checkpoint stores (`Recipe.restore(task, state)`): everything needed to rebuild
+the model and its data (model sizes, task options, the vocabulary) is plain data, so checkpoints load
+weights-only. The training loop (memops.train) only calls the methods of the base class below.
+"""
+
+import math
+import os
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .nn import MMANSE, NSE, NTM
+from .tasks import TASKS as NTM_TASKS
+from .tasks import get_task, sequence_cost
+from .tasks.recall import Recall
+
+NTM_OPTIONS = ("controller", "controller_size", "controller_layers", "memory_slots", "memory_width",
+               "read_heads", "write_heads", "shift_width", "memory_init")
+
+
+class Recipe:
+    """The interface the training loop uses; subclasses fill it in for one family of tasks."""
+
+    train_field = "train_loss"  # the csv column of the mean training loss
+    train_unit = "nats"
+    eval_fields = ("eval_loss",)  # the csv columns evaluate() fills
+    primary = "eval_loss"  # lower is better: picks best.pt and --stop-at
+    curve_label = "loss"  # y axis of the learning curve
+    log_curve = False
+
+    def __init__(self, task, state):
+        self.task_name, self.state = task, state
+
+    @classmethod
+    def create(cls, task, args):
+        """From the command line of `memops train`."""
+        raise NotImplementedError
+
+    @classmethod
+    def restore(cls, task, state):
+        """From the `recipe` entry of a checkpoint."""
+        return cls(task, state)
+
+    def hyper(self, args):
+        """Optimiser settings: the command line's, else this family's defaults."""
+        raise NotImplementedError
+
+    def optimizer(self, params, hyper):
+        raise NotImplementedError
+
+    def build(self, backend=None):
+        raise NotImplementedError
+
+    def sample(self, batch_size, generator):
+        """One training batch (CPU tensors), every random choice drawn from `generator`."""
+        raise NotImplementedError
+
+    def loss(self, model, batch, device):
+        """(loss tensor to minimise, its value in the unit of train_field)."""
+        raise NotImplementedError
+
+    def eval_batches(self, sequences, seed, **overrides):
+        """The fixed evaluation set (the same for every run with this seed)."""
+        raise NotImplementedError
+
+    def evaluate(self, model, batches, device):
+        """{field: value} for eval_fields, over `batches`."""
+        raise NotImplementedError
+
+    def describe(self):
+        return self.task_name
+
+    def summary(self, result):
+        """A few words on an evaluation, for the progress line."""
+        return ", ".join(f"{k[5:]} {v:.4g}" for k, v in result.items() if v is not None)
+
+
+def _classify_eval(model, batches, device, forward):
+    """Mean cross-entropy (nats) and accuracy of a classifier over batches."""
+    total_loss, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for batch in batches:
+            logits = forward(model, batch, device)
+            labels = batch.labels.to(device)
+            total_loss += F.cross_entropy(logits.float(), labels, reduction="sum").item()
+            correct += int((logits.argmax(-1) == labels).sum())
+            count += labels.numel()
+    return {"eval_loss": total_loss / max(count, 1), "eval_accuracy": correct / max(count, 1)}
+
+
+# --------------------------------------------------------------------------------------------- NTM
+
+class NTMRecipe(Recipe):
+    """The NTM on a paper task: BCE summed per sequence (in bits), RMSProp with momentum, value clipping."""
+
+    train_field = "train_bits"
+    train_unit = "bits/seq"
+    eval_fields = ("eval_bits", "eval_bit_errors", "reference_bits")
+    primary = "eval_bits"
+    curve_label = "cost (bits per sequence)"
+    log_curve = True
+
+    def __init__(self, task, state):
+        super().__init__(task, state)
+        self.task = get_task(task)
+        self.options = state["task_options"]
+        self.task.sample(1, generator=torch.Generator().manual_seed(0), **self.options)  # bad options fail now
+
+    @classmethod
+    def create(cls, task, args):
+        paper = get_task(task).paper
+        config = {k: v for k, v in paper.items() if k in NTM_OPTIONS}
+        config.setdefault("memory_init", "constant")
+        for key in NTM_OPTIONS:
+            if getattr(args, key, None) is not None:
+                config[key] = getattr(args, key)
+        return cls(task, {"model": config, "task_options": dict(args.task_options)})
+
+    def hyper(self, args):
+        return {"optimizer": "rmsprop", "lr": args.lr if args.lr is not None else self.task.paper["lr"],
+                "momentum": args.momentum, "decay": args.decay, "clip": args.clip}
+
+    def optimizer(self, params, hyper):
+        return torch.optim.RMSprop(params, lr=hyper["lr"], alpha=hyper["decay"], momentum=hyper["momentum"])
+
+    def build(self, backend=None):
+        return NTM(self.task.input_size, self.task.output_size, backend=backend, **self.state["model"])
+
+    def describe(self):
+        return self.task.describe() + (f" (options {self.options})" if self.options else "")
+
+    def sample(self, batch_size, generator):
+        return self.task.sample(batch_size, generator=generator, **self.options)
+
+    def loss(self, model, batch, device):
+        batch = type(batch)(*(t.to(device) for t in batch))
+        logits, _ = model(batch.inputs)
+        loss = bce_cost(logits, batch)
+        return loss, loss.item() / math.log(2)
+
+    def eval_batches(self, sequences, seed, **overrides):
+        options = merge_task_options(self.task, self.options, overrides)
+        generator = torch.Generator().manual_seed(10_000 + seed)
+        return [self.task.sample(min(64, sequences - i), generator=generator, **options)
+                for i in range(0, sequences, 64)]
+
+    def evaluate(self, model, batches, device):
+        totals, count, reference = {"bits": 0.0, "bit_errors": 0.0}, 0, 0.0
+        with torch.no_grad():
+            for batch in batches:
+                n = batch.inputs.shape[1]
+                logits, _ = model(batch.inputs.to(device))
+                cost = sequence_cost(logits.float().cpu(), batch)
+                totals["bits"] += cost["bits"] * n
+                totals["bit_errors"] += cost["bit_errors"] * n
+                ref = self.task.reference_cost(batch)
+                reference = None if ref is None or reference is None else reference + ref * n
+                count += n
+        count = max(count, 1)
+        return {"eval_bits": totals["bits"] / count, "eval_bit_errors": totals["bit_errors"] / count,
+                "reference_bits": None if reference is None else reference / count}
+
+    def summary(self, r):
+        text = f"eval {r['eval_bits']:.3g} bits/seq, {r['eval_bit_errors']:.3g} bit errors"
+        return text + (f" (optimal {r['reference_bits']:.3g})" if r["reference_bits"] is not None else "")
+
+
+def bce_cost(logits, batch):
+    """Binary cross-entropy of the scored outputs, summed per sequence, mean over the batch (nats)."""
+    per_bit = F.binary_cross_entropy_with_logits(logits, batch.targets, reduction="none")
+    return (per_bit * batch.mask[..., None]).sum() / batch.mask.shape[1]
+
+
+def merge_task_options(task, base, overrides):
+    """`base` task options updated by `overrides`, where a shorthand in `overrides` (length=L) replaces
+    the settings it stands for in `base` (min_length, max_length)."""
+    merged = dict(base)
+    for short, covered in getattr(task, "ranges", {}).items():
+        if short in overrides:
+            for key in covered:
+                merged.pop(key, None)
+    if "length" in overrides:  # tasks whose length is a range without a `ranges` table
+        merged.pop("min_length", None)
+        merged.pop("max_length", None)
+    merged.update(overrides)
+    return merged
+
+
+# ------------------------------------------------------------------------------- NSE classifiers
+
+class SequenceClassifier(nn.Module):
+    """Token ids (B,T) and lengths -> class logits: an embedding, an encoder ("nse": memops.nn.NSE,
+    pooled at the last step; "lstm": nn.LSTM, its last hidden state), a linear layer."""
+
+    def __init__(self, encoder, vocab_size, hidden_size, num_classes, embed_size=None, dropout=0.0, backend=None):
+        super().__init__()
+        embed_size = embed_size or hidden_size
+        self.kind = encoder
+        self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=0)
+        if encoder == "nse":
+            self.encoder = NSE(embed_size, hidden_size, dropout=dropout, backend=backend)
+        elif encoder == "lstm":
+            self.encoder = nn.LSTM(embed_size, hidden_size, batch_first=True)
+        else:
+            raise ValueError(f"encoder must be 'nse' or 'lstm', got {encoder!r}")
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size, num_classes)
+
+    def encode(self, ids, lengths):
+        x = self.embedding(ids)
+        if self.kind == "nse":
+            return self.encoder(x, lengths).pooled
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h, _) = self.encoder(packed)
+        return h[-1]
+
+    def forward(self, ids, lengths):
+        return self.out(self.dropout(self.encode(ids, lengths)))
+
+
+def lstm_size_matching(params, vocab_size, embed_size, num_classes, lo=1, hi=4096):
+    """The LSTM hidden size whose SequenceClassifier has the parameter count nearest `params`."""
+
+    def count(h):
+        return vocab_size * embed_size + 4 * h * (embed_size + h) + 8 * h + h * num_classes + num_classes
+
+    return min(range(lo, hi + 1), key=lambda h: abs(count(h) - params))
+
+
+class RecallRecipe(Recipe):
+    """NSE (or, with --model lstm, an LSTM of about the same parameter count) on nse-recall."""
+
+    eval_fields = ("eval_loss", "eval_accuracy")
+    curve_label = "cross-entropy (nats)"
+
+    def __init__(self, task, state):
+        super().__init__(task, state)
+        self.task = Recall(**state["task_options"])
+
+    @classmethod
+    def create(cls, task, args):
+        recall = Recall(**args.task_options)
+        hidden = args.hidden_size or 64
+        model = {"encoder": args.model or "nse", "vocab_size": recall.vocab_size, "num_classes": recall.num_classes,
+                 "embed_size": hidden, "hidden_size": hidden, "dropout": args.dropout}
+        if model["encoder"] == "lstm" and not args.hidden_size:  # same budget as the default NSE
+            nse = SequenceClassifier("nse", recall.vocab_size, hidden, recall.num_classes)
+            model["hidden_size"] = lstm_size_matching(sum(p.numel() for p in nse.parameters()), recall.vocab_size,
+                                                      hidden, recall.num_classes)
+        return cls(task, {"model": model, "task_options": dict(args.task_options)})
+
+    def hyper(self, args):
+        return {"optimizer": "adam", "lr": args.lr if args.lr is not None else 1e-3, "clip": args.clip}
+
+    def optimizer(self, params, hyper):
+        return torch.optim.Adam(params, lr=hyper["lr"])
+
+    def build(self, backend=None):
+        return SequenceClassifier(backend=backend, **self.state["model"])
+
+    def describe(self):
+        return self.task.describe()
+
+    def sample(self, batch_size, generator):
+        return self.task.sample(batch_size, generator=generator)
+
+    @staticmethod
+    def _forward(model, batch, device):
+        return model(batch.ids.to(device), batch.lengths.to(device))
+
+    def loss(self, model, batch, device):
+        loss = F.cross_entropy(self._forward(model, batch, device), batch.labels.to(device))
+        return loss, loss.item()
+
+    def eval_batches(self, sequences, seed, **overrides):
+        task = Recall(**dict(self.task.defaults, **overrides)) if overrides else self.task
+        generator = torch.Generator().manual_seed(10_000 + seed)
+        return [task.sample(min(64, sequences - i), generator=generator) for i in range(0, sequences, 64)]
+
+    def evaluate(self, model, batches, device):
+        return _classify_eval(model, batches, device, self._forward)
+
+    def summary(self, r):
+        return f"eval loss {r['eval_loss']:.3g}, accuracy {r['eval_accuracy']:.3f}"
+
+
+# --------------------------------------------------------------------------------------------- NLI
+
+class NLIClassifier(nn.Module):
+    """Premise and hypothesis token ids -> 3 NLI logits. "nse": the premise is read by an NSE and the
+    hypothesis by an MMA-NSE that reads and writes the premise's memory as well as its own; "lstm":
+    one LSTM encodes both. Features [p; h; |p - h|; p * h] -> MLP."""
+
+    def __init__(self, encoder, vocab_size, hidden_size, embed_size=300, num_classes=3, dropout=0.0, backend=None):
+        super().__init__()
+        self.kind = encoder
+        self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=0)
+        if encoder == "nse":
+            self.premise = NSE(embed_size, hidden_size, dropout=dropout, backend=backend)
+            self.hypothesis = MMANSE(embed_size, hidden_size, dropout=dropout, backend=backend)
+        elif encoder == "lstm":
+            self.lstm = nn.LSTM(embed_size, hidden_size, batch_first=True)
+        else:
+            raise ValueError(f"encoder must be 'nse' or 'lstm', got {encoder!r}")
+        self.classify = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * hidden_size, hidden_size), nn.ReLU(),
+                                      nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
+
+    def _lstm(self, ids, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(ids), lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        return self.lstm(packed)[1][0][-1]
+
+    def forward(self, p_ids, p_len, h_ids, h_len):
+        if self.kind == "nse":
+            p = self.premise(self.embedding(p_ids), p_len)
+            h = self.hypothesis(self.embedding(h_ids), h_len, memories=[(p.memory, p.mask)]).pooled
+            p = p.pooled
+        else:
+            p, h = self._lstm(p_ids, p_len), self._lstm(h_ids, h_len)
+        return self.classify(torch.cat([p, h, (p - h).abs(), p * h], dim=-1))
+
+
+class NLIBatch(NamedTuple):
+    p_ids: torch.Tensor  # (B, Tp) premise token ids, 0-padded
+    p_len: torch.Tensor  # (B,)
+    h_ids: torch.Tensor  # (B, Th) hypothesis token ids
+    h_len: torch.Tensor  # (B,)
+    labels: torch.Tensor  # (B,) 0 entailment, 1 neutral, 2 contradiction
+
+
+def _find(directory, split):
+    """The one *.jsonl file in `directory` whose name contains `split` (train / dev)."""
+    names = sorted(n for n in os.listdir(directory) if n.endswith(".jsonl") and split in n)
+    if len(names) != 1:
+        raise FileNotFoundError(f"memops: expected one *{split}*.jsonl file in {directory}, found {names or 'none'}")
+    return os.path.join(directory, names[0])
+
+
+class NLIRecipe(Recipe):
+    """NSE (MMA-NSE hypothesis encoder) or an LSTM baseline on SNLI-format JSONL data (--data DIR with
+    one *train*.jsonl and one *dev*.jsonl file; optional --glove vectors)."""
+
+    eval_fields = ("eval_loss", "eval_accuracy")
+    curve_label = "cross-entropy (nats)"
+
+    def __init__(self, task, state):
+        super().__init__(task, state)
+        from .data import Vocab, load_nli_jsonl
+
+        self.vocab = Vocab.from_list(state["vocab"])
+        self.train_set = None
+        self._load = load_nli_jsonl
+
+    @classmethod
+    def create(cls, task, args):
+        from .data import Vocab, load_nli_jsonl
+
+        if not args.data:
+            raise ValueError("memops train nse-nli: --data DIR is required (a directory with one *train*.jsonl "
+                             "and one *dev*.jsonl file in SNLI's format)")
+        train_path, dev_path = _find(args.data, "train"), _find(args.data, "dev")
+        examples = load_nli_jsonl(train_path)
+        vocab = Vocab.build([t for e in examples for t in (e.premise, e.hypothesis)],
+                            min_freq=1, max_size=args.vocab_size)
+        hidden = args.hidden_size or 300
+        model = {"encoder": args.model or "nse", "vocab_size": len(vocab), "hidden_size": hidden,
+                 "embed_size": args.embed_size or 300, "dropout": args.dropout}
+        recipe = cls(task, {"model": model, "vocab": vocab.to_list(), "train": os.path.abspath(train_path),
+                            "dev": os.path.abspath(dev_path), "glove": args.glove})
+        recipe.train_set = examples
+        return recipe
+
+    def hyper(self, args):
+        return {"optimizer": "adam", "lr": args.lr if args.lr is not None else 3e-4, "clip": args.clip}
+
+    def optimizer(self, params, hyper):
+        return torch.optim.Adam(params, lr=hyper["lr"])
+
+    def build(self, backend=None):
+        model = NLIClassifier(backend=backend, **self.state["model"])
+        if self.state.get("glove") and self.train_set is not None:  # at the start of training only
+            from .data import load_glove
+
+            vectors, found = load_glove(self.state["glove"], self.vocab, dim=self.state["model"]["embed_size"])
+            with torch.no_grad():
+                model.embedding.weight.copy_(vectors)
+            print(f"memops: {found} of {len(self.vocab)} words found in {self.state['glove']}")
+        return model
+
+    def describe(self):
+        return (f"nse-nli: {self.state['train']} ({len(self.vocab)} words in the vocabulary), "
+                f"dev {self.state['dev']}")
+
+    def _batch(self, examples):
+        from .data import pad_batch_ids
+
+        p_ids, p_len = pad_batch_ids([self.vocab.encode(e.premise) for e in examples])
+        h_ids, h_len = pad_batch_ids([self.vocab.encode(e.hypothesis) for e in examples])
+        return NLIBatch(p_ids, p_len, h_ids, h_len, torch.tensor([e.label for e in examples]))
+
+    def sample(self, batch_size, generator):
+        if self.train_set is None:
+            self.train_set = self._load(self.state["train"])
+        picks = torch.randint(0, len(self.train_set), (batch_size,), generator=generator).tolist()
+        return self._batch([self.train_set[i] for i in picks])
+
+    @staticmethod
+    def _forward(model, batch, device):
+        return model(*(t.to(device) for t in batch[:4]))
+
+    def loss(self, model, batch, device):
+        loss = F.cross_entropy(self._forward(model, batch, device), batch.labels.to(device))
+        return loss, loss.item()
+
+    def eval_batches(self, sequences, seed, **overrides):
+        unknown = set(overrides) - {"data"}
+        if unknown:
+            raise TypeError(f"nse-nli: unexpected keyword argument '{sorted(unknown)[0]}' (known: data, a JSONL file)")
+        dev = self._load(overrides.get("data", self.state["dev"]))[:sequences]
+        return [self._batch(dev[i:i + 64]) for i in range(0, len(dev), 64)]
+
+    def evaluate(self, model, batches, device):
+        return _classify_eval(model, batches, device, self._forward)
+
+    def summary(self, r):
+        return f"dev loss {r['eval_loss']:.3g}, accuracy {r['eval_accuracy']:.3f}"
+
+
+RECIPES = {**{name: NTMRecipe for name in NTM_TASKS}, "nse-recall": RecallRecipe, "nse-nli": NLIRecipe}
+
+
+def recipe_class(task):
+    try:
+        return RECIPES[task]
+    except KeyError:
+        raise ValueError(f"memops: unknown task {task!r}; tasks: {', '.join(sorted(RECIPES))}") from None
