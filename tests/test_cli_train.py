@@ -141,3 +141,82 @@ def test_metrics_csv_header(tmp_path):
         header = next(csv.reader(f))
     assert header == ["step", "sequences", "wall_s", "train_bits", "eval_bits", "eval_bit_errors",
                       "reference_bits", "nonfinite_steps"]
+
+
+# ----------------------------------------------------------------------------------- NSE tasks
+
+NSE_SMALL = ["--hidden-size", "8", "--batch-size", "3", "--threads", "1", "--no-progress", "--eval-every", "2",
+             "--log-every", "1", "--eval-sequences", "6"]
+
+
+def write_snli(directory):
+    """A tiny SNLI-format train/dev pair, as a user would have on disk."""
+    rows = [("A man plays a guitar .", "A person makes music .", "entailment"),
+            ("A dog runs in a park .", "A cat sleeps .", "contradiction"),
+            ("Two kids eat lunch .", "The kids are hungry .", "neutral"),
+            ("A woman reads a book .", "Nobody reads .", "contradiction"),
+            ("People walk on a beach .", "Someone is outside .", "entailment")]
+    directory.mkdir()
+    for split, picked in [("train", rows), ("dev", rows[:3])]:
+        with open(directory / f"snli_1.0_{split}.jsonl", "w") as f:
+            for p, h, label in picked:
+                f.write(json.dumps({"sentence1": p, "sentence2": h, "gold_label": label}) + "\n")
+    with open(directory / "vectors.txt", "w") as f:
+        f.write("man 0.1 0.2 0.3 0.4\ndog 0.5 0.6 0.7 0.8\n")
+    return directory
+
+
+@pytest.mark.parametrize("model", ["nse", "lstm"])
+def test_nse_recall_trains_resumes_and_evaluates(tmp_path, capsys, model):
+    args = ["train", "nse-recall", "--model", model, "--task-option", "min_length=3", "--task-option", "max_length=6",
+            "--task-option", "symbols=10",
+            *NSE_SMALL]
+    assert main([*args, "--out", str(tmp_path / "a"), "--steps", "4"]) == 0
+    assert main([*args, "--out", str(tmp_path / "b"), "--steps", "2"]) == 0
+    assert main([*args, "--out", str(tmp_path / "b"), "--steps", "4", "--resume"]) == 0
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    rows = read_metrics(tmp_path / "a" / "metrics.csv")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert 0 <= rows[-1]["eval_accuracy"] <= 1 and rows[-1]["eval_loss"] > 0 and rows[-1]["train_loss"] > 0
+    assert (tmp_path / "a" / "learning_curve.png").exists()
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "a" / "best.pt"), "--length", "5", "--sequences", "4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["length"] == 5 and 0 <= result["eval_accuracy"] <= 1
+    assert main(["plot", str(tmp_path / "a" / "best.pt")]) == 2  # plot draws NTMs only, and says so
+    assert "draws NTM checkpoints" in capsys.readouterr().err
+
+
+def test_lstm_baseline_has_about_the_nse_parameter_count(tmp_path):
+    for model in ("nse", "lstm"):
+        assert main(["train", "nse-recall", "--model", model, "--out", str(tmp_path / model), "--steps", "1",
+                     "--threads", "1", "--no-progress", "--eval-sequences", "2"]) == 0
+    count = {m: sum(v.numel() for v in load_checkpoint(tmp_path / m / "checkpoint.pt")["model"].values())
+             for m in ("nse", "lstm")}
+    assert abs(count["lstm"] - count["nse"]) / count["nse"] < 0.02, count
+
+
+@pytest.mark.parametrize("model", ["nse", "lstm"])
+def test_nse_nli_on_snli_format_files(tmp_path, capsys, model):
+    data = write_snli(tmp_path / "snli")
+    out = tmp_path / "run"
+    assert main(["train", "nse-nli", "--data", str(data), "--model", model, "--embed-size", "4",
+                 "--glove", str(data / "vectors.txt"), "--out", str(out), "--steps", "4", *NSE_SMALL]) == 0
+    assert "2 of" in capsys.readouterr().out  # words found in the GloVe file
+    ckpt = load_checkpoint(out / "best.pt")
+    assert "man" in ckpt["recipe"]["vocab"]
+    rows = read_metrics(out / "metrics.csv")
+    assert 0 <= rows[-1]["eval_accuracy"] <= 1
+    assert main(["eval", str(out / "best.pt"), "--json"]) == 0  # on the dev file named in the checkpoint
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["eval_accuracy"] >= 0
+
+
+def test_nse_nli_needs_data(tmp_path):
+    with pytest.raises(ValueError, match="--data DIR is required"):
+        main(["train", "nse-nli", "--out", str(tmp_path), "--steps", "1", *NSE_SMALL])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"one \*train\*.jsonl"):
+        main(["train", "nse-nli", "--data", str(tmp_path / "empty"), "--out", str(tmp_path), "--steps", "1", *NSE_SMALL])
