@@ -259,7 +259,7 @@ class RecallRecipe(Recipe):
         return cls(task, {"model": model, "task_options": dict(args.task_options)})
 
     def hyper(self, args):
-        return {"optimizer": "adam", "lr": args.lr if args.lr is not None else 1e-3, "clip": args.clip}
+        return {"optimizer": "adam", "lr": args.lr if args.lr is not None else 3e-3, "clip": args.clip}
 
     def optimizer(self, params, hyper):
         return torch.optim.Adam(params, lr=hyper["lr"])

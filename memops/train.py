@@ -14,9 +14,9 @@ here defaults to 16 sequences (the loss is the mean over them, so RMSProp's step
 on it). The loss is the binary cross-entropy of the scored outputs summed over the bits of a sequence,
 averaged over the batch: the paper's "cost per sequence", reported in bits.
 
-NSE tasks: nse-recall (memops.tasks.recall: name the token that followed a queried one) and nse-nli
+NSE tasks: nse-recall (memops.tasks.recall: name the value stored with a queried key) and nse-nli
 (SNLI-format files: --data DIR holds one *train*.jsonl and one *dev*.jsonl); cross-entropy, Adam
-(lr 1e-3 for recall, 3e-4 for NLI). --model lstm trains the LSTM baseline instead (for nse-recall
+(lr 3e-3 for recall, 3e-4 for NLI). --model lstm trains the LSTM baseline instead (for nse-recall
 sized to the NSE's parameter count).
 
 Every --eval-every steps the model is evaluated on a fixed evaluation set (drawn from --seed, the same

@@ -169,7 +169,7 @@ def write_snli(directory):
 @pytest.mark.parametrize("model", ["nse", "lstm"])
 def test_nse_recall_trains_resumes_and_evaluates(tmp_path, capsys, model):
     args = ["train", "nse-recall", "--model", model, "--task-option", "min_length=3", "--task-option", "max_length=6",
-            "--task-option", "symbols=10",
+            "--task-option", "keys=10",
             *NSE_SMALL]
     assert main([*args, "--out", str(tmp_path / "a"), "--steps", "4"]) == 0
     assert main([*args, "--out", str(tmp_path / "b"), "--steps", "2"]) == 0

@@ -304,30 +304,33 @@ def test_recall_layout_and_labels():
     from memops.tasks.recall import QUERY, Recall
 
     task = Recall()
+    K, V = 32, 16
     batch = task.sample(32, generator=torch.Generator().manual_seed(0))
     assert batch.ids.dtype == batch.labels.dtype == torch.long
-    assert task.vocab_size == 66 and task.num_classes == 64
+    assert task.vocab_size == 2 + K * V + K and task.num_classes == V
     for ids, n, label in zip(batch.ids, batch.lengths.tolist(), batch.labels.tolist()):
         L = n - 2
-        assert 16 <= L <= 32
-        symbols = ids[:L].tolist()
-        assert len(set(symbols)) == L and min(symbols) >= 2  # distinct symbols, never PAD or the marker
+        assert 8 <= L <= 16
+        pairs = [divmod(t - 2, V) for t in ids[:L].tolist()]  # (key, value) of each pair token
+        keys = [k for k, _ in pairs]
+        assert len(set(keys)) == L and all(0 <= k < K for k in keys)  # distinct keys: the answer is unique
         assert ids[L] == QUERY and (ids[n:] == 0).all()
-        i = symbols.index(int(ids[L + 1]))  # where the query occurred; never the last symbol
-        assert i < L - 1
-        assert label == symbols[i + 1] - 2
+        query_key = int(ids[L + 1]) - 2 - K * V
+        assert query_key in keys
+        assert label == dict(pairs)[query_key]
 
 
 def test_recall_options_and_determinism():
     from memops.tasks.recall import Recall
 
-    task = Recall(symbols=10, min_length=3, max_length=5)
+    task = Recall(keys=10, values=3, min_length=3, max_length=5)
     a = task.sample(8, generator=torch.Generator().manual_seed(1))
     b = task.sample(8, generator=torch.Generator().manual_seed(1))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert set(a.lengths.tolist()) <= {5, 6, 7}
     assert (task.sample(4, length=9).lengths == 11).all()
+    assert (a.labels < 3).all()
     with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
         task.sample(2, colour=1)
-    with pytest.raises(ValueError, match="max_length <= symbols"):
+    with pytest.raises(ValueError, match="max_length <= keys"):
         task.sample(2, length=11)
