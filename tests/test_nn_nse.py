@@ -203,3 +203,35 @@ def test_runs_on_device(device):
               memories=[(torch.randn(2, 5, 4, device=device), None)])
     out.pooled.sum().backward()
     assert out.outputs.device.type == device
+
+
+def test_learns_recall():
+    """nse-recall at a small size (4-8 pairs of 16 keys x 8 values): within 800 Adam steps (~15 s) the
+    loss falls far below what an untrained model reaches (ln 8 = 2.08 nats: chance)."""
+    import torch.nn.functional as F
+
+    from memops.recipes import SequenceClassifier
+    from memops.tasks.recall import Recall
+
+    task = Recall(keys=16, values=8, min_length=4, max_length=8)
+    torch.manual_seed(0)
+    model = SequenceClassifier("nse", task.vocab_size, 32, task.num_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    evaluation = task.sample(512, generator=torch.Generator().manual_seed(1))
+
+    def eval_loss():
+        with torch.no_grad():
+            logits = model(evaluation.ids, evaluation.lengths)
+        return F.cross_entropy(logits, evaluation.labels).item(), (logits.argmax(-1) == evaluation.labels).float().mean().item()
+
+    untrained, _ = eval_loss()
+    for _ in range(800):
+        batch = task.sample(32, generator=gen)
+        loss = F.cross_entropy(model(batch.ids, batch.lengths), batch.labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    trained, accuracy = eval_loss()
+    assert untrained > 2.0
+    assert trained < 1.0 and accuracy > 0.6, f"recall did not learn: loss {trained:.3g}, accuracy {accuracy:.3g}"
