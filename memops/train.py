@@ -101,7 +101,9 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, default=20000, help="training steps, in all (default: 20000)")
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per step (default: 16)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/checkpoint.pt with its settings (only --steps and the progress, "
+                             "device, backend and thread options apply)")
     add_run_arguments(parser)
     o = parser.add_argument_group("optimiser")
     o.add_argument("--lr", type=float, default=None, help="learning rate (default: the paper's for the task)")
