@@ -1,18 +1,21 @@
-"""memops plot CHECKPOINT: one sequence through a trained NTM, as a PNG.
+"""memops plot CHECKPOINT: one sequence through a trained model, as a PNG.
 
-    memops plot runs/copy/checkpoint.pt --length 20 --out copy.png
+    memops plot runs/copy/best.pt --length 20 --out copy.png
+    memops plot runs/recall/best.pt
 
-Panels, each over time (x axis): the input; the target and the model's output (sigmoid of its
-logits; unscored steps are greyed out); the write weighting and the read weighting of one head over
-the memory slots; and the final memory contents (slots x width). Default output: next to the
-checkpoint, as plot.png.
+NTM checkpoints: panels, each over time (x axis): the input; the target and the model's output
+(sigmoid of its logits; unscored steps are greyed out); the write weighting and the read weighting of
+one head over the memory slots; and the final memory contents (slots x width).
+NSE checkpoints of nse-recall: the attention (the read and write weighting) of every step over the
+memory's slots, one per token, and the predicted distribution over the answers.
+Default output: next to the checkpoint, as plot.png.
 """
 
 import os
 
 from .train import add_run_arguments, model_from_checkpoint, parse_task_options
 
-HELP = "draw one sequence through a trained NTM: input, target, output, weightings, memory (PNG)"
+HELP = "draw one sequence through a trained model: NTM weightings and memory, NSE attention (PNG)"
 
 
 def add_arguments(parser):
@@ -70,28 +73,80 @@ def draw(model, task, batch, path, title, head=0):
     return True
 
 
+def draw_nse_recall(model, task, batch, path, title):
+    """The NSE's attention over its slots at every step of the first sequence of `batch`, and its answer."""
+    import torch
+
+    from ._plotting import pyplot
+
+    plt = pyplot()
+    if plt is None:
+        return False
+    n = int(batch.lengths[0])
+    ids = batch.ids[:1, :n]
+    K, V = task.defaults["keys"], task.defaults["values"]
+
+    def label(t):
+        if t == 1:
+            return "?"
+        if t >= 2 + K * V:
+            return f"q{t - 2 - K * V}"
+        k, v = divmod(t - 2, V)
+        return f"{k}:{v}"
+
+    with torch.no_grad():
+        out = model.encoder(model.embedding(ids), batch.lengths[:1], return_attention=True)
+        probs = torch.softmax(model.out(out.pooled), -1)[0]
+    z = out.attention[0][0].T  # (slot, step)
+    names = [label(t) for t in ids[0].tolist()]
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(max(6, n * 0.4), 8), dpi=90, gridspec_kw={"height_ratios": [3, 1]})
+    im = ax.imshow(z.numpy(), aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(n), names, rotation=90)
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("step (token read: key:value, ? marker, q query)")
+    ax.set_ylabel("memory slot")
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
+    answer = int(batch.labels[0])
+    bx.bar(range(V), probs.numpy(), color=["tab:green" if v == answer else "tab:gray" for v in range(V)])
+    bx.set_xticks(range(V))
+    bx.set_xlabel(f"value (green: the right answer, {answer})")
+    bx.set_ylabel("p(value)")
+    bx.set_ylim(0, 1)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def run(args):
     import sys
 
     import torch
 
-    from .recipes import NTMRecipe, merge_task_options
+    from .recipes import NTMRecipe, RecallRecipe, merge_task_options
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model, recipe, ckpt = model_from_checkpoint(args.checkpoint, args.device, args.backend)
-    if not isinstance(recipe, NTMRecipe):
-        print(f"memops plot: draws NTM checkpoints; {args.checkpoint} is a {ckpt['task']} model", file=sys.stderr)
-        return 2
-    task = recipe.task
+    path = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "plot.png")
     overrides = parse_task_options(args.task_option)
     if args.length is not None:
         overrides["length"] = args.length
-    options = merge_task_options(task, recipe.options, overrides)
-    batch = task.sample(1, generator=torch.Generator().manual_seed(args.seed), **options)
-    path = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "plot.png")
-    title = f"NTM on {task.name}, step {ckpt['step']}" + (f", length {args.length}" if args.length else "")
-    if not draw(model, task, batch, path, title, args.head):
+    generator = torch.Generator().manual_seed(args.seed)
+    suffix = f", step {ckpt['step']}" + (f", length {args.length}" if args.length else "")
+    if isinstance(recipe, RecallRecipe) and recipe.state["model"]["encoder"] == "nse":
+        batch = recipe.eval_batches(1, args.seed, **overrides)[0]
+        drawn = draw_nse_recall(model.cpu(), recipe.task, batch, path, f"NSE on {ckpt['task']}{suffix}")
+    elif isinstance(recipe, NTMRecipe):
+        task = recipe.task
+        batch = task.sample(1, generator=generator, **merge_task_options(task, recipe.options, overrides))
+        drawn = draw(model, task, batch, path, f"NTM on {task.name}{suffix}", args.head)
+    else:
+        print(f"memops plot: draws NTM checkpoints and NSE checkpoints of nse-recall; {args.checkpoint} is a "
+              f"{recipe.state['model'].get('encoder', '')} model of {ckpt['task']}", file=sys.stderr)
+        return 2
+    if not drawn:
         return 2
     print(path)
     return 0

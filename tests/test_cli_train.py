@@ -186,8 +186,13 @@ def test_nse_recall_trains_resumes_and_evaluates(tmp_path, capsys, model):
     assert main(["eval", str(tmp_path / "a" / "best.pt"), "--length", "5", "--sequences", "4", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["length"] == 5 and 0 <= result["eval_accuracy"] <= 1
-    assert main(["plot", str(tmp_path / "a" / "best.pt")]) == 2  # plot draws NTMs only, and says so
-    assert "draws NTM checkpoints" in capsys.readouterr().err
+    png = tmp_path / "a" / "recall.png"
+    if model == "nse":  # the attention over the memory at every step, and the answer
+        assert main(["plot", str(tmp_path / "a" / "best.pt"), "--out", str(png)]) == 0
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:  # an LSTM has no memory to draw, and plot says so
+        assert main(["plot", str(tmp_path / "a" / "best.pt"), "--out", str(png)]) == 2
+        assert "draws NTM checkpoints and NSE checkpoints" in capsys.readouterr().err
 
 
 def test_lstm_baseline_has_about_the_nse_parameter_count(tmp_path):

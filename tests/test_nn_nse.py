@@ -27,6 +27,19 @@ def test_shapes_and_pooling():
         assert out.mask.tolist() == [[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4]
 
 
+def test_attention_is_returned_on_request():
+    torch.manual_seed(8)
+    nse = MMANSE(8, 8).double()
+    lengths = torch.tensor([5, 3, 1])
+    out = nse(seq(), lengths, memories=[(torch.randn(3, 4, 8, **F64), None)], return_attention=True)
+    own, extra = out.attention
+    assert own.shape == (3, 5, 5) and extra.shape == (3, 5, 4)
+    for z in (own, extra):  # a distribution over the slots at every valid step, zeros after the end
+        torch.testing.assert_close(z.sum(-1), out.mask.to(z.dtype))
+    assert (own * ~out.mask[:, None, :] == 0).all()  # padded slots are never attended
+    assert nse(seq(), lengths, memories=[(torch.randn(3, 4, 8, **F64), None)]).attention == []
+
+
 def test_pooled_vectors():
     torch.manual_seed(1)
     x, lengths = seq(), torch.tensor([5, 3, 1])

@@ -44,6 +44,7 @@ class NSEOutput(NamedTuple):
     memory: Optional[Tensor]  # (B, T, D): the own memory after the last step (None if own_memory=False)
     memories: List[Tensor]  # the extra memories after the last step, in the order given
     mask: Tensor  # (B, T) bool: the valid steps (and slots of the own memory)
+    attention: List[Tensor]  # with return_attention=True: z of every step, (B, T, N_k) per memory
 
 
 def lengths_to_mask(lengths, T):
@@ -112,10 +113,11 @@ class NSE(nn.Module):
             lengths = torch.full((B,), T, device=x.device)
         return self.dropout(self.project(x)), lengths.to(x.device)
 
-    def forward(self, x, lengths=None, *, mask=None, memories=None, state=None):
+    def forward(self, x, lengths=None, *, mask=None, memories=None, state=None, return_attention=False):
         """x (B,T,input_size) or ids (B,T); lengths (B,) or mask (B,T); memories: K pairs
         (memory (B,N_k,D), mask (B,N_k) bool or None) for extra_memories=K. state: optional initial
-        ((h_read, c_read), (h_write, c_write)), each (B,D). Returns an NSEOutput."""
+        ((h_read, c_read), (h_write, c_write)), each (B,D). Returns an NSEOutput; its `attention`
+        holds every step's read/write weighting of each memory (own first) if return_attention."""
         x, lengths = self._inputs(x, lengths, mask)
         B, T, D = x.shape
         valid = lengths_to_mask(lengths, T)
@@ -133,7 +135,7 @@ class NSE(nn.Module):
 
         zeros = x.new_zeros(B, D)
         (hr, cr), (hw, cw) = state if state is not None else ((zeros, zeros), (zeros, zeros))
-        outputs = []
+        outputs, attention = [], [[] for _ in banks]
         for t in range(T):
             active = valid[:, t, None]  # (B,1): sequences that have a step t
             hr_new, cr_new = self.read_lstm(x[:, t], (hr, cr))
@@ -146,7 +148,9 @@ class NSE(nn.Module):
                 weights.append(z)
             c = self.dropout(self.compose(torch.cat([hr_new, *reads], dim=1)))
             hw_new, cw_new = self.write_lstm(c, (hw, cw))
-            for bank, z in zip(banks, weights):
+            for k, (bank, z) in enumerate(zip(banks, weights)):
+                if return_attention:
+                    attention[k].append(z[:, 0] * active)
                 written = ops.write(bank[0], z, None, hw_new[:, None, :], backend=self.backend)
                 bank[0] = torch.where(active[..., None], written, bank[0])
             hr, cr = torch.where(active, hr_new, hr), torch.where(active, cr_new, cr)
@@ -163,7 +167,8 @@ class NSE(nn.Module):
             pooled = torch.where(torch.isfinite(pooled), pooled, 0.0)  # empty sequences pool to 0
         own = banks[0][0] if self.own_memory else None
         extra = [bank[0] for bank in banks[int(self.own_memory):]]
-        return NSEOutput(outputs, pooled, own, extra, valid)
+        attention = [torch.stack(a, dim=1) for a in attention] if return_attention and T else []
+        return NSEOutput(outputs, pooled, own, extra, valid, attention)
 
 
 class MMANSE(NSE):
