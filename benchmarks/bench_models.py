@@ -1,0 +1,114 @@
+"""Time the models end to end: one training step (forward over a batch of sequences, then backward)
+and the forward alone, for each backend of the memops ops, at the settings `memops train` uses.
+
+    python benchmarks/bench_models.py --threads 1           # NTM on copy, NSE and its LSTM baseline on nse-recall
+    python benchmarks/bench_models.py --models ntm --batch 1 --no-csv
+
+- ntm:  memops.nn.NTM as `memops train copy` builds it (LSTM 100, memory 128 x 20, one read and one
+        write head, 3 shifts) on copy sequences that all have --length (2L+1 steps of real work);
+- nse:  the nse-recall classifier (memops.nn.NSE, 64 wide) on recall sequences of 16 pairs (18 steps);
+- lstm: its LSTM baseline of the same parameter count (no memops ops: one row, "torch").
+
+The backends differ only in the memory ops (ntm_address, read, write; content_address, read, write);
+the controller, LSTMs and linear layers are the same PyTorch calls in every column, so the ratio is
+that of the whole model, not of the ops alone (for those, see bench_ops.py). Results are appended to
+benchmarks/results/models.csv with the environment and commit (harness.Env).
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import ENV_FIELDS, Env, append_csv, format_table, time_us  # noqa: E402
+
+import memops  # noqa: E402
+from memops.recipes import NTMRecipe, RecallRecipe, bce_cost  # noqa: E402
+
+DEFAULT_CSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "models.csv")
+FIELDS = ENV_FIELDS + ["model", "task", "steps", "batch", "backend", "pass", "us", "vs_reference"]
+
+
+def _args(**given):
+    """The argparse.Namespace `memops train` would pass a recipe, with its defaults."""
+    names = ["lr", "controller", "controller_size", "controller_layers", "memory_slots", "memory_width", "read_heads",
+             "write_heads", "shift_width", "memory_init", "model", "hidden_size"]
+    return argparse.Namespace(**dict({n: None for n in names}, task_options={}, dropout=0.0, **given))
+
+
+def cases(name, batch_size, length, device):
+    """(task, steps, model, forward(model) -> output, loss(model) -> scalar, uses memops ops)."""
+    if name == "ntm":
+        recipe = NTMRecipe.create("copy", _args())
+        batch = recipe.task.sample(batch_size, generator=torch.Generator().manual_seed(0), length=length)
+        batch = type(batch)(*(t.to(device) for t in batch))
+        return ("copy", batch.inputs.shape[0], recipe, lambda m: m(batch.inputs), lambda m: bce_cost(m(batch.inputs)[0], batch))
+    recipe = RecallRecipe.create("nse-recall", _args(model=name))
+    batch = recipe.task.sample(batch_size, generator=torch.Generator().manual_seed(0), length=16)
+    ids, lengths, labels = batch.ids.to(device), batch.lengths.to(device), batch.labels.to(device)
+    return ("nse-recall", ids.shape[1], recipe, lambda m: m(ids, lengths), lambda m: F.cross_entropy(m(ids, lengths), labels))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", choices=["ntm", "nse", "lstm"], default=["ntm", "nse", "lstm"])
+    p.add_argument("--batch", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--length", type=int, default=20, help="copy length for the NTM; its sequence has 2L+1 steps")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--min-run-time", type=float, default=2.0)
+    p.add_argument("--csv", default=DEFAULT_CSV)
+    p.add_argument("--no-csv", dest="csv", action="store_const", const=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = Env(args.device)
+    print(env.describe())
+    if env.busy_warning():
+        print(env.busy_warning())
+    backends = [b for b in memops.available_backends(args.device) if b != "reference"] + ["reference"]
+    rows, table = [], []
+    for name in args.models:
+        for batch_size in args.batch:
+            task, steps, recipe, forward, loss = cases(name, batch_size, args.length, args.device)
+            torch.manual_seed(0)
+            model = recipe.build().to(args.device)
+            times = {}
+            for backend in backends if name != "lstm" else ["torch"]:
+                if name == "ntm":
+                    model.backend = backend
+                elif name == "nse":
+                    model.encoder.backend = backend
+
+                def fwd():
+                    with torch.no_grad():
+                        forward(model)
+
+                def step():
+                    model.zero_grad(set_to_none=True)
+                    loss(model).backward()
+
+                times[backend] = {"fwd": time_us(fwd, args.device, min_run_time=args.min_run_time),
+                                  "fwd+bwd": time_us(step, args.device, min_run_time=args.min_run_time)}
+            for backend, by_pass in times.items():
+                for pass_, us in by_pass.items():
+                    ratio = times["reference"][pass_] / us if "reference" in times else None
+                    rows.append(dict(env.columns(), model=name, task=task, steps=steps, batch=batch_size,
+                                     backend=backend, **{"pass": pass_}, us=f"{us:.1f}",
+                                     vs_reference="" if ratio is None else f"{ratio:.2f}"))
+                    table.append([name, batch_size, steps, backend, pass_, f"{us / 1000:.2f}",
+                                  "" if ratio is None else f"{ratio:.2f}x"])
+    print(format_table(["model", "batch", "steps", "backend", "pass", "ms per call", "vs reference"], table,
+                       right=(1, 2, 5, 6)))
+    if args.csv:
+        append_csv(args.csv, rows, FIELDS)
+        print(f"appended {len(rows)} rows to {os.path.relpath(args.csv)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
