@@ -46,11 +46,13 @@ def cases(name, batch_size, length, device):
         recipe = NTMRecipe.create("copy", _args())
         batch = recipe.task.sample(batch_size, generator=torch.Generator().manual_seed(0), length=length)
         batch = type(batch)(*(t.to(device) for t in batch))
-        return ("copy", batch.inputs.shape[0], recipe, lambda m: m(batch.inputs), lambda m: bce_cost(m(batch.inputs)[0], batch))
+        return ("copy", batch.inputs.shape[0], recipe, lambda m: m(batch.inputs),
+                lambda m: bce_cost(m(batch.inputs)[0], batch))
     recipe = RecallRecipe.create("nse-recall", _args(model=name))
     batch = recipe.task.sample(batch_size, generator=torch.Generator().manual_seed(0), length=16)
     ids, lengths, labels = batch.ids.to(device), batch.lengths.to(device), batch.labels.to(device)
-    return ("nse-recall", ids.shape[1], recipe, lambda m: m(ids, lengths), lambda m: F.cross_entropy(m(ids, lengths), labels))
+    return ("nse-recall", ids.shape[1], recipe, lambda m: m(ids, lengths),
+            lambda m: F.cross_entropy(m(ids, lengths), labels))
 
 
 def main(argv=None):

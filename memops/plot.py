@@ -52,7 +52,8 @@ def draw(model, task, batch, path, title, head=0):
     memory = state.memory[0].float().cpu()
 
     panels = [("input", inputs, "Greys"), ("target", target, "Greys"), ("output", output, "Greys"),
-              (f"write weighting (head {head})", write_w, "viridis"), (f"read weighting (head {head})", read_w, "viridis")]
+              (f"write weighting (head {head})", write_w, "viridis"),
+              (f"read weighting (head {head})", read_w, "viridis")]
     heights = [max(p[1].shape[0], 4) for p in panels[:3]] + [40, 40, 40]
     fig, axes = plt.subplots(6, 1, figsize=(9, 13), dpi=90, gridspec_kw={"height_ratios": heights})
     for ax, (name, data, cmap) in zip(axes, panels):

@@ -305,7 +305,8 @@ def run(args):
     evaluation = recipe.eval_batches(args.eval_sequences, seed)
     params = sum(p.numel() for p in model.parameters())
     settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in hyper.items())
-    print(f"memops train {recipe.describe()}\n  model {type(model).__name__} ({params} parameters): {recipe.state['model']}"
+    print(f"memops train {recipe.describe()}\n  model {type(model).__name__} ({params} parameters): "
+          f"{recipe.state['model']}"
           f"\n  backend {args.backend or 'auto'}, device {device}, {settings}, batch {batch_size}, seed {seed}; "
           f"{'resuming at step ' + str(step) if ckpt else 'from scratch'} -> {out}", file=sys.stderr)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import memops
-from memops.nn import NTM, NTMCell, NTMState
+from memops.nn import NTM, NTMState
 from memops.tasks import get_task, sequence_cost
 from memops.recipes import bce_cost as loss_fn
 

@@ -101,7 +101,8 @@ class NSE(nn.Module):
         B, T = x.shape[:2]
         if mask is not None:
             if mask.shape != (B, T) or mask.dtype != torch.bool:
-                raise ValueError(f"NSE: mask must be bool of shape (B, T) = ({B}, {T}), got {mask.dtype} {tuple(mask.shape)}")
+                raise ValueError(f"NSE: mask must be bool of shape (B, T) = ({B}, {T}), got "
+                                 f"{mask.dtype} {tuple(mask.shape)}")
             lengths = mask.sum(1)
             if not torch.equal(mask, lengths_to_mask(lengths, T)):
                 raise ValueError("NSE: mask must mark a prefix of each sequence (valid steps first, then padding)")

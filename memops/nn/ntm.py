@@ -99,7 +99,8 @@ class NTMCell(nn.Module):
         if memory_init not in MEMORY_INITS:
             raise ValueError(f"NTM: memory_init must be one of {', '.join(MEMORY_INITS)}, got {memory_init!r}")
         self.input_size, self.output_size = input_size, output_size
-        self.controller_type, self.controller_size, self.controller_layers = controller, controller_size, controller_layers
+        self.controller_type = controller
+        self.controller_size, self.controller_layers = controller_size, controller_layers
         self.memory_slots, self.memory_width = memory_slots, memory_width
         self.read_heads, self.write_heads, self.shift_width = read_heads, write_heads, shift_width
         self.memory_init, self.backend = memory_init, backend
@@ -172,7 +173,7 @@ class NTMCell(nn.Module):
     def step(self, x, state):
         """(y, state, trace_row) where trace_row is (read w, write w, reads, erase, add) of this step."""
         B = x.shape[0]
-        N, W, R, Hw, S = self.memory_slots, self.memory_width, self.read_heads, self.write_heads, self.shift_width
+        W, R, Hw, S = self.memory_width, self.read_heads, self.write_heads, self.shift_width
         h, controller = self._controller(torch.cat([x, state.reads.reshape(B, R * W)], dim=1), state.controller)
 
         p = self.heads(h)
