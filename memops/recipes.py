@@ -337,46 +337,69 @@ class NLIBatch(NamedTuple):
     labels: torch.Tensor  # (B,) 0 entailment, 1 neutral, 2 contradiction
 
 
-def _find(directory, split):
-    """The one *.jsonl file in `directory` whose name contains `split` (train / dev)."""
-    names = sorted(n for n in os.listdir(directory) if n.endswith(".jsonl") and split in n)
+def _find(directory, split, ext):
+    """The one *<split>*.<ext> file in `directory` (split: train / dev)."""
+    names = sorted(n for n in os.listdir(directory) if n.endswith(ext) and split in n)
     if len(names) != 1:
-        raise FileNotFoundError(f"memops: expected one *{split}*.jsonl file in {directory}, found {names or 'none'}")
+        raise FileNotFoundError(f"memops: expected one *{split}*{ext} file in {directory}, found {names or 'none'}")
     return os.path.join(directory, names[0])
 
 
-class NLIRecipe(Recipe):
-    """NSE (MMA-NSE hypothesis encoder) or an LSTM baseline on SNLI-format JSONL data (--data DIR with
-    one *train*.jsonl and one *dev*.jsonl file; optional --glove vectors)."""
+class TextRecipe(Recipe):
+    """What the recipes on text files share: --data DIR with a train and a dev file, a vocabulary
+    built from the training file (kept in the checkpoint as a list of words), optional GloVe vectors
+    for the embedding, minibatches drawn at random from the training examples, cross-entropy + Adam."""
 
     eval_fields = ("eval_loss", "eval_accuracy")
     curve_label = "cross-entropy (nats)"
+    extension = ""  # the data files' extension
+    default_hidden = 300
 
     def __init__(self, task, state):
         super().__init__(task, state)
-        from .data import Vocab, load_nli_jsonl
+        from .data import Vocab
 
         self.vocab = Vocab.from_list(state["vocab"])
         self.train_set = None
-        self._load = load_nli_jsonl
 
+    # -- for subclasses
+    def load(self, path):
+        """The examples of a data file."""
+        raise NotImplementedError
+
+    @staticmethod
+    def tokens(example):
+        """The token lists of an example (for the vocabulary)."""
+        raise NotImplementedError
+
+    def model_config(self, args, train_set):
+        raise NotImplementedError
+
+    def model_class(self):
+        raise NotImplementedError
+
+    def collate(self, examples):
+        raise NotImplementedError
+
+    # -- shared
     @classmethod
     def create(cls, task, args):
-        from .data import Vocab, load_nli_jsonl
+        from .data import Vocab
 
         if not args.data:
-            raise ValueError("memops train nse-nli: --data DIR is required (a directory with one *train*.jsonl "
-                             "and one *dev*.jsonl file in SNLI's format)")
-        train_path, dev_path = _find(args.data, "train"), _find(args.data, "dev")
-        examples = load_nli_jsonl(train_path)
-        vocab = Vocab.build([t for e in examples for t in (e.premise, e.hypothesis)],
-                            min_freq=1, max_size=args.vocab_size)
-        hidden = args.hidden_size or 300
-        model = {"encoder": args.model or "nse", "vocab_size": len(vocab), "hidden_size": hidden,
-                 "embed_size": args.embed_size or 300, "dropout": args.dropout}
-        recipe = cls(task, {"model": model, "vocab": vocab.to_list(), "train": os.path.abspath(train_path),
-                            "dev": os.path.abspath(dev_path), "glove": args.glove})
+            raise ValueError(f"memops train {task}: --data DIR is required (a directory with one "
+                             f"*train*{cls.extension} and one *dev*{cls.extension} file)")
+        train_path, dev_path = _find(args.data, "train", cls.extension), _find(args.data, "dev", cls.extension)
+        recipe = cls(task, {"vocab": [Vocab.PAD, Vocab.UNK], "train": os.path.abspath(train_path), "dev": os.path.abspath(dev_path),
+                            "glove": args.glove})
+        examples = recipe.load(train_path)
+        recipe.vocab = Vocab.build([t for e in examples for t in cls.tokens(e)], min_freq=1, max_size=args.vocab_size)
+        recipe.state["vocab"] = recipe.vocab.to_list()
         recipe.train_set = examples
+        recipe.state["model"] = dict(recipe.model_config(args, examples), vocab_size=len(recipe.vocab),
+                                     hidden_size=args.hidden_size or cls.default_hidden,
+                                     embed_size=args.embed_size or 300, encoder=args.model or "nse",
+                                     dropout=args.dropout)
         return recipe
 
     def hyper(self, args):
@@ -386,7 +409,7 @@ class NLIRecipe(Recipe):
         return torch.optim.Adam(params, lr=hyper["lr"])
 
     def build(self, backend=None):
-        model = NLIClassifier(backend=backend, **self.state["model"])
+        model = self.model_class()(backend=backend, **self.state["model"])
         if self.state.get("glove") and self.train_set is not None:  # at the start of training only
             from .data import load_glove
 
@@ -397,25 +420,14 @@ class NLIRecipe(Recipe):
         return model
 
     def describe(self):
-        return (f"nse-nli: {self.state['train']} ({len(self.vocab)} words in the vocabulary), "
+        return (f"{self.task_name}: {self.state['train']} ({len(self.vocab)} words in the vocabulary), "
                 f"dev {self.state['dev']}")
-
-    def _batch(self, examples):
-        from .data import pad_batch_ids
-
-        p_ids, p_len = pad_batch_ids([self.vocab.encode(e.premise) for e in examples])
-        h_ids, h_len = pad_batch_ids([self.vocab.encode(e.hypothesis) for e in examples])
-        return NLIBatch(p_ids, p_len, h_ids, h_len, torch.tensor([e.label for e in examples]))
 
     def sample(self, batch_size, generator):
         if self.train_set is None:
-            self.train_set = self._load(self.state["train"])
+            self.train_set = self.load(self.state["train"])
         picks = torch.randint(0, len(self.train_set), (batch_size,), generator=generator).tolist()
-        return self._batch([self.train_set[i] for i in picks])
-
-    @staticmethod
-    def _forward(model, batch, device):
-        return model(*(t.to(device) for t in batch[:4]))
+        return self.collate([self.train_set[i] for i in picks])
 
     def loss(self, model, batch, device):
         loss = F.cross_entropy(self._forward(model, batch, device), batch.labels.to(device))
@@ -424,9 +436,10 @@ class NLIRecipe(Recipe):
     def eval_batches(self, sequences, seed, **overrides):
         unknown = set(overrides) - {"data"}
         if unknown:
-            raise TypeError(f"nse-nli: unexpected keyword argument '{sorted(unknown)[0]}' (known: data, a JSONL file)")
-        dev = self._load(overrides.get("data", self.state["dev"]))[:sequences]
-        return [self._batch(dev[i:i + 64]) for i in range(0, len(dev), 64)]
+            raise TypeError(f"{self.task_name}: unexpected keyword argument '{sorted(unknown)[0]}' "
+                            f"(known: data, a file to evaluate on)")
+        dev = self.load(overrides.get("data", self.state["dev"]))[:sequences]
+        return [self.collate(dev[i:i + 64]) for i in range(0, len(dev), 64)]
 
     def evaluate(self, model, batches, device):
         return _classify_eval(model, batches, device, self._forward)
@@ -435,7 +448,77 @@ class NLIRecipe(Recipe):
         return f"dev loss {r['eval_loss']:.3g}, accuracy {r['eval_accuracy']:.3f}"
 
 
-RECIPES = {**{name: NTMRecipe for name in NTM_TASKS}, "nse-recall": RecallRecipe, "nse-nli": NLIRecipe}
+class NLIRecipe(TextRecipe):
+    """NSE (an MMA-NSE hypothesis encoder over the premise's memory) or an LSTM baseline on
+    SNLI-format JSONL files (--data DIR with one *train*.jsonl and one *dev*.jsonl)."""
+
+    extension = ".jsonl"
+
+    def load(self, path):
+        from .data import load_nli_jsonl
+
+        return load_nli_jsonl(path)
+
+    @staticmethod
+    def tokens(example):
+        return (example.premise, example.hypothesis)
+
+    def model_config(self, args, train_set):
+        return {}
+
+    def model_class(self):
+        return NLIClassifier
+
+    def collate(self, examples):
+        from .data import pad_batch_ids
+
+        p_ids, p_len = pad_batch_ids([self.vocab.encode(e.premise) for e in examples])
+        h_ids, h_len = pad_batch_ids([self.vocab.encode(e.hypothesis) for e in examples])
+        return NLIBatch(p_ids, p_len, h_ids, h_len, torch.tensor([e.label for e in examples]))
+
+    @staticmethod
+    def _forward(model, batch, device):
+        return model(*(t.to(device) for t in batch[:4]))
+
+
+class TextClassifyRecipe(TextRecipe):
+    """NSE or an LSTM baseline on sentence classification (SST / GLUE style TSV: text<TAB>label, with
+    or without a header; --data DIR with one *train*.tsv and one *dev*.tsv). Label ids follow the
+    training file's labels (sorted), kept in the checkpoint."""
+
+    extension = ".tsv"
+
+    def load(self, path):
+        from .data import load_tsv
+
+        examples, names = load_tsv(path, label_names=self.state.get("labels"))
+        self.state.setdefault("labels", names)
+        return examples
+
+    @staticmethod
+    def tokens(example):
+        return (example.tokens,)
+
+    def model_config(self, args, train_set):
+        return {"num_classes": len(self.state["labels"])}
+
+    def model_class(self):
+        return SequenceClassifier
+
+    def collate(self, examples):
+        from .data import pad_batch_ids
+        from .tasks.recall import TokenBatch
+
+        ids, lengths = pad_batch_ids([self.vocab.encode(e.tokens) for e in examples])
+        return TokenBatch(ids, lengths, torch.tensor([e.label for e in examples]))
+
+    @staticmethod
+    def _forward(model, batch, device):
+        return model(batch.ids.to(device), batch.lengths.to(device))
+
+
+RECIPES = {**{name: NTMRecipe for name in NTM_TASKS}, "nse-recall": RecallRecipe, "nse-nli": NLIRecipe,
+           "nse-classify": TextClassifyRecipe}
 
 
 def recipe_class(task):

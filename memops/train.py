@@ -5,6 +5,7 @@
     memops train priority-sort --batch-size 32 --lr 1e-4 --device cuda --backend reference
     memops train nse-recall --out runs/recall          # an NSE on the recall task (--model lstm: the baseline)
     memops train nse-nli --data ~/snli_1.0 --glove ~/glove.840B.300d.txt   # NSE on SNLI-format JSONL
+    memops train nse-classify --data ~/SST-2                 # NSE on sentence classification (TSV)
 
 NTM tasks (copy, repeat-copy, associative-recall, ngrams, priority-sort; memops.tasks): defaults are
 the paper's (Graves et al. 2014, table 2): LSTM controller of 100 units, memory 128 x 20, 3 shifts,
@@ -14,9 +15,10 @@ here defaults to 16 sequences (the loss is the mean over them, so RMSProp's step
 on it). The loss is the binary cross-entropy of the scored outputs summed over the bits of a sequence,
 averaged over the batch: the paper's "cost per sequence", reported in bits.
 
-NSE tasks: nse-recall (memops.tasks.recall: name the value stored with a queried key) and nse-nli
-(SNLI-format files: --data DIR holds one *train*.jsonl and one *dev*.jsonl); cross-entropy, Adam
-(lr 3e-3 for recall, 3e-4 for NLI). --model lstm trains the LSTM baseline instead (for nse-recall
+NSE tasks: nse-recall (memops.tasks.recall: name the value stored with a queried key), nse-nli
+(SNLI-format files: --data DIR holds one *train*.jsonl and one *dev*.jsonl) and nse-classify
+(sentence classification, SST / GLUE style: --data DIR holds one *train*.tsv and one *dev*.tsv of
+text<TAB>label lines); cross-entropy, Adam (lr 3e-3 for recall, 3e-4 on text files). --model lstm trains the LSTM baseline instead (for nse-recall
 sized to the NSE's parameter count).
 
 Every --eval-every steps the model is evaluated on a fixed evaluation set (drawn from --seed, the same
@@ -35,7 +37,7 @@ import os
 import sys
 import time
 
-HELP = "train a model on a task: an NTM on a paper task (copy, ...), an NSE on nse-recall or nse-nli"
+HELP = "train a model on a task: an NTM on a paper task (copy, ...), an NSE on nse-recall, nse-nli, nse-classify"
 
 FORMAT = "memops-checkpoint/2"
 MAX_NONFINITE_IN_A_ROW = 10
@@ -77,14 +79,15 @@ def add_model_arguments(parser):
     g.add_argument("--write-heads", type=int, metavar="H")
     g.add_argument("--shift-width", type=int, metavar="S", help="odd number of allowed shifts")
     g.add_argument("--memory-init", choices=["constant", "learned", "random"], help="default: constant")
-    n = parser.add_argument_group("NSE tasks (nse-recall, nse-nli)")
+    n = parser.add_argument_group("NSE tasks (nse-recall, nse-nli, nse-classify)")
     n.add_argument("--model", choices=["nse", "lstm"], default=None, help="the encoder (default: nse)")
-    n.add_argument("--hidden-size", type=int, default=None, help="default: 64 for nse-recall, 300 for nse-nli")
-    n.add_argument("--embed-size", type=int, default=None, help="nse-nli word vectors (default: 300)")
+    n.add_argument("--hidden-size", type=int, default=None, help="default: 64 for nse-recall, 300 on text files")
+    n.add_argument("--embed-size", type=int, default=None, help="word vectors on text files (default: 300)")
     n.add_argument("--dropout", type=float, default=0.0)
-    n.add_argument("--data", default=None, help="nse-nli: a directory with one *train*.jsonl and one *dev*.jsonl")
-    n.add_argument("--glove", default=None, help="nse-nli: GloVe-format text vectors to start the embedding from")
-    n.add_argument("--vocab-size", type=int, default=None, help="nse-nli: keep the most frequent words only")
+    n.add_argument("--data", default=None, help="a directory with one *train* and one *dev* file "
+                                                 "(.jsonl for nse-nli, .tsv for nse-classify)")
+    n.add_argument("--glove", default=None, help="GloVe-format text vectors to start the embedding from")
+    n.add_argument("--vocab-size", type=int, default=None, help="keep the most frequent words only")
 
 
 def add_run_arguments(parser):

@@ -225,3 +225,23 @@ def test_nse_nli_needs_data(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"one \*train\*.jsonl"):
         main(["train", "nse-nli", "--data", str(tmp_path / "empty"), "--out", str(tmp_path), "--steps", "1", *NSE_SMALL])
+
+
+@pytest.mark.parametrize("model", ["nse", "lstm"])
+def test_nse_classify_on_tsv_files(tmp_path, capsys, model):
+    """Sentence classification from SST / GLUE style TSV files, as a user with SST on disk has them."""
+    data = tmp_path / "sst"
+    data.mkdir()
+    rows = ["a gripping , funny film\t1", "dull and far too long\t0", "the best thing all year\t1",
+            "i wanted my money back\t0", "warm , smart and moving\t1"]
+    (data / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    (data / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(rows[:2]) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "nse-classify", "--data", str(data), "--model", model, "--embed-size", "4",
+                 "--out", str(out), "--steps", "4", *NSE_SMALL]) == 0
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["recipe"]["labels"] == ["0", "1"] and "gripping" in ckpt["recipe"]["vocab"]
+    assert 0 <= read_metrics(out / "metrics.csv")[-1]["eval_accuracy"] <= 1
+    capsys.readouterr()
+    assert main(["eval", str(out / "best.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["eval_accuracy"] >= 0
