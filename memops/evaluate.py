@@ -20,7 +20,8 @@ def add_arguments(parser):
     parser.add_argument("checkpoint")
     parser.add_argument("--length", type=int, nargs="+", default=None,
                         help="sequence lengths to test (the task's `length` setting); default: the training lengths")
-    parser.add_argument("--sequences", type=int, default=256, help="sequences per length (default: 256)")
+    parser.add_argument("--sequences", type=int, default=None,
+                        help="sequences per length (default: 256; on text files the whole file)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the evaluation sequences (default: 1)")
     parser.add_argument("--task-option", action="append", metavar="NAME=VALUE", help="override a task setting")
     parser.add_argument("--json", action="store_true", help="print the results as JSON lines")
@@ -37,7 +38,7 @@ def run(args):
     fields = list(recipe.eval_fields)
     if not args.json:
         print(f"{recipe.describe()}\ncheckpoint at step {ckpt['step']} ({ckpt['sequences']} sequences); "
-              f"{args.sequences} sequences per row, seed {args.seed}")
+              f"{args.sequences or 'default'} sequences per row, seed {args.seed}")
         print(f"{'length':>10} " + " ".join(f"{f[5:] if f.startswith('eval_') else f:>16}" for f in fields))
     for length in args.length or [None]:
         options = overrides if length is None else dict(overrides, length=length)

@@ -69,7 +69,8 @@ class Recipe:
         raise NotImplementedError
 
     def eval_batches(self, sequences, seed, **overrides):
-        """The fixed evaluation set (the same for every run with this seed)."""
+        """The fixed evaluation set (the same for every run with this seed): `sequences` of them, or
+        the recipe's default for None (256 drawn sequences; a whole dev file)."""
         raise NotImplementedError
 
     def evaluate(self, model, batches, device):
@@ -149,6 +150,7 @@ class NTMRecipe(Recipe):
 
     def eval_batches(self, sequences, seed, **overrides):
         options = merge_task_options(self.task, self.options, overrides)
+        sequences = sequences or 256
         generator = torch.Generator().manual_seed(10_000 + seed)
         return [self.task.sample(min(64, sequences - i), generator=generator, **options)
                 for i in range(0, sequences, 64)]
@@ -283,6 +285,7 @@ class RecallRecipe(Recipe):
 
     def eval_batches(self, sequences, seed, **overrides):
         task = Recall(**dict(self.task.defaults, **overrides)) if overrides else self.task
+        sequences = sequences or 256
         generator = torch.Generator().manual_seed(10_000 + seed)
         return [task.sample(min(64, sequences - i), generator=generator) for i in range(0, sequences, 64)]
 

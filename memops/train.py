@@ -115,7 +115,8 @@ def add_arguments(parser):
     o.add_argument("--clip", type=float, default=10.0, help="clip each gradient element to [-CLIP, CLIP]; 0: off")
     e = parser.add_argument_group("progress")
     e.add_argument("--eval-every", type=int, default=500, help="steps between evaluations and checkpoints")
-    e.add_argument("--eval-sequences", type=int, default=256, help="size of the fixed evaluation set")
+    e.add_argument("--eval-sequences", type=int, default=None,
+                   help="size of the fixed evaluation set (default: 256; on text files the whole dev file)")
     e.add_argument("--log-every", type=int, default=50, help="steps between progress lines / csv rows")
     e.add_argument("--stop-at", type=float, default=None, metavar="COST",
                    help="stop once the evaluation cost (bits per sequence; NSE: loss) is below COST")
