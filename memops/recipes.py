@@ -238,11 +238,34 @@ def lstm_size_matching(params, vocab_size, embed_size, num_classes, lo=1, hi=409
     return min(range(lo, hi + 1), key=lambda h: abs(count(h) - params))
 
 
-class RecallRecipe(Recipe):
-    """NSE (or, with --model lstm, an LSTM of about the same parameter count) on nse-recall."""
+class ClassifierRecipe(Recipe):
+    """What the classification recipes share: cross-entropy, Adam, loss and accuracy on the eval set.
+    Subclasses give `_forward(model, batch, device) -> logits` and their batches a `labels` field."""
 
     eval_fields = ("eval_loss", "eval_accuracy")
     curve_label = "cross-entropy (nats)"
+    eval_name = "eval"  # how the progress line names the evaluation set
+
+    @staticmethod
+    def _forward(model, batch, device):
+        raise NotImplementedError
+
+    def optimizer(self, params, hyper):
+        return torch.optim.Adam(params, lr=hyper["lr"])
+
+    def loss(self, model, batch, device):
+        loss = F.cross_entropy(self._forward(model, batch, device), batch.labels.to(device))
+        return loss, loss.item()
+
+    def evaluate(self, model, batches, device):
+        return _classify_eval(model, batches, device, self._forward)
+
+    def summary(self, r):
+        return f"{self.eval_name} loss {r['eval_loss']:.3g}, accuracy {r['eval_accuracy']:.3f}"
+
+
+class RecallRecipe(ClassifierRecipe):
+    """NSE (or, with --model lstm, an LSTM of about the same parameter count) on nse-recall."""
 
     def __init__(self, task, state):
         super().__init__(task, state)
@@ -263,9 +286,6 @@ class RecallRecipe(Recipe):
     def hyper(self, args):
         return {"optimizer": "adam", "lr": args.lr if args.lr is not None else 3e-3, "clip": args.clip}
 
-    def optimizer(self, params, hyper):
-        return torch.optim.Adam(params, lr=hyper["lr"])
-
     def build(self, backend=None):
         return SequenceClassifier(backend=backend, **self.state["model"])
 
@@ -279,21 +299,11 @@ class RecallRecipe(Recipe):
     def _forward(model, batch, device):
         return model(batch.ids.to(device), batch.lengths.to(device))
 
-    def loss(self, model, batch, device):
-        loss = F.cross_entropy(self._forward(model, batch, device), batch.labels.to(device))
-        return loss, loss.item()
-
     def eval_batches(self, sequences, seed, **overrides):
         task = Recall(**dict(self.task.defaults, **overrides)) if overrides else self.task
         sequences = sequences or 256
         generator = torch.Generator().manual_seed(10_000 + seed)
         return [task.sample(min(64, sequences - i), generator=generator) for i in range(0, sequences, 64)]
-
-    def evaluate(self, model, batches, device):
-        return _classify_eval(model, batches, device, self._forward)
-
-    def summary(self, r):
-        return f"eval loss {r['eval_loss']:.3g}, accuracy {r['eval_accuracy']:.3f}"
 
 
 # --------------------------------------------------------------------------------------------- NLI
@@ -348,13 +358,12 @@ def _find(directory, split, ext):
     return os.path.join(directory, names[0])
 
 
-class TextRecipe(Recipe):
+class TextRecipe(ClassifierRecipe):
     """What the recipes on text files share: --data DIR with a train and a dev file, a vocabulary
     built from the training file (kept in the checkpoint as a list of words), optional GloVe vectors
     for the embedding, minibatches drawn at random from the training examples, cross-entropy + Adam."""
 
-    eval_fields = ("eval_loss", "eval_accuracy")
-    curve_label = "cross-entropy (nats)"
+    eval_name = "dev"
     extension = ""  # the data files' extension
     default_hidden = 300
 
@@ -408,9 +417,6 @@ class TextRecipe(Recipe):
     def hyper(self, args):
         return {"optimizer": "adam", "lr": args.lr if args.lr is not None else 3e-4, "clip": args.clip}
 
-    def optimizer(self, params, hyper):
-        return torch.optim.Adam(params, lr=hyper["lr"])
-
     def build(self, backend=None):
         model = self.model_class()(backend=backend, **self.state["model"])
         if self.state.get("glove") and self.train_set is not None:  # at the start of training only
@@ -432,10 +438,6 @@ class TextRecipe(Recipe):
         picks = torch.randint(0, len(self.train_set), (batch_size,), generator=generator).tolist()
         return self.collate([self.train_set[i] for i in picks])
 
-    def loss(self, model, batch, device):
-        loss = F.cross_entropy(self._forward(model, batch, device), batch.labels.to(device))
-        return loss, loss.item()
-
     def eval_batches(self, sequences, seed, **overrides):
         unknown = set(overrides) - {"data"}
         if unknown:
@@ -443,12 +445,6 @@ class TextRecipe(Recipe):
                             f"(known: data, a file to evaluate on)")
         dev = self.load(overrides.get("data", self.state["dev"]))[:sequences]
         return [self.collate(dev[i:i + 64]) for i in range(0, len(dev), 64)]
-
-    def evaluate(self, model, batches, device):
-        return _classify_eval(model, batches, device, self._forward)
-
-    def summary(self, r):
-        return f"dev loss {r['eval_loss']:.3g}, accuracy {r['eval_accuracy']:.3f}"
 
 
 class NLIRecipe(TextRecipe):
