@@ -3,6 +3,7 @@
     ntm tasks  (copy, repeat-copy, associative-recall, ngrams, priority-sort)   NTMRecipe
     nse-recall (the synthetic task of memops.tasks.recall)                      RecallRecipe
     nse-nli    (SNLI-format JSONL files on disk: --data DIR)                     NLIRecipe
+    nse-classify (sentence-classification TSV files on disk: --data DIR)       TextClassifyRecipe
 
 A recipe is made from the command-line arguments (`Recipe.create(task, args)`) or, for eval and plot,
 from the `recipe` dict a checkpoint stores (`Recipe.restore(task, state)`): everything needed to rebuild
