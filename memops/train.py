@@ -5,7 +5,7 @@
     memops train priority-sort --batch-size 32 --lr 1e-4 --device cuda --backend reference
     memops train nse-recall --out runs/recall          # an NSE on the recall task (--model lstm: the baseline)
     memops train nse-nli --data ~/snli_1.0 --glove ~/glove.840B.300d.txt   # NSE on SNLI-format JSONL
-    memops train nse-classify --data ~/SST-2                 # NSE on sentence classification (TSV)
+    memops train nse-classify --data ~/SST-2           # NSE on sentence classification (TSV)
 
 NTM tasks (copy, repeat-copy, associative-recall, ngrams, priority-sort; memops.tasks): defaults are
 the paper's (Graves et al. 2014, table 2): LSTM controller of 100 units, memory 128 x 20, 3 shifts,
@@ -18,11 +18,11 @@ averaged over the batch: the paper's "cost per sequence", reported in bits.
 NSE tasks: nse-recall (memops.tasks.recall: name the value stored with a queried key), nse-nli
 (SNLI-format files: --data DIR holds one *train*.jsonl and one *dev*.jsonl) and nse-classify
 (sentence classification, SST / GLUE style: --data DIR holds one *train*.tsv and one *dev*.tsv of
-text<TAB>label lines); cross-entropy, Adam (lr 3e-3 for recall, 3e-4 on text files). --model lstm trains the LSTM baseline instead (for nse-recall
-sized to the NSE's parameter count).
+text<TAB>label lines); cross-entropy, Adam (lr 3e-3 for recall, 3e-4 on text files). --model lstm
+trains the LSTM baseline instead (for nse-recall sized to the NSE's parameter count).
 
 Every --eval-every steps the model is evaluated on a fixed evaluation set (drawn from --seed, the same
-for every run with that seed; for nse-nli the dev file), a checkpoint is written, and metrics.csv and
+for every run with that seed; on text files the dev file), a checkpoint is written, and metrics.csv and
 learning_curve.png are updated. Files in OUT: checkpoint.pt (the latest: weights, optimizer, step,
 data-generator state; --resume continues exactly where it stopped), best.pt (the same, from the
 evaluation with the lowest cost so far: NTM training has spikes, so evaluate and plot this one),
