@@ -20,3 +20,10 @@ def pyplot():
             _warned = True
         return None
     return plt
+
+
+def save(fig, path):
+    """Lay out, write and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot().close(fig)

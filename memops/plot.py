@@ -28,11 +28,11 @@ def add_arguments(parser):
     add_run_arguments(parser)
 
 
-def draw(model, task, batch, path, title, head=0):
+def draw(model, batch, path, title, head=0):
     """Write the picture of the first sequence of `batch` to `path`; False if matplotlib is missing."""
     import torch
 
-    from ._plotting import pyplot
+    from ._plotting import pyplot, save
 
     plt = pyplot()
     if plt is None:
@@ -68,9 +68,7 @@ def draw(model, task, batch, path, title, head=0):
     axes[5].set_xlabel("memory slot")
     fig.colorbar(im, ax=axes[5], fraction=0.03, pad=0.01)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
     return True
 
 
@@ -78,7 +76,7 @@ def draw_nse_recall(model, task, batch, path, title):
     """The NSE's attention over its slots at every step of the first sequence of `batch`, and its answer."""
     import torch
 
-    from ._plotting import pyplot
+    from ._plotting import pyplot, save
 
     plt = pyplot()
     if plt is None:
@@ -114,9 +112,7 @@ def draw_nse_recall(model, task, batch, path, title):
     bx.set_ylabel("p(value)")
     bx.set_ylim(0, 1)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
     return True
 
 
@@ -142,7 +138,7 @@ def run(args):
     elif isinstance(recipe, NTMRecipe):
         task = recipe.task
         batch = task.sample(1, generator=generator, **merge_task_options(task, recipe.options, overrides))
-        drawn = draw(model, task, batch, path, f"NTM on {task.name}{suffix}", args.head)
+        drawn = draw(model, batch, path, f"NTM on {task.name}{suffix}", args.head)
     else:
         print(f"memops plot: draws NTM checkpoints and NSE checkpoints of nse-recall; {args.checkpoint} is a "
               f"{recipe.state['model'].get('encoder', '')} model of {ckpt['task']}", file=sys.stderr)

@@ -30,7 +30,6 @@ metrics.csv, learning_curve.png. Checkpoints load weights-only: opening one neve
 A step whose loss or gradient is not finite is skipped (counted in the csv); 10 in a row stop training.
 """
 
-import argparse
 import csv
 import math
 import os
@@ -223,7 +222,7 @@ def _fmt(value):
 
 def plot_learning_curve(metrics_path, png_path, title, recipe):
     """learning_curve.png from metrics.csv: the training and evaluation cost (and accuracy, if any)."""
-    from ._plotting import pyplot
+    from ._plotting import pyplot, save
 
     plt = pyplot()
     if plt is None:
@@ -254,9 +253,7 @@ def plot_learning_curve(metrics_path, png_path, title, recipe):
         ax2.set_ylim(0, 1)
         ax2.legend(loc="upper right")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)
+    save(fig, png_path)
     return True
 
 
@@ -335,8 +332,9 @@ def run(args):
             loss, value = recipe.loss(model, recipe.sample(batch_size, data), device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            finite = math.isfinite(value) and all(
-                bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            # one device sync for all gradients, not one per parameter
+            finite = math.isfinite(value) and bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
             if finite:
                 if hyper["clip"] > 0:
                     torch.nn.utils.clip_grad_value_(model.parameters(), hyper["clip"])
@@ -389,9 +387,3 @@ def run(args):
               f"{recipe.summary(last_eval)}; non-finite steps {nonfinite}", file=sys.stderr)
     return status
 
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="memops train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))

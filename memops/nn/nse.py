@@ -135,6 +135,7 @@ class NSE(nn.Module):
             banks.append([memory, slots])
 
         zeros = x.new_zeros(B, D)
+        beta = x.new_ones(B, 1)  # NSE addresses by the plain dot product
         (hr, cr), (hw, cw) = state if state is not None else ((zeros, zeros), (zeros, zeros))
         outputs, attention = [], [[] for _ in banks]
         for t in range(T):
@@ -143,8 +144,7 @@ class NSE(nn.Module):
             key = hr_new[:, None, :]  # (B,1,D)
             reads, weights = [], []
             for memory, slots in banks:
-                z = ops.content_address(memory, key, torch.ones_like(key[..., 0]), mask=slots, similarity="dot",
-                                        backend=self.backend)  # (B,1,N)
+                z = ops.content_address(memory, key, beta, mask=slots, similarity="dot", backend=self.backend)
                 reads.append(ops.read(memory, z, backend=self.backend)[:, 0])
                 weights.append(z)
             c = self.dropout(self.compose(torch.cat([hr_new, *reads], dim=1)))

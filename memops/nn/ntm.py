@@ -181,7 +181,7 @@ class NTMCell(nn.Module):
         keys, beta, gate, shift, gamma = address.view(B, R + Hw, self.address_params).split([W, 1, 1, S, 1], dim=-1)
         erase, add = rest.view(B, Hw, 2 * W).split([W, W], dim=-1)
         weights = ops.ntm_address(
-            state.memory, keys.contiguous(), F.softplus(beta.squeeze(-1)), torch.sigmoid(gate.squeeze(-1)),
+            state.memory, keys, F.softplus(beta.squeeze(-1)), torch.sigmoid(gate.squeeze(-1)),
             torch.softmax(shift, dim=-1), 1 + F.softplus(gamma.squeeze(-1)), state.weights, backend=self.backend)
         read_w, write_w = weights.split([R, Hw], dim=1)
         erase, add = torch.sigmoid(erase), torch.tanh(add)
