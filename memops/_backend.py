@@ -1,14 +1,17 @@
 """Which implementation an op call runs: the backend layer.
 
 Backends:
-  "cpp"        the compiled extension (memops._C): C++ kernels on CPU tensors (CUDA kernels on CUDA
-               tensors where the build has them);
+  "cpp"        the compiled extension (memops._C): its C++ kernels for the tensors' device, the CPU
+               kernels on CPU tensors and the CUDA kernels on CUDA tensors (where the build has them);
+  "cuda"       the same extension's CUDA kernels by name: "cpp", refused for tensors not on CUDA;
+  "triton"     the Triton kernels (memops.triton): CUDA tensors, or CPU tensors in Triton's
+               interpreter (TRITON_INTERPRET=1 set before triton is first imported);
   "reference"  the pure-PyTorch specification (memops.reference): slow, always there.
-Later backends (triton) join this list.
 
 Choice, first that applies: the op's `backend=` argument; `with memops.backend(name):`;
 memops.set_backend(name); the MEMOPS_BACKEND environment variable (read at import); "auto", which
-takes "cpp" where the build has kernels for the tensor's device and "reference" otherwise.
+takes, on CUDA tensors, the first of cuda (C++) -> triton -> reference that can run, and on CPU
+tensors cpp -> reference (never the interpreter: it is for tests, and slow).
 Asking for a backend that cannot run the call raises an error that says why.
 """
 
@@ -17,10 +20,13 @@ import os
 
 from . import _library
 
-BACKENDS = ("auto", "cpp", "reference")
+BACKENDS = ("auto", "cpp", "cuda", "triton", "reference")
 
 _ENV_BACKEND = os.environ.get("MEMOPS_BACKEND", "").strip().lower() or None
 _forced = None  # set by set_backend / the backend() context manager
+
+_triton_module = None
+_triton_error = None
 
 
 def _check_name(name):
@@ -33,27 +39,73 @@ def _cpp_has(device_type):
     return _library.AVAILABLE and (device_type == "cpu" or (device_type == "cuda" and _library._C.with_cuda))
 
 
+def triton_ops():
+    """torch.ops.memops_triton, importing memops.triton (and triton) the first time; None if that fails."""
+    global _triton_module, _triton_error
+    if _triton_module is None and _triton_error is None:
+        try:
+            from . import triton as module  # noqa: F401  (registers torch.ops.memops_triton.*)
+
+            _triton_module = module
+        except ImportError as e:
+            _triton_error = e
+    return None if _triton_module is None else __import__("torch").ops.memops_triton
+
+
+def _triton_interpret():
+    return os.environ.get("TRITON_INTERPRET", "0").strip() not in ("", "0")
+
+
+def _triton_why_not(device_type):
+    """None if the Triton kernels can run on tensors of device_type here, else the reason."""
+    if device_type == "cpu" and not _triton_interpret():
+        return ("they run on CPU tensors only in Triton's interpreter (set TRITON_INTERPRET=1 before "
+                "triton is imported)")
+    if device_type not in ("cuda", "cpu", "meta"):
+        return f"they have no kernels for {device_type} tensors"
+    if triton_ops() is None:
+        return f"triton cannot be imported ({_triton_error}); `pip install triton` (Linux x86-64)"
+    return None
+
+
 def available_backends(device="cpu"):
-    """The backends that can run ops on tensors of `device` in this build."""
+    """The backends that can run ops on tensors of `device` here, in the order "auto" tries them
+    ("cuda" is listed as "cpp")."""
     device_type = device if isinstance(device, str) else device.type
     device_type = device_type.split(":")[0]
-    return [b for b in ("cpp", "reference") if b == "reference" or _cpp_has(device_type)]
+    names = ["cpp"] if _cpp_has(device_type) else []
+    # on CPU tensors: the interpreter, which runs but which "auto" never picks
+    if device_type in ("cuda", "cpu") and _triton_why_not(device_type) is None:
+        names.append("triton")
+    return names + ["reference"]
 
 
 def select(backend, tensor):
-    """The backend ("cpp" or "reference") that runs an op on `tensor`'s device."""
+    """The implementation ("cpp", "triton" or "reference") that runs an op on `tensor`'s device."""
     name = backend or _forced or _ENV_BACKEND or "auto"
     device_type = tensor.device.type
     if name == "auto":
-        return "cpp" if _cpp_has(device_type) else "reference"
-    if name == "cpp":
+        if _cpp_has(device_type):
+            return "cpp"
+        if device_type == "cuda" and _triton_why_not("cuda") is None:
+            return "triton"
+        return "reference"
+    if name in ("cpp", "cuda"):
+        if name == "cuda" and device_type not in ("cuda", "meta"):
+            raise RuntimeError(f"memops: backend 'cuda' runs the CUDA kernels, on CUDA tensors; got "
+                               f"{device_type} tensors (backend 'cpp' takes the C++ kernels of any device)")
         if not _library.AVAILABLE:
-            raise RuntimeError(f"memops: backend 'cpp' was asked for, but the compiled ops are not "
+            raise RuntimeError(f"memops: backend {name!r} was asked for, but the compiled ops are not "
                                f"built ({_library.LOAD_ERROR}); {_library.BUILD_HINT}")
         if not _cpp_has(device_type) and device_type != "meta":
-            raise RuntimeError(f"memops: backend 'cpp' has no kernels for {device_type} tensors in this build "
-                               f"(built with CUDA: {bool(_library._C.with_cuda)})")
+            raise RuntimeError(f"memops: backend {name!r} has no kernels for {device_type} tensors in this "
+                               f"build (built with CUDA: {bool(_library._C.with_cuda)})")
         return "cpp"
+    if name == "triton":
+        why = _triton_why_not(device_type)
+        if why is not None:
+            raise RuntimeError(f"memops: backend 'triton' cannot run this call: {why}")
+        return "triton"
     if name == "reference":
         return "reference"
     _check_name(name)
@@ -73,7 +125,7 @@ def get_backend():
 
 @contextlib.contextmanager
 def backend(name):
-    """`with memops.backend("reference"): ...` runs the ops inside on that backend."""
+    """`with memops.backend("triton"): ...` runs the ops inside on that backend."""
     global _forced
     previous = _forced
     _forced = _check_name(name)

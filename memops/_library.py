@@ -64,7 +64,7 @@ def _register():
     @fake("content_address")
     def _(memory, keys, beta, mask, similarity, eps):
         _validate.content_address(memory, keys, beta, mask, similarity, eps)
-        _validate.cpu_dtype("content_address", memory)
+        _validate.kernel_dtype("content_address", memory)
         return memory.new_empty(memory.shape[0], keys.shape[1], memory.shape[1])
 
     @fake("_content_address_backward")
@@ -79,7 +79,7 @@ def _register():
     @fake("shift")
     def _(weights, kernel):
         _validate.shift(weights, kernel)
-        _validate.cpu_dtype("shift", weights)
+        _validate.kernel_dtype("shift", weights)
         return weights.new_empty(weights.shape)
 
     @fake("_shift_backward")
@@ -92,7 +92,7 @@ def _register():
     @fake("sharpen")
     def _(weights, gamma):
         _validate.sharpen(weights, gamma)
-        _validate.cpu_dtype("sharpen", weights)
+        _validate.kernel_dtype("sharpen", weights)
         return weights.new_empty(weights.shape)
 
     @fake("_sharpen_backward")
@@ -106,7 +106,7 @@ def _register():
     @fake("ntm_address")
     def _(memory, keys, beta, gate, kernel, gamma, prev_weights, eps):
         _validate.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps)
-        _validate.cpu_dtype("ntm_address", memory)
+        _validate.kernel_dtype("ntm_address", memory)
         return prev_weights.new_empty(prev_weights.shape)
 
     @fake("_ntm_address_backward")
@@ -120,7 +120,7 @@ def _register():
     @fake("read")
     def _(memory, weights):
         _validate.read(memory, weights)
-        _validate.cpu_dtype("read", memory)
+        _validate.kernel_dtype("read", memory)
         return memory.new_empty(memory.shape[0], weights.shape[1], memory.shape[2])
 
     @fake("_read_backward")
@@ -133,7 +133,7 @@ def _register():
     @fake("write")
     def _(memory, weights, erase, add):
         _validate.write(memory, weights, erase, add)
-        _validate.cpu_dtype("write", memory)
+        _validate.kernel_dtype("write", memory)
         return memory.new_empty(memory.shape)
 
     @fake("_write_backward")

@@ -125,10 +125,13 @@ def write(memory, weights, erase, add):
     dims.check(add, "add", "BHW")
 
 
-def cpu_dtype(op, t):
-    """The CPU kernels take float32 and float64 (csrc/cpu/common.h says the same)."""
+def kernel_dtype(op, t):
+    """The dtypes the compiled kernels take: float32 and float64 on the CPU (csrc/cpu/common.h), and
+    also float16 and bfloat16 on CUDA (csrc/cuda/launch.h); the messages are theirs."""
     if t.device.type == "cpu" and t.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{op}: the CPU kernels take float32 or float64 tensors, got {t.dtype}")
+    if t.device.type == "cuda" and t.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        raise TypeError(f"{op}: the CUDA kernels take float32, float64, float16 or bfloat16 tensors, got {t.dtype}")
 
 
 def output_like(op, t, name, shape, like):

@@ -1,8 +1,9 @@
 """The public op contract of memops.
 
 Shapes: B batch, H heads, N memory slots, W slot width, S shift width (odd). Shapes are exact (no
-broadcasting); every floating input gets a gradient. B = 0 gives an empty result. CPU kernels take
-float32 and float64. Each op takes `backend=` ("auto", "cpp", "reference"; see memops._backend).
+broadcasting); every floating input gets a gradient. B = 0 gives an empty result. The CPU kernels take
+float32 and float64; the CUDA and Triton kernels also float16 and bfloat16 (accumulating in float32).
+Each op takes `backend=` ("auto", "cpp", "cuda", "triton", "reference"; see memops._backend).
 
 Bad shapes, dtypes and devices raise ValueError / TypeError naming the argument and the shape it
 should have. Value ranges (gamma >= 1, weights >= 0, gate in [0, 1], finite inputs) are checked only
@@ -24,15 +25,18 @@ def set_debug(enabled=True):
     _debug = bool(enabled)
 
 
-def _use_reference(op, backend, args):
-    """Pick the backend for one call; validate for the reference (the C++ kernels validate themselves)."""
+def _library_of(op, backend, args):
+    """Pick the backend for one call: the torch.ops namespace that runs it, or None for the reference
+    (validated here; the kernels validate their own arguments)."""
     impl = _backend.select(backend, next(iter(args.values())))
     if _debug:
         _validate.values(op, **{k: v for k, v in args.items() if isinstance(v, torch.Tensor)})
     if impl == "reference":
         getattr(_validate, op)(*args.values())
-        return True
-    return False
+        return None
+    if impl == "triton":
+        return _backend.triton_ops()
+    return torch.ops.memops
 
 
 def content_address(memory, keys, beta, *, mask=None, similarity="cosine", eps=1e-8, backend=None):
@@ -44,9 +48,10 @@ def content_address(memory, keys, beta, *, mask=None, similarity="cosine", eps=1
     weight exactly 0; a row whose every slot is masked is all zeros (not NaN).
     """
     args = dict(memory=memory, keys=keys, beta=beta, mask=mask, similarity=similarity, eps=eps)
-    if _use_reference("content_address", backend, args):
+    lib = _library_of("content_address", backend, args)
+    if lib is None:
         return reference.content_address(memory, keys, beta, mask=mask, similarity=similarity, eps=eps)
-    return torch.ops.memops.content_address(memory, keys, beta, mask, similarity, eps)
+    return lib.content_address(memory, keys, beta, mask, similarity, eps)
 
 
 def shift(weights, kernel, *, backend=None):
@@ -56,9 +61,10 @@ def shift(weights, kernel, *, backend=None):
     kernel[S//2] keeps the focus in place, kernel[S//2 + 1] moves it one slot forward. S > N wraps.
     """
     args = dict(weights=weights, kernel=kernel)
-    if _use_reference("shift", backend, args):
+    lib = _library_of("shift", backend, args)
+    if lib is None:
         return reference.shift(weights, kernel)
-    return torch.ops.memops.shift(weights, kernel)
+    return lib.shift(weights, kernel)
 
 
 def sharpen(weights, gamma, *, backend=None):
@@ -68,9 +74,10 @@ def sharpen(weights, gamma, *, backend=None):
     finite where w = 0.
     """
     args = dict(weights=weights, gamma=gamma)
-    if _use_reference("sharpen", backend, args):
+    lib = _library_of("sharpen", backend, args)
+    if lib is None:
         return reference.sharpen(weights, gamma)
-    return torch.ops.memops.sharpen(weights, gamma)
+    return lib.sharpen(weights, gamma)
 
 
 def ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, *, eps=1e-8, backend=None):
@@ -83,17 +90,19 @@ def ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, *, eps=1e
     """
     args = dict(memory=memory, keys=keys, beta=beta, gate=gate, kernel=kernel, gamma=gamma,
                 prev_weights=prev_weights, eps=eps)
-    if _use_reference("ntm_address", backend, args):
+    lib = _library_of("ntm_address", backend, args)
+    if lib is None:
         return reference.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps=eps)
-    return torch.ops.memops.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps)
+    return lib.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps)
 
 
 def read(memory, weights, *, backend=None):
     """Weighted read: memory (B,N,W), weights (B,H,N) -> (B,H,W), r[b,h] = sum_i weights[b,h,i] memory[b,i]."""
     args = dict(memory=memory, weights=weights)
-    if _use_reference("read", backend, args):
+    lib = _library_of("read", backend, args)
+    if lib is None:
         return reference.read(memory, weights)
-    return torch.ops.memops.read(memory, weights)
+    return lib.read(memory, weights)
 
 
 def write(memory, weights, erase, add, *, backend=None):
@@ -104,9 +113,10 @@ def write(memory, weights, erase, add, *, backend=None):
     each slot keeps the fraction prod_h (1 - w_h) of its content) without building a ones tensor.
     """
     args = dict(memory=memory, weights=weights, erase=erase, add=add)
-    if _use_reference("write", backend, args):
+    lib = _library_of("write", backend, args)
+    if lib is None:
         return reference.write(memory, weights, erase, add)
-    return torch.ops.memops.write(memory, weights, erase, add)
+    return lib.write(memory, weights, erase, add)
 
 
 __all__ = ["content_address", "shift", "sharpen", "ntm_address", "read", "write", "set_debug"]

@@ -1,8 +1,13 @@
 """Fixtures of the memops tests (helpers.py holds the functions they share).
 
 - `device`: "cpu" and "cuda"; cuda skips cleanly where torch.cuda.is_available() is False.
-- `backend`: the backends compared against the reference ("cpp"). Without the built extension they
-  skip, with the fix in the reason; with MEMOPS_REQUIRE_EXTENSION=1 (CI) they fail instead.
+- `backend`: the backends compared against the reference: "cpp" (the C++ kernels of the device) and,
+  on CUDA, "triton". Without the built extension cpp skips, with the fix in the reason; with
+  MEMOPS_REQUIRE_EXTENSION=1 (CI) it fails instead. Triton on CPU tensors runs in Triton's
+  interpreter, far too slowly for these full grids: those combinations are deselected, and
+  tests/test_triton.py runs the Triton kernels in the interpreter on small shapes instead.
+- without a GPU, TRITON_INTERPRET=1 is set before anything imports triton (so the Triton kernels can
+  run on CPU tensors); with one, the Triton kernels run on the GPU.
 - every test starts with automatic backend choice and debug mode off, and leaves them so.
 """
 
@@ -12,6 +17,9 @@ import sys
 import pytest
 import torch
 
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 sys.path.insert(0, os.path.dirname(__file__))
 
 import memops  # noqa: E402
@@ -19,7 +27,7 @@ from memops import _backend, ops  # noqa: E402
 
 from helpers import require_backend, require_device  # noqa: E402
 
-COMPARED_BACKENDS = ("cpp",)
+COMPARED_BACKENDS = ("cpp", "triton")
 
 
 @pytest.fixture(params=["cpu", "cuda"])
@@ -32,6 +40,17 @@ def device(request):
 def backend(request, device):
     require_backend(request.param, device)
     return request.param
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect backend=triton x device=cpu (the interpreter; see tests/test_triton.py)."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        (drop if params.get("backend") == "triton" and params.get("device") == "cpu" else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture
@@ -54,5 +73,5 @@ def pytest_report_header(config):
     info = memops.build_info()
     return [f"memops build: {info}",
             f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}, "
-            f"threads: {torch.get_num_threads()}, "
+            f"threads: {torch.get_num_threads()}, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '')!r}, "
             f"MEMOPS_REQUIRE_EXTENSION={os.environ.get('MEMOPS_REQUIRE_EXTENSION', '')!r}"]

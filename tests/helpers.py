@@ -51,6 +51,13 @@ def require_backend(backend, device="cpu"):
     """
     if backend == "reference":
         return
+    if backend == "triton":
+        from memops import _backend
+
+        why = _backend._triton_why_not(device)
+        if why is not None:
+            pytest.skip(f"the Triton backend cannot run on {device} here: {why}")
+        return
     if not EXTENSION_BUILT:
         if REQUIRE_EXTENSION:
             pytest.fail("MEMOPS_REQUIRE_EXTENSION=1 but " + extension_missing_reason(), pytrace=False)
@@ -314,11 +321,13 @@ def schema_args(op, tensors, kwargs):
     return (*tensors.values(), *kwargs.values())
 
 
-def backward_schema_args(op, tensors, kwargs, grad):
-    """Positional arguments of torch.ops.memops._<op>_backward for upstream `grad`."""
+def backward_schema_args(op, tensors, kwargs, grad, lib=None):
+    """Positional arguments of <lib>._<op>_backward for upstream `grad` (lib: torch.ops.memops, or
+    torch.ops.memops_triton: the same schemas)."""
+    lib = torch.ops.memops if lib is None else lib
     t = {k: (v.detach() if v is not None else None) for k, v in tensors.items()}
     with torch.no_grad():
-        out = getattr(torch.ops.memops, op)(*schema_args(op, t, kwargs))
+        out = getattr(lib, op)(*schema_args(op, t, kwargs))
     if op == "content_address":
         return (grad, t["memory"], t["keys"], t["beta"], kwargs["mask"], out, kwargs["similarity"],
                 kwargs["eps"])
@@ -329,9 +338,11 @@ def backward_schema_args(op, tensors, kwargs, grad):
     return (grad, *t.values())  # shift, read, write
 
 
-def run_opcheck(name, args):
-    """torch.library.opcheck of torch.ops.memops.<name>.default; every sub-test must pass."""
-    result = torch.library.opcheck(getattr(torch.ops.memops, name).default, args)
+def run_opcheck(name, args, lib=None):
+    """torch.library.opcheck of <lib>.<name>.default (lib: torch.ops.memops unless given); every
+    sub-test must pass."""
+    lib = torch.ops.memops if lib is None else lib
+    result = torch.library.opcheck(getattr(lib, name).default, args)
     assert result and all(v == "SUCCESS" for v in result.values()), result
     return result
 

@@ -31,11 +31,21 @@ class Recorder(TorchDispatchMode):
 
 
 def which(fn):
-    """"cpp" if fn() ran a compiled memops op, "reference" if it ran plain aten ops only."""
+    """"cpp" if fn() ran a compiled memops op, "triton" if a Triton one, "reference" if plain aten
+    ops only."""
     with Recorder() as rec:
         fn()
     assert rec.namespaces, "nothing ran"
+    if "memops_triton" in rec.namespaces:
+        return "triton"
     return "cpp" if "memops" in rec.namespaces else "reference"
+
+
+def interpreter():
+    """Whether the Triton kernels run on CPU tensors here (triton installed, TRITON_INTERPRET=1)."""
+    from memops import _backend
+
+    return _backend._triton_why_not("cpu") is None
 
 
 def read_call(device="cpu", **kw):
@@ -68,16 +78,37 @@ def test_every_op_honours_the_backend_argument(built, op):
 
 def test_auto_picks_cpp_on_cpu_when_built(built):
     assert memops.get_backend() == "auto"
-    assert which(read_call()) == "cpp"
-    assert memops.available_backends() == ["cpp", "reference"]
-    assert memops.available_backends("cpu") == ["cpp", "reference"]
-    assert memops.available_backends(torch.device("cpu")) == ["cpp", "reference"]
+    assert which(read_call()) == "cpp"  # never the Triton interpreter, even where it runs
+    expected = ["cpp"] + (["triton"] if interpreter() else []) + ["reference"]
+    assert memops.available_backends() == expected
+    assert memops.available_backends("cpu") == expected
+    assert memops.available_backends(torch.device("cpu")) == expected
 
 
 def test_available_backends_other_devices():
+    from memops import _backend
+
     assert memops.available_backends("meta") == ["reference"]
     cuda = memops.available_backends("cuda:0")
-    assert cuda == (["cpp", "reference"] if memops.build_info().get("with_cuda") else ["reference"])
+    expected = (["cpp"] if memops.build_info().get("with_cuda") else []) + (
+        ["triton"] if _backend._triton_why_not("cuda") is None else []) + ["reference"]
+    assert cuda == expected
+
+
+def test_cuda_backend_refuses_cpu_tensors(built):
+    with pytest.raises(RuntimeError, match="backend 'cuda' runs the CUDA kernels, on CUDA tensors; got cpu"):
+        read_call(backend="cuda")()
+
+
+def test_triton_backend_in_the_interpreter():
+    if not interpreter():
+        pytest.skip("the Triton interpreter cannot run here (needs triton and TRITON_INTERPRET=1)")
+    assert which(read_call(backend="triton")) == "triton"
+    with memops.backend("triton"):
+        assert which(read_call()) == "triton"
+        assert which(read_call(backend="reference")) == "reference"
+    memops.set_backend("triton")
+    assert which(read_call()) == "triton"
 
 
 def test_auto_on_meta_runs_the_reference(built):
@@ -134,7 +165,7 @@ def test_environment_variable_is_the_lowest_precedence(built, monkeypatch):
     assert which(read_call()) == "cpp"
 
 
-UNKNOWN = "memops: unknown backend 'triton2'; choose one of auto, cpp, reference"
+UNKNOWN = "memops: unknown backend 'triton2'; choose one of auto, cpp, cuda, triton, reference"
 
 
 def test_unknown_backend_names():
@@ -253,6 +284,36 @@ def test_memops_backend_environment_variable_unknown_name_fails_at_import():
                           timeout=120)
     assert proc.returncode != 0
     assert "ValueError: memops: unknown backend 'fastest'" in proc.stderr
+
+
+TRITON_CALL = """
+    import torch, memops
+    m = torch.randn(2, 4, 3)
+    w = torch.softmax(torch.randn(2, 2, 4), -1)
+    print("auto", torch.equal(memops.read(m, w), memops.reference.read(m, w)) or "close")
+    try:
+        memops.read(m, w, backend="triton")
+        print("triton ran")
+    except RuntimeError as e:
+        print("error", e)
+"""
+
+
+def test_memops_imports_without_triton_and_says_so_when_asked_for_it():
+    proc = run_python("import sys\nsys.modules['triton'] = None  # as if not installed\n" + textwrap.dedent(TRITON_CALL),
+                      TRITON_INTERPRET="1")
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("auto")
+    assert lines[1].startswith("error memops: backend 'triton' cannot run this call: triton cannot be imported")
+    assert "pip install triton" in lines[1]
+
+
+def test_triton_on_cpu_without_the_interpreter_says_how():
+    env = dict(TRITON_INTERPRET="0")
+    proc = run_python(TRITON_CALL, **env)
+    lines = proc.stdout.strip().splitlines()
+    assert lines[1].startswith("error memops: backend 'triton' cannot run this call: they run on CPU tensors "
+                               "only in Triton's interpreter (set TRITON_INTERPRET=1")
 
 
 def test_memops_debug_environment_variable():

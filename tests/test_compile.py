@@ -12,17 +12,25 @@ import memops
 OPS = ("content_address", "shift", "sharpen", "ntm_address", "read", "write")
 
 
-def step(memory, keys, beta, gate, kernel, gamma, prev_weights, erase, add, query, query_beta, mask):
-    """One NTM step (address -> read -> write), then the memory-network side on the new memory."""
-    w = memops.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, backend="cpp")
-    r = memops.read(memory, w, backend="cpp")
-    memory = memops.write(memory, w, erase, add, backend="cpp")
-    memory = memops.write(memory, w, None, 0.5 * add, backend="cpp")  # the NSE write (erase = None)
-    c = memops.content_address(memory, query, query_beta, mask=mask, similarity="dot", backend="cpp")
-    s = memops.shift(c, kernel, backend="cpp")
-    p = memops.sharpen(s, gamma, backend="cpp")
-    r2 = memops.read(memory, p, backend="cpp")
-    return r, memory, w, p, r2
+def make_step(backend):
+    """One NTM step (address -> read -> write), then the memory-network side on the new memory, with
+    every op on `backend`."""
+
+    def step(memory, keys, beta, gate, kernel, gamma, prev_weights, erase, add, query, query_beta, mask):
+        w = memops.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, backend=backend)
+        r = memops.read(memory, w, backend=backend)
+        memory = memops.write(memory, w, erase, add, backend=backend)
+        memory = memops.write(memory, w, None, 0.5 * add, backend=backend)  # the NSE write (erase = None)
+        c = memops.content_address(memory, query, query_beta, mask=mask, similarity="dot", backend=backend)
+        s = memops.shift(c, kernel, backend=backend)
+        p = memops.sharpen(s, gamma, backend=backend)
+        r2 = memops.read(memory, p, backend=backend)
+        return r, memory, w, p, r2
+
+    return step
+
+
+step = make_step("cpp")
 
 
 def inputs(B=3, H=2, N=10, W=6, S=3, seed=0, noncontiguous=False):
@@ -54,10 +62,11 @@ def run(fn, tensors, mask, upstream):
     return [o.detach() for o in outs], dict(zip(leaves, grads))
 
 
-def compare(compiled, tensors, mask, seed=0):
+def compare(compiled, tensors, mask, seed=0, step=step):
     gen = torch.Generator().manual_seed(seed + 100)
     shapes_out = [o.shape for o in step(*tensors.values(), mask)]
-    upstream = [torch.randn(*s, generator=gen) for s in shapes_out]
+    device = next(iter(tensors.values())).device
+    upstream = [torch.randn(*s, generator=gen).to(device) for s in shapes_out]
     eager_out, eager_grads = run(step, tensors, mask, upstream)
     comp_out, comp_grads = run(compiled, tensors, mask, upstream)
     for i, (a, b) in enumerate(zip(comp_out, eager_out)):

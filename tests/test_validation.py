@@ -173,7 +173,7 @@ def error_of(fn):
 
 
 def run_path(path, op, tensors, kwargs):
-    if path in ("cpp", "reference"):
+    if path in ("cpp", "reference", "triton"):
         return error_of(lambda: getattr(memops, op)(*tensors.values(), **kwargs, backend=path))
     args = schema_args(op, tensors, kwargs)
     if path == "meta":
@@ -204,6 +204,16 @@ def test_bad_input_reference_without_extension(case, op, make_kw, mutate, exc, m
     tensors, kwargs = valid(op, **make_kw)
     mutate(tensors, kwargs)
     assert run_path("reference", op, tensors, kwargs) == (exc, message)
+
+
+@pytest.mark.parametrize("case,op,make_kw,mutate,exc,message,paths",
+                         [pytest.param(*c, id=c[0]) for c in CASES if "reference" in c[-1]])
+def test_bad_input_triton(case, op, make_kw, mutate, exc, message, paths):
+    """The Triton ops run the Python checks first: the same errors (in the interpreter on CPU tensors)."""
+    require_backend("triton", "cpu")
+    tensors, kwargs = valid(op, **make_kw)
+    mutate(tensors, kwargs)
+    assert run_path("triton", op, tensors, kwargs) == (exc, message)
 
 
 def test_valid_inputs_raise_nothing(cpp):
@@ -285,7 +295,7 @@ def test_debug_mode_rejects_bad_values(backend_name, op, what, spoil, message):
     assert error_of(lambda: fn(*tensors.values(), **kwargs, backend=backend_name)) is None
 
 
-@pytest.mark.parametrize("backend_name", ["cpp", "reference"])
+@pytest.mark.parametrize("backend_name", ["cpp", "triton", "reference"])
 def test_debug_mode_accepts_valid_values(backend_name):
     require_backend(backend_name)
     memops.set_debug(True)

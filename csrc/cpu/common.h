@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../tensors.h"
 #include "../validate.h"
 
 namespace memops {
@@ -17,18 +18,6 @@ inline void check_cpu_dtype(const char* op, const at::Tensor& t) {
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op,
                    ": the CPU kernels take float32 or float64 tensors, got ",
                    dtype_name(t.scalar_type()));
-}
-
-// Launchers work on contiguous data: a non-contiguous (sliced, transposed, expanded) argument is
-// copied once here, which costs less than strided inner loops would.
-inline at::Tensor contiguous(const at::Tensor& t) { return t.contiguous(); }
-inline c10::optional<at::Tensor> contiguous(const c10::optional<at::Tensor>& t) {
-  return t.has_value() ? c10::optional<at::Tensor>(t->contiguous()) : c10::nullopt;
-}
-
-template <typename T>
-const T* data_or_null(const c10::optional<at::Tensor>& t) {
-  return t.has_value() ? t->data_ptr<T>() : nullptr;
 }
 
 // Items per task for at::parallel_for: enough work (~32k multiply-adds) that a thread is worth it.

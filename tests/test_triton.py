@@ -1,0 +1,128 @@
+"""The Triton kernels on CPU tensors, in Triton's interpreter (TRITON_INTERPRET=1, which conftest.py
+sets on machines without a GPU): every op against the reference, forward and every gradient, float32
+and float64, on the small shapes that break block kernels, plus non-contiguous inputs and opcheck.
+
+The interpreter runs a kernel's every program in numpy, slowly, so the grid is pairwise (every pair of
+parameter values appears in some case; helpers.covering) rather than the full product. On a GPU this
+file skips: there the full grids of tests/test_<op>.py run backend="triton" on CUDA tensors, with
+tests/test_gpu.py.
+"""
+
+import pytest
+import torch
+
+from helpers import (backward_schema_args, check_against_reference, check_noncontiguous, covering, make_inputs,
+                     output_shape, random_grad, require_backend, requires_grad, run_opcheck, schema_args, seed_of)
+
+DTYPES = (torch.float32, torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _interpreter():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the Triton kernels are tested on it (test_<op>.py, test_gpu.py)")
+    require_backend("triton", "cpu")
+
+
+def cases(op):
+    full = {"dtype": DTYPES, "N": (1, 3, 127, 129)}
+    rest = {"H": (1, 3), "B": (0, 1, 2), "W": (1, 20)}
+    if op in ("shift", "ntm_address"):
+        rest["S"] = (1, 3, 5, "wide")
+    if op == "content_address":
+        rest["variant"] = tuple((m, s) for m in ("none", "random", "empty_row") for s in ("cosine", "dot"))
+    if op == "write":
+        rest["erase"] = (True, False)
+    rows = covering(full, rest)
+    return [pytest.param(row, id="-".join(f"{k}{v}" if k != "dtype" else str(v)[6:] for k, v in row.items()))
+            for row in rows]
+
+
+def build(op, row):
+    N = row["N"]
+    S = row.get("S", 3)
+    if S == "wide":
+        S = N + 1 if N % 2 == 0 else N + 2
+    kw = dict(B=row["B"], H=row["H"], N=N, W=row["W"], S=S)
+    if op == "content_address":
+        kw["mask"], kw["similarity"] = row["variant"]
+    if op == "write":
+        kw["erase"] = row["erase"]
+    seed = seed_of("triton", op, tuple(sorted(kw.items())))
+    tensors, kwargs = make_inputs(op, seed=seed, **kw)
+    return tensors, kwargs, seed
+
+
+def run_case(op, row):
+    tensors, kwargs, seed = build(op, row)
+    check_against_reference(op, tensors, kwargs, row["dtype"], "cpu", "triton", seed=seed)
+
+
+@pytest.mark.parametrize("row", cases("content_address"))
+def test_content_address(row):
+    run_case("content_address", row)
+
+
+@pytest.mark.parametrize("row", cases("shift"))
+def test_shift(row):
+    run_case("shift", row)
+
+
+@pytest.mark.parametrize("row", cases("sharpen"))
+def test_sharpen(row):
+    run_case("sharpen", row)
+
+
+@pytest.mark.parametrize("row", cases("ntm_address"))
+def test_ntm_address(row):
+    run_case("ntm_address", row)
+
+
+@pytest.mark.parametrize("row", cases("read"))
+def test_read(row):
+    run_case("read", row)
+
+
+@pytest.mark.parametrize("row", cases("write"))
+def test_write(row):
+    run_case("write", row)
+
+
+OPS = ("content_address", "shift", "sharpen", "ntm_address", "read", "write")
+
+
+@pytest.mark.parametrize("kind", ["sliced", "transposed", "expanded"])
+@pytest.mark.parametrize("op", OPS)
+def test_noncontiguous(op, kind):
+    kw = dict(mask="random") if op == "content_address" else {}
+    tensors, kwargs = make_inputs(op, B=3, H=2, N=9, W=5, S=3, seed=11, **kw)
+    check_noncontiguous(op, tensors, kwargs, kind, torch.float64, "cpu", "triton", seed=11)
+
+
+def test_write_without_erase_noncontiguous():
+    tensors, kwargs = make_inputs("write", B=3, H=2, N=9, W=5, seed=12, erase=False)
+    check_noncontiguous("write", tensors, kwargs, "transposed", torch.float64, "cpu", "triton", seed=12)
+
+
+def test_fully_masked_row_is_zero_with_zero_gradients():
+    tensors, kwargs = make_inputs("content_address", B=2, H=2, N=7, W=4, seed=5, mask="empty_row")
+    leaves = {k: v.detach().requires_grad_(True) for k, v in tensors.items()}
+    import memops
+
+    out = memops.content_address(*leaves.values(), **kwargs, backend="triton")
+    assert torch.equal(out[0], torch.zeros_like(out[0]))
+    out.backward(random_grad(out.shape, 5))
+    assert torch.equal(leaves["keys"].grad[0], torch.zeros_like(leaves["keys"].grad[0]))
+    assert torch.equal(leaves["memory"].grad[0], torch.zeros_like(leaves["memory"].grad[0]))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_opcheck(op):
+    """torch.library.opcheck of the Triton forward op (schema, autograd registration, fake tensors,
+    AOT dispatch), and of its backward op."""
+    kw = dict(mask="random") if op == "content_address" else {}
+    tensors, kwargs = make_inputs(op, B=2, H=2, N=5, W=3, S=3, seed=3, **kw)
+    lib = torch.ops.memops_triton
+    run_opcheck(op, schema_args(op, requires_grad(tensors), kwargs), lib)
+    grad = random_grad(output_shape(op, tensors), 3)
+    run_opcheck("_" + op + "_backward", backward_schema_args(op, tensors, kwargs, grad, lib), lib)

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Compile-only checks of the CUDA code with nvcc; needs no GPU and no CUDA build of torch (CI runs
+# it on a CPU machine). Three parts:
+#   1. csrc/math/nvcc_check.cu: the host-device math shared with the CPU kernels, as device code;
+#   2. csrc/cuda/kernels_check.cu: every kernel of csrc/cuda/*_kernels.cuh for float, double, half and
+#      bfloat16 (ATen-free), with the register / spill report of each (-Xptxas -v);
+#   3. csrc/cuda/<op>.cu: the ATen launchers, against the installed torch's headers (a CPU build of
+#      torch lacks one generated CUDA header: tools/nvcc_stub stands in for it). Compile only.
+# Parts 1 and 2 run for every arch in $ARCHS (default "80 90"), warnings as errors; part 3 for the
+# last arch. The flags are those torch's CUDAExtension adds (no implicit half conversions), so code
+# that passes here builds there.
+#
+#   bash tools/nvcc_check.sh            # from the repository root
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARCHS=${ARCHS:-"80 90"}
+OUT=build/nvcc_check
+mkdir -p "$OUT"
+if ! command -v nvcc >/dev/null; then
+  echo "nvcc not found: CUDA compile checks skipped"
+  exit 0
+fi
+nvcc --version | tail -1
+TORCH_FLAGS=(-D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__
+             -D__CUDA_NO_HALF2_OPERATORS__ --expt-relaxed-constexpr)
+COMMON=(-std=c++20 -O3 "${TORCH_FLAGS[@]}" -Werror all-warnings -Xcompiler -Wall)
+
+for arch in $ARCHS; do
+  echo "--- sm_$arch: csrc/math/nvcc_check.cu"
+  nvcc "${COMMON[@]}" -arch=sm_$arch -c csrc/math/nvcc_check.cu -o "$OUT/math_sm$arch.o"
+  echo "--- sm_$arch: csrc/cuda/kernels_check.cu (registers and spills per kernel)"
+  nvcc "${COMMON[@]}" -arch=sm_$arch -Xptxas -v -c csrc/cuda/kernels_check.cu -o "$OUT/kernels_sm$arch.o" \
+    2> "$OUT/ptxas_sm$arch.log" || { cat "$OUT/ptxas_sm$arch.log"; exit 1; }
+  python tools/ptxas_report.py "$OUT/ptxas_sm$arch.log"
+done
+
+launchers=$(ls csrc/cuda/*.cu | grep -v kernels_check.cu || true)
+if [ -n "$launchers" ]; then
+  last=${ARCHS##* }
+  TORCH_INC=$(python -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include"))')
+  ABI=$(python -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+  echo "--- sm_$last: the launchers against torch's headers ($TORCH_INC)"
+  pids=()
+  for f in $launchers; do
+    name=$(basename "$f" .cu)
+    nvcc -std=c++20 -O3 "${TORCH_FLAGS[@]}" -arch=sm_$last -Xcompiler -Wall -Xcompiler -Wno-unknown-pragmas \
+      -DMEMOPS_WITH_CUDA -D_GLIBCXX_USE_CXX11_ABI="$ABI" -Itools/nvcc_stub -I"$TORCH_INC" \
+      -I"$TORCH_INC/torch/csrc/api/include" -c "$f" -o "$OUT/$name.o" > "$OUT/$name.log" 2>&1 &
+    pids+=("$!:$f")
+  done
+  status=0
+  for p in "${pids[@]}"; do
+    if wait "${p%%:*}"; then echo "ok ${p#*:}"; else echo "FAILED ${p#*:}"; cat "$OUT/$(basename "${p#*:}" .cu).log"; status=1; fi
+  done
+  [ "$status" = 0 ] || exit 1
+fi
+echo "nvcc checks passed"
