@@ -18,6 +18,8 @@ Asking for a backend that cannot run the call raises an error that says why.
 import contextlib
 import os
 
+import torch
+
 from . import _library
 
 BACKENDS = ("auto", "cpp", "cuda", "triton", "reference")
@@ -25,7 +27,7 @@ BACKENDS = ("auto", "cpp", "cuda", "triton", "reference")
 _ENV_BACKEND = os.environ.get("MEMOPS_BACKEND", "").strip().lower() or None
 _forced = None  # set by set_backend / the backend() context manager
 
-_triton_module = None
+_triton_ops = None  # torch.ops.memops_triton once memops.triton is imported
 _triton_error = None
 
 
@@ -40,16 +42,17 @@ def _cpp_has(device_type):
 
 
 def triton_ops():
-    """torch.ops.memops_triton, importing memops.triton (and triton) the first time; None if that fails."""
-    global _triton_module, _triton_error
-    if _triton_module is None and _triton_error is None:
+    """torch.ops.memops_triton, importing memops.triton (and triton) the first time; None if that fails.
+    (After the first call a plain global read, which torch.compile traces.)"""
+    global _triton_ops, _triton_error
+    if _triton_ops is None and _triton_error is None:
         try:
-            from . import triton as module  # noqa: F401  (registers torch.ops.memops_triton.*)
+            from . import triton  # noqa: F401  (registers torch.ops.memops_triton.*)
 
-            _triton_module = module
+            _triton_ops = torch.ops.memops_triton
         except ImportError as e:
             _triton_error = e
-    return None if _triton_module is None else __import__("torch").ops.memops_triton
+    return _triton_ops
 
 
 def _triton_interpret():

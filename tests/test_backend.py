@@ -203,7 +203,7 @@ def run_python(snippet, block_extension=False, **env):
     if block_extension:
         code = "import sys\nsys.modules['memops._C'] = None  # as if it were not built\n" + code
     full_env = dict(os.environ)
-    for k in ("MEMOPS_BACKEND", "MEMOPS_DEBUG"):
+    for k in ("MEMOPS_BACKEND", "MEMOPS_DEBUG", "TRITON_INTERPRET"):
         full_env.pop(k, None)
     full_env.update(env)
     proc = subprocess.run([sys.executable, "-W", "always", "-c", code], cwd=REPO, env=full_env,
