@@ -1,0 +1,333 @@
+"""ntm_address in Triton: the whole NTM addressing, fused.
+
+content = softmax(beta cos(k, m)); gated = gate content + (1 - gate) prev_weights;
+shifted[i] = sum_j kernel[j] gated[(i - d_j) mod N] with d_j = (j - S//2) mod N (S odd, may exceed N;
+csrc/math/common.h, shift_offset); out = u / sum u with u = (shifted / max shifted)^gamma (zeros where
+max shifted <= 0). The math, forward and backward, is csrc/cpu/ntm_address.cpp's with the row functions
+of csrc/math/addressing.h (masked_softmax_row, shift_row, sharpen_row and their backwards, CenteredGrad).
+
+Saved for backward: the inputs and the output, as csrc/autograd.cpp. The backward recomputes the
+similarities and the whole chain of a row (content, gated, shifted) and runs it backwards.
+
+Kernels (the memory passes are content_address.py's; see there):
+- forward: _content_fwd_kernel (grid (B, C), one (b, chunk of slots) per program, all heads): the
+  cosine similarities to an acc-dtype workspace (B, H, N) and per-chunk softmax partials. Then
+  _ntm_fwd_row_kernel (grid (B*H,), one row per program, BLOCK_R slots per step): combines the partials,
+  writes gated to a row workspace, gathers the shift from it (wrapped indices, taps in order), then
+  sharpens (max, sum, scale), each a loop over the row in BLOCK_R chunks.
+- backward: the same memory pass (sims and partials), then _ntm_bwd_row_kernel (grid (B*H,)) runs the
+  chain of its row forwards to the shifted weights and backwards: sharpen (CenteredGrad on out and
+  grad) -> shift (gather of d loss/d shifted; grad_kernel one tap at a time) -> interpolation (grad of
+  gate and prev_weights) -> softmax (CenteredGrad on content) -> grad_beta, leaving dsim = d loss / d sim
+  in a workspace; then content_address.py's backward memory pass (grid (B, C)) turns dsim into the
+  memory gradient (summed over heads) and the key gradients (through per-chunk partials and a finish
+  kernel when a row has several chunks).
+Within a row program, a pass that reads what an earlier pass stored is separated from it by
+tl.debug_barrier() (a CTA barrier: the reads gather from other threads' stores), and no pass writes the
+workspace it reads (its store and load need not share a thread layout). No atomics; deterministic.
+"""
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import wrap_triton
+
+from .. import _validate
+from . import content_address as _content
+from ._common import (
+    acc_dtype,
+    acc_torch_dtype,
+    block,
+    can_launch,
+    check_device,
+    check_dtype,
+    triton_op,
+)
+from .content_address import (
+    _centered_chunk,
+    _centered_finish,
+    _centered_merge,
+    _combine_partials,
+)
+
+_ROW_CAP = 1024  # slots per step of a row program (module global: tests shrink it)
+
+
+@triton.jit
+def _tap_offset(j, S, N):
+    """d_j = (j - S//2) mod N in [0, N) (Triton's % truncates like C)."""
+    d = (j - S // 2) % N
+    return tl.where(d < 0, d + N, d)
+
+
+@triton.jit
+def _pow_unit(x, e):
+    """x^e for x in [0, 1] (a ratio to the row max), as exp(e log x); 0^e = 0 for e > 0, 1 for e = 0,
+    inf for e < 0, as pow."""
+    pos = x > 0
+    xp = tl.exp(e * tl.log(tl.where(pos, x, 1.0)))
+    zero = tl.where(e > 0, 0.0, tl.where(e == 0, 1.0, float("inf")))
+    return tl.where(pos, xp, zero)
+
+
+@triton.jit
+def _content_gated_pass(sim_ptr, prev_ptr, content_ptr, gated_ptr, row, N, m, inv, beta, gate,
+                        STORE_CONTENT: tl.constexpr, BLOCK_R: tl.constexpr):
+    """content = exp(beta sim - m) / Z; gated = gate content + (1 - gate) prev, into the workspaces."""
+    for start in range(0, N, BLOCK_R):
+        n = start + tl.arange(0, BLOCK_R)
+        live = n < N
+        sim = tl.load(sim_ptr + row * N + n, mask=live, other=0.0)
+        content = tl.exp(beta * sim - m) * inv
+        prev = tl.load(prev_ptr + row * N + n, mask=live, other=0.0).to(sim.dtype)
+        if STORE_CONTENT:
+            tl.store(content_ptr + row * N + n, content, mask=live)
+        tl.store(gated_ptr + row * N + n, gate * content + (1.0 - gate) * prev, mask=live)
+
+
+@triton.jit
+def _shift_chunk(src_ptr, k_ptr, row, n, live, N, S, SIGN: tl.constexpr, ACC: tl.constexpr,
+                 BLOCK_R: tl.constexpr):
+    """sum_j kernel[j] src[(n - SIGN d_j) mod N] for the slots n of one row (SIGN = 1: the shift,
+    SIGN = -1: its backward), taps in order."""
+    acc = tl.zeros([BLOCK_R], dtype=ACC)
+    for j in range(S):
+        d = _tap_offset(j, S, N)
+        if SIGN > 0:
+            src = n - d
+            src = tl.where(src < 0, src + N, src)
+        else:
+            src = n + d
+            src = tl.where(src >= N, src - N, src)
+        k = tl.load(k_ptr + row * S + j).to(ACC)
+        acc += k * tl.load(src_ptr + row * N + src, mask=live, other=0.0)
+    return acc
+
+
+@triton.jit
+def _ntm_fwd_row_kernel(sim_ptr, pmax_ptr, psum_ptr, beta_ptr, gate_ptr, k_ptr, gamma_ptr, prev_ptr,
+                        gated_ptr, shifted_ptr, out_ptr, N, S, C, ACC: tl.constexpr,
+                        BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Everything after the similarities, for one (b, h) row."""
+    row = tl.program_id(0).to(tl.int64)
+    m, inv, _ = _combine_partials(pmax_ptr, psum_ptr, row, C, BLOCK_C)
+    beta = tl.load(beta_ptr + row).to(ACC)
+    gate = tl.load(gate_ptr + row).to(ACC)
+    gamma = tl.load(gamma_ptr + row).to(ACC)
+    _content_gated_pass(sim_ptr, prev_ptr, gated_ptr, gated_ptr, row, N, m, inv, beta, gate,
+                        False, BLOCK_R)
+    tl.debug_barrier()
+    # shift, and the row max of the shifted weights (from 0, as sharpen_row)
+    w_max = tl.full((), 0.0, ACC)
+    for start in range(0, N, BLOCK_R):
+        n = start + tl.arange(0, BLOCK_R)
+        live = n < N
+        shifted = _shift_chunk(gated_ptr, k_ptr, row, n, live, N, S, 1, ACC, BLOCK_R)
+        tl.store(shifted_ptr + row * N + n, shifted, mask=live)
+        w_max = tl.maximum(w_max, tl.max(tl.where(live, shifted, 0.0), axis=0))
+    tl.debug_barrier()
+    # sharpen: u = (w / max w)^gamma (into the gated workspace: a store to the workspace a pass reads
+    # could race with that read, the two need not share a layout), out = u / sum u
+    pos = w_max > 0
+    inv_max = 1.0 / tl.where(pos, w_max, 1.0)
+    total = tl.full((), 0.0, ACC)
+    for start in range(0, N, BLOCK_R):
+        n = start + tl.arange(0, BLOCK_R)
+        live = n < N
+        u = _pow_unit(tl.load(shifted_ptr + row * N + n, mask=live, other=0.0) * inv_max, gamma)
+        u = tl.where(live, u, 0.0)
+        total += tl.sum(u, axis=0)
+        tl.store(gated_ptr + row * N + n, u, mask=live)
+    tl.debug_barrier()
+    inv_total = 1.0 / tl.where(pos, total, 1.0)
+    for start in range(0, N, BLOCK_R):
+        n = start + tl.arange(0, BLOCK_R)
+        live = n < N
+        u = tl.load(gated_ptr + row * N + n, mask=live, other=0.0)
+        out = tl.where(pos, u * inv_total, 0.0)
+        tl.store(out_ptr + row * N + n, out.to(out_ptr.dtype.element_ty), mask=live)
+
+
+@triton.jit
+def _ntm_bwd_row_kernel(grad_ptr, out_ptr, sim_ptr, pmax_ptr, psum_ptr, beta_ptr, gate_ptr, k_ptr,
+                        gamma_ptr, prev_ptr, content_ptr, gated_ptr, shifted_ptr, d_ptr,
+                        g_beta_ptr, g_gate_ptr, g_k_ptr, g_gamma_ptr, g_prev_ptr, N, S, C,
+                        ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The chain of one (b, h) row, forwards to the shifted weights, then backwards to dsim (left in
+    d_ptr for the memory pass), with the gradients of beta, gate, kernel, gamma and prev_weights.
+
+    Workspaces (acc dtype, (B, H, N)): content, gated, shifted (later d loss / d content), d (d loss /
+    d shifted, later dsim); sim holds the similarities from the memory pass."""
+    row = tl.program_id(0).to(tl.int64)
+    m, inv, _ = _combine_partials(pmax_ptr, psum_ptr, row, C, BLOCK_C)
+    beta = tl.load(beta_ptr + row).to(ACC)
+    gate = tl.load(gate_ptr + row).to(ACC)
+    gamma = tl.load(gamma_ptr + row).to(ACC)
+    _content_gated_pass(sim_ptr, prev_ptr, content_ptr, gated_ptr, row, N, m, inv, beta, gate,
+                        True, BLOCK_R)
+    tl.debug_barrier()
+    # shifted weights and their max; CenteredGrad of (out, grad) for the sharpen backward
+    w_max = tl.full((), 0.0, ACC)
+    arg = tl.full((), 0, tl.int32)
+    pa = tl.full((), -float("inf"), ACC)
+    ga = tl.full((), 0.0, ACC)
+    rest = tl.full((), 0.0, ACC)
+    t = tl.full((), 0.0, ACC)
+    for start in range(0, N, BLOCK_R):
+        n = start + tl.arange(0, BLOCK_R)
+        live = n < N
+        shifted = _shift_chunk(gated_ptr, k_ptr, row, n, live, N, S, 1, ACC, BLOCK_R)
+        tl.store(shifted_ptr + row * N + n, shifted, mask=live)
+        w_max = tl.maximum(w_max, tl.max(tl.where(live, shifted, 0.0), axis=0))
+        p = tl.load(out_ptr + row * N + n, mask=live, other=0.0).to(ACC)
+        g = tl.load(grad_ptr + row * N + n, mask=live, other=0.0).to(ACC)
+        carg, cmax, cga, sp, spg, rp, rpg = _centered_chunk(p, g, n, live)
+        arg, pa, ga, rest, t = _centered_merge(arg, pa, ga, rest, t, carg, cmax, cga, sp, spg, rp, rpg)
+    s, diff = _centered_finish(pa, ga, rest, t)
+    tl.debug_barrier()
+    # sharpen backward (sharpen_backward_row): d loss / d shifted into d; the gamma gradient
+    #   d_j = gamma (p_j / w_j) (g_j - s), p_j / w_j -> 0^(gamma - 1) p_arg / max w at w_j = 0,
+    #   at the argmax gamma (p / w) diff;  grad_gamma = sum_{w_i > 0} p_i log(w_i / max w) (g_i - s)
+    pos = w_max > 0
+    inv_max = 1.0 / tl.where(pos, w_max, 1.0)
+    ratio_at_zero = _pow_unit(tl.full((), 0.0, ACC), gamma - 1.0) * pa * inv_max
+    gg = tl.full((), 0.0, ACC)
+    for start in range(0, N, BLOCK_R):
+        n = start + tl.arange(0, BLOCK_R)
+        live = n < N
+        w = tl.load(shifted_ptr + row * N + n, mask=live, other=0.0)
+        p = tl.load(out_ptr + row * N + n, mask=live, other=0.0).to(ACC)
+        g = tl.load(grad_ptr + row * N + n, mask=live, other=0.0).to(ACC)
+        wp = w > 0
+        w_safe = tl.where(wp, w, 1.0)
+        centered = g - s
+        gg += tl.sum(tl.where(live & wp, p * tl.log(w_safe * inv_max) * centered, 0.0), axis=0)
+        ratio = tl.where(wp, p / w_safe, ratio_at_zero)
+        dw = tl.where(n == arg, gamma * (p / w_safe) * diff, gamma * ratio * centered)
+        tl.store(d_ptr + row * N + n, tl.where(pos, dw, 0.0), mask=live)
+    gg = tl.where(pos, gg, 0.0)
+    tl.debug_barrier()
+    # shift backward: d loss / d gated = sum_j kernel[j] d[(i + d_j) mod N]; then the interpolation:
+    # grad_prev = (1 - gate) dgated, grad_gate = dgated . (content - prev), dcontent = gate dgated
+    # (into the shifted workspace), and CenteredGrad of (content, dcontent) for the softmax backward
+    arg = tl.full((), 0, tl.int32)
+    pa = tl.full((), -float("inf"), ACC)
+    ga = tl.full((), 0.0, ACC)
+    rest = tl.full((), 0.0, ACC)
+    t = tl.full((), 0.0, ACC)
+    g_gate = tl.full((), 0.0, ACC)
+    for start in range(0, N, BLOCK_R):
+        n = start + tl.arange(0, BLOCK_R)
+        live = n < N
+        dgated = _shift_chunk(d_ptr, k_ptr, row, n, live, N, S, -1, ACC, BLOCK_R)
+        content = tl.load(content_ptr + row * N + n, mask=live, other=0.0)
+        prev = tl.load(prev_ptr + row * N + n, mask=live, other=0.0).to(ACC)
+        g_gate += tl.sum(tl.where(live, dgated * (content - prev), 0.0), axis=0)
+        tl.store(g_prev_ptr + row * N + n, ((1.0 - gate) * dgated).to(g_prev_ptr.dtype.element_ty), mask=live)
+        dcontent = gate * dgated
+        tl.store(shifted_ptr + row * N + n, dcontent, mask=live)
+        carg, cmax, cga, sp, spg, rp, rpg = _centered_chunk(content, dcontent, n, live)
+        arg, pa, ga, rest, t = _centered_merge(arg, pa, ga, rest, t, carg, cmax, cga, sp, spg, rp, rpg)
+    s, diff = _centered_finish(pa, ga, rest, t)
+    # grad_kernel[j] = sum_i d[i] gated[(i - d_j) mod N], one tap at a time
+    for j in range(S):
+        dj = _tap_offset(j, S, N)
+        acc = tl.full((), 0.0, ACC)
+        for start in range(0, N, BLOCK_R):
+            n = start + tl.arange(0, BLOCK_R)
+            live = n < N
+            src = n - dj
+            src = tl.where(src < 0, src + N, src)
+            dv = tl.load(d_ptr + row * N + n, mask=live, other=0.0)
+            gv = tl.load(gated_ptr + row * N + src, mask=live, other=0.0)
+            acc += tl.sum(dv * gv, axis=0)
+        tl.store(g_k_ptr + row * S + j, acc.to(g_k_ptr.dtype.element_ty))
+    tl.debug_barrier()
+    # softmax backward: dlogits = content (dcontent - s) (content_arg diff at the argmax);
+    # grad_beta = dlogits . sim; dsim = beta dlogits into d for the memory pass
+    g_beta = tl.full((), 0.0, ACC)
+    for start in range(0, N, BLOCK_R):
+        n = start + tl.arange(0, BLOCK_R)
+        live = n < N
+        content = tl.load(content_ptr + row * N + n, mask=live, other=0.0)
+        dcontent = tl.load(shifted_ptr + row * N + n, mask=live, other=0.0)
+        sim = tl.load(sim_ptr + row * N + n, mask=live, other=0.0)
+        dlogit = tl.where(n == arg, content * diff, content * (dcontent - s))
+        g_beta += tl.sum(tl.where(live, dlogit * sim, 0.0), axis=0)
+        tl.store(d_ptr + row * N + n, beta * dlogit, mask=live)
+    tl.store(g_beta_ptr + row, g_beta.to(g_beta_ptr.dtype.element_ty))
+    tl.store(g_gate_ptr + row, g_gate.to(g_gate_ptr.dtype.element_ty))
+    tl.store(g_gamma_ptr + row, gg.to(g_gamma_ptr.dtype.element_ty))
+
+
+def _check(name, memory, keys, beta, gate, kernel, gamma, prev_weights, eps):
+    _validate.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps)
+    check_dtype(name, memory)
+    check_device(name, memory)
+
+
+@triton_op("memops_triton::ntm_address", mutates_args=())
+def ntm_address(memory: torch.Tensor, keys: torch.Tensor, beta: torch.Tensor, gate: torch.Tensor,
+                kernel: torch.Tensor, gamma: torch.Tensor, prev_weights: torch.Tensor, eps: float) -> torch.Tensor:
+    _check("ntm_address", memory, keys, beta, gate, kernel, gamma, prev_weights, eps)
+    memory, keys, beta, gate = memory.contiguous(), keys.contiguous(), beta.contiguous(), gate.contiguous()
+    kernel, gamma, prev_weights = kernel.contiguous(), gamma.contiguous(), prev_weights.contiguous()
+    B, N, _ = memory.shape
+    H, S = keys.shape[1], kernel.shape[2]
+    out = memory.new_empty((B, H, N))
+    if out.numel() and can_launch(out):
+        sim, pmax, psum, C = _content._similarity_pass(memory, keys, beta, None, True, float(eps))
+        acc = acc_torch_dtype(memory)
+        gated = memory.new_empty((B, H, N), dtype=acc)
+        shifted = memory.new_empty((B, H, N), dtype=acc)
+        wrap_triton(_ntm_fwd_row_kernel)[(B * H,)](
+            sim, pmax, psum, beta, gate, kernel, gamma, prev_weights, gated, shifted, out, N, S, C,
+            ACC=acc_dtype(memory), BLOCK_R=block(N, _ROW_CAP), BLOCK_C=block(C, 1 << 30))
+    return out
+
+
+@triton_op("memops_triton::_ntm_address_backward", mutates_args=())
+def ntm_address_backward(grad: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor, beta: torch.Tensor,
+                         gate: torch.Tensor, kernel: torch.Tensor, gamma: torch.Tensor, prev_weights: torch.Tensor,
+                         out: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                 torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                 torch.Tensor]:
+    _check("ntm_address", memory, keys, beta, gate, kernel, gamma, prev_weights, eps)
+    B, N, _ = memory.shape
+    H, S = keys.shape[1], kernel.shape[2]
+    _validate.output_like("ntm_address", grad, "grad", (B, H, N), memory)
+    _validate.output_like("ntm_address", out, "out", (B, H, N), memory)
+    if B * H * N == 0:  # no weights: every gradient is an empty sum
+        return tuple(torch.zeros_like(t) for t in (memory, keys, beta, gate, kernel, gamma, prev_weights))
+    memory, keys, beta, gate = memory.contiguous(), keys.contiguous(), beta.contiguous(), gate.contiguous()
+    kernel, gamma, prev_weights = kernel.contiguous(), gamma.contiguous(), prev_weights.contiguous()
+    grad, out = grad.contiguous(), out.contiguous()
+    if not can_launch(memory):  # fake tensors under the interpreter: shapes only
+        return tuple(torch.empty_like(t) for t in (memory, keys, beta, gate, kernel, gamma, prev_weights))
+    sim, pmax, psum, C = _content._similarity_pass(memory, keys, beta, None, True, float(eps))
+    acc = acc_torch_dtype(memory)
+    content, gated, shifted, d = (memory.new_empty((B, H, N), dtype=acc) for _ in range(4))
+    g_beta, g_gate, g_gamma = torch.empty_like(beta), torch.empty_like(gate), torch.empty_like(gamma)
+    g_kernel, g_prev = torch.empty_like(kernel), torch.empty_like(prev_weights)
+    wrap_triton(_ntm_bwd_row_kernel)[(B * H,)](
+        grad, out, sim, pmax, psum, beta, gate, kernel, gamma, prev_weights, content, gated, shifted, d,
+        g_beta, g_gate, g_kernel, g_gamma, g_prev, N, S, C,
+        ACC=acc_dtype(memory), BLOCK_R=block(N, _ROW_CAP), BLOCK_C=block(C, 1 << 30))
+    g_memory, g_keys, _ = _content._memory_grads(memory, keys, beta, True, float(eps), dsim=d)
+    return g_memory, g_keys, g_beta, g_gate, g_kernel, g_gamma, g_prev
+
+
+def _setup_context(ctx, inputs, output):
+    # the inputs and the output, as csrc/autograd.cpp; the backward recomputes the chain per row
+    ctx.save_for_backward(*inputs[:7], output)
+    ctx.eps = inputs[7]
+
+
+def _backward(ctx, grad):
+    memory, keys, beta, gate, kernel, gamma, prev_weights, out = ctx.saved_tensors
+    grads = torch.ops.memops_triton._ntm_address_backward(grad, memory, keys, beta, gate, kernel, gamma,
+                                                          prev_weights, out, ctx.eps)
+    return (*grads, None)
+
+
+ntm_address.register_autograd(_backward, setup_context=_setup_context)
