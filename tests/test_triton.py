@@ -126,3 +126,27 @@ def test_opcheck(op):
     run_opcheck(op, schema_args(op, requires_grad(tensors), kwargs), lib)
     grad = random_grad(output_shape(op, tensors), 3)
     run_opcheck("_" + op + "_backward", backward_schema_args(op, tensors, kwargs, grad, lib), lib)
+
+
+def test_compile_fullgraph_sees_the_triton_ops():
+    """torch.compile(fullgraph=True) of a mini NTM step on backend="triton": one graph, every op in it
+    as a memops_triton op (in the interpreter they are opaque custom ops; on a GPU, triton_op's), the
+    same results and gradients as eager."""
+    from torch._dynamo.backends.debugging import aot_eager
+
+    from test_compile import compare, inputs, make_step
+
+    graphs = []
+
+    def recorder(gm, example_inputs):
+        graphs.append({str(n.target) for n in gm.graph.nodes if n.op == "call_function"})
+        return aot_eager(gm, example_inputs)
+
+    torch._dynamo.reset()
+    step = make_step("triton")
+    compiled = torch.compile(step, fullgraph=True, backend=recorder)
+    tensors, mask = inputs(seed=5)
+    compare(compiled, tensors, mask, seed=5, step=step)
+    assert len(graphs) == 1
+    ops = {name.split(".")[1] for name in graphs[0] if name.startswith("memops_triton.")}
+    assert ops == set(OPS), graphs[0]
