@@ -108,7 +108,7 @@ __device__ __forceinline__ A block_sum(A v, A* shared) {
 }
 template <typename A>
 __device__ __forceinline__ A block_max(A v, A* shared) {
-  return block_reduce(v, MaxOp(), -INFINITY, shared);
+  return block_reduce(v, MaxOp(), A(-INFINITY), shared);
 }
 
 // Dynamic shared memory as an array of A (one extern declaration for every type: a templated
@@ -124,11 +124,13 @@ __device__ __forceinline__ A* dynamic_shared() {
 // which adds every kernel of the file, instantiated for storage type T (taking a kernel's address
 // instantiates it), so that nvcc compiles and reports every kernel that the launchers can run.
 struct KernelList {
-  const void* kernels[256];
+  static constexpr int kCapacity = 1024;
+  const void* kernels[kCapacity];
   int size = 0;
   template <typename F>
   void add(F* kernel) {
-    if (size < 256) kernels[size++] = reinterpret_cast<const void*>(kernel);
+    // (the address is taken, and so the kernel instantiated, whether or not there is room to keep it)
+    if (size < kCapacity) kernels[size++] = reinterpret_cast<const void*>(kernel);
   }
 };
 
