@@ -25,13 +25,23 @@ TORCH_FLAGS=(-D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUD
              -D__CUDA_NO_HALF2_OPERATORS__ --expt-relaxed-constexpr)
 COMMON=(-std=c++20 -O3 "${TORCH_FLAGS[@]}" -Werror all-warnings -Xcompiler -Wall)
 
+# One background job per arch (math, then kernels), reported in order once all are done.
+check_arch() {
+  local arch=$1
+  nvcc "${COMMON[@]}" -arch=sm_$arch -c csrc/math/nvcc_check.cu -o "$OUT/math_sm$arch.o" &&
+    nvcc "${COMMON[@]}" -arch=sm_$arch -Xptxas -v -c csrc/cuda/kernels_check.cu -o "$OUT/kernels_sm$arch.o"
+}
+arch_pids=()
 for arch in $ARCHS; do
-  echo "--- sm_$arch: csrc/math/nvcc_check.cu"
-  nvcc "${COMMON[@]}" -arch=sm_$arch -c csrc/math/nvcc_check.cu -o "$OUT/math_sm$arch.o"
-  echo "--- sm_$arch: csrc/cuda/kernels_check.cu (registers and spills per kernel)"
-  nvcc "${COMMON[@]}" -arch=sm_$arch -Xptxas -v -c csrc/cuda/kernels_check.cu -o "$OUT/kernels_sm$arch.o" \
-    2> "$OUT/ptxas_sm$arch.log" || { cat "$OUT/ptxas_sm$arch.log"; exit 1; }
+  check_arch "$arch" > "$OUT/ptxas_sm$arch.log" 2>&1 &
+  arch_pids+=("$!")
+done
+i=0
+for arch in $ARCHS; do
+  echo "--- sm_$arch: csrc/math/nvcc_check.cu, csrc/cuda/kernels_check.cu (registers and spills per kernel)"
+  if ! wait "${arch_pids[$i]}"; then cat "$OUT/ptxas_sm$arch.log"; exit 1; fi
   python tools/ptxas_report.py "$OUT/ptxas_sm$arch.log"
+  i=$((i + 1))
 done
 
 launchers=$(ls csrc/cuda/*.cu | grep -v kernels_check.cu || true)

@@ -138,8 +138,7 @@ struct KernelList {
 }  // namespace memops
 
 // ---------------------------------------------------------------------------------------------------
-// Appended for the slot-column kernels of read and write: aligned vector access, and the host-side
-// layout of a block over (slots x columns) of a memory row.
+// Vectorised access, and the host-side layout of a block over (slots x columns) of a memory row.
 namespace memops {
 namespace cuda {
 
@@ -152,9 +151,20 @@ struct alignas(sizeof(T) * V) AlignedVec {
 template <typename T>
 constexpr int kVec16 = static_cast<int>(16 / sizeof(T));
 
+// One aligned load / store of V elements as they are stored (no conversion).
+template <typename T, int V>
+__device__ __forceinline__ AlignedVec<T, V> load_aligned(const T* p) {
+  return *reinterpret_cast<const AlignedVec<T, V>*>(p);
+}
+template <typename T, int V>
+__device__ __forceinline__ void store_aligned(T* p, const AlignedVec<T, V>& x) {
+  *reinterpret_cast<AlignedVec<T, V>*>(p) = x;
+}
+
+// The same, converting to / from the working precision A.
 template <int V, typename A, typename T>
 __device__ __forceinline__ void load_vec(const T* p, A (&out)[V]) {
-  const AlignedVec<T, V> x = *reinterpret_cast<const AlignedVec<T, V>*>(p);
+  const AlignedVec<T, V> x = load_aligned<T, V>(p);
 #pragma unroll
   for (int k = 0; k < V; ++k) out[k] = load<A>(&x.v[k]);
 }
@@ -163,7 +173,7 @@ __device__ __forceinline__ void store_vec(T* p, const A (&in)[V]) {
   AlignedVec<T, V> x;
 #pragma unroll
   for (int k = 0; k < V; ++k) store(&x.v[k], in[k]);
-  *reinterpret_cast<AlignedVec<T, V>*>(p) = x;
+  store_aligned<T, V>(p, x);
 }
 
 // A block as R rows of CT threads over `columns` columns (of elements or vectors) of a memory row:

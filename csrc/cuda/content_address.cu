@@ -12,27 +12,11 @@
 //   path runs (with one chunk if B fills the GPU). Backward blocks shrink from 256 threads where the
 //   per-group key-gradient accumulators (groups H W floats) need it.
 #include "content_address_kernels.cuh"
-#include "launch.h"
+#include "content_launch.h"
 
 namespace memops {
 namespace cuda {
 namespace {
-
-// The float workspace type of storage type `t` (float for float, half, bfloat16; double for double).
-at::TensorOptions acc_options(const at::Tensor& t) {
-  return t.options().dtype(t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
-}
-
-content::DeviceLimits limits_of(const at::Tensor& t) {
-  content::DeviceLimits limits;
-  C10_CUDA_CHECK(content::device_limits(t.device().index(), &limits));
-  return limits;
-}
-
-template <typename T>
-bool vector_aligned(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * content::VecWidth<T>::value) == 0;
-}
 
 }  // namespace
 

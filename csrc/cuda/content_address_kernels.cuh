@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(content::kThreads, content::kSlotBlocks)
     const A* x = lg + h * N + first;
     A m = -INFINITY;
     for (int64_t l = threadIdx.x; l < count; l += blockDim.x) m = math::max_of(m, x[l]);
-    m = block_maximum(m, red);
+    m = block_max(m, red);
     A s = A(0);
     if (m != -INFINITY) {  // uniform
       for (int64_t l = threadIdx.x; l < count; l += blockDim.x) s += math::exp_nonpositive(x[l] - m);

@@ -59,20 +59,6 @@ struct VecWidth {
   static constexpr int value = sizeof(T) >= 8 ? 2 : 4;
 };
 
-// V consecutive elements, aligned so that one load / store instruction moves them.
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> load_pack(const T* p) {
-  return *reinterpret_cast<const Pack<T, V>*>(p);
-}
-template <typename T, int V>
-__device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& x) {
-  *reinterpret_cast<Pack<T, V>*>(p) = x;
-}
-
 // Dynamic shared memory carved into 16-byte aligned arrays; the same arithmetic on the host (sizes)
 // and on the device (offsets), so the two cannot disagree.
 struct Carve {
@@ -101,11 +87,30 @@ __device__ __forceinline__ int64_t mod32(int64_t a, int64_t b) {
 // ---------------------------------------------------------------------------------------------------
 // Block-level building blocks (every thread of the block calls them; they synchronise).
 
-// block_max with an identity of type A (common.cuh's block_max passes a float -INFINITY, which does
-// not deduce for A = double).
-template <typename A>
-__device__ __forceinline__ A block_maximum(A v, A* shared) {
-  return block_reduce(v, MaxOp(), A(-INFINITY), shared);
+// This lane's share of one memory row's dot products with the keys h0 .. h0 + kHeadBatch - 1 (those
+// below Hi) and of its sum of squares, added to dot[] and sq: the lanes of a group take the V-wide
+// vectors lane, lane + G, ... of the row (the caller reduces over the group with group_sum<G>).
+template <int G, int V, typename T, typename A>
+__device__ __forceinline__ void row_dots_partial(const T* row, const A* ks, int h0, int Hi, int Wi, int lane,
+                                                 A (&dot)[kHeadBatch], A& sq) {
+  const int Wv = Wi / V;
+  for (int v = lane; v < Wv; v += G) {
+    const AlignedVec<T, V> x = load_aligned<T, V>(row + v * V);
+    A m[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      m[e] = load<A>(&x.v[e]);
+      sq += m[e] * m[e];
+    }
+#pragma unroll
+    for (int j = 0; j < kHeadBatch; ++j) {
+      if (h0 + j < Hi) {
+        const AlignedVec<A, V> k = load_aligned<A, V>(ks + (h0 + j) * Wi + v * V);
+#pragma unroll
+        for (int e = 0; e < V; ++e) dot[j] += m[e] * k.v[e];
+      }
+    }
+  }
 }
 
 // keys (H, W) of one batch row into shared memory as A.
@@ -146,7 +151,7 @@ template <typename A>
 __device__ void block_softmax(A* x, int64_t n, A* red) {
   A m = -INFINITY;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) m = math::max_of(m, x[i]);
-  m = block_maximum(m, red);
+  m = block_max(m, red);
   if (m == -INFINITY) {  // uniform: every thread has the block's maximum
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) x[i] = A(0);
     __syncthreads();
@@ -242,7 +247,7 @@ __device__ void similarity_pass(const T* mem_b, const bool* keep_b, const A* ks,
                                 bool cosine, A eps, A* out, int64_t ld) {
   const int lane = threadIdx.x % G, group = threadIdx.x / G, groups = blockDim.x / G;
   // H W fits in shared memory, so in 32 bits; W % V == 0 (the launcher picks V so)
-  const int Hi = static_cast<int>(H), Wi = static_cast<int>(W), Wv = Wi / V;
+  const int Hi = static_cast<int>(H), Wi = static_cast<int>(W);
   for (int64_t base = 0; base < count; base += groups) {  // same trip count in every group
     const int64_t l = base + group;
     const int64_t i = first + (l < count ? l : 0);
@@ -253,25 +258,7 @@ __device__ void similarity_pass(const T* mem_b, const bool* keep_b, const A* ks,
       A dot[kHeadBatch], sq = A(0);
 #pragma unroll
       for (int j = 0; j < kHeadBatch; ++j) dot[j] = A(0);
-      if (keep) {
-        for (int v = lane; v < Wv; v += G) {
-          const Pack<T, V> x = load_pack<T, V>(row + v * V);
-          A m[V];
-#pragma unroll
-          for (int e = 0; e < V; ++e) {
-            m[e] = load<A>(&x.v[e]);
-            sq += m[e] * m[e];
-          }
-#pragma unroll
-          for (int j = 0; j < kHeadBatch; ++j) {
-            if (h0 + j < Hi) {
-              const Pack<A, V> k = load_pack<A, V>(ks + (h0 + j) * Wi + v * V);
-#pragma unroll
-              for (int e = 0; e < V; ++e) dot[j] += m[e] * k.v[e];
-            }
-          }
-        }
-      }
+      if (keep) row_dots_partial<G, V>(row, ks, h0, Hi, Wi, lane, dot, sq);
       if (h0 == 0 && cosine) mn = math::clamped_norm(group_sum<G>(sq), eps);
 #pragma unroll
       for (int j = 0; j < kHeadBatch; ++j) {
@@ -324,25 +311,7 @@ __device__ void memory_grad_pass(const T* mem_b, T* gmem_b, const A* ks, const A
         A dot[kHeadBatch], sq = A(0);
 #pragma unroll
         for (int j = 0; j < kHeadBatch; ++j) dot[j] = A(0);
-        if (valid) {
-          for (int v = lane; v < Wv; v += G) {
-            const Pack<T, V> x = load_pack<T, V>(row + v * V);
-            A m[V];
-#pragma unroll
-            for (int e = 0; e < V; ++e) {
-              m[e] = load<A>(&x.v[e]);
-              sq += m[e] * m[e];
-            }
-#pragma unroll
-            for (int j = 0; j < kHeadBatch; ++j) {
-              if (h0 + j < Hi) {
-                const Pack<A, V> k = load_pack<A, V>(ks + (h0 + j) * Wi + v * V);
-#pragma unroll
-                for (int e = 0; e < V; ++e) dot[j] += m[e] * k.v[e];
-              }
-            }
-          }
-        }
+        if (valid) row_dots_partial<G, V>(row, ks, h0, Hi, Wi, lane, dot, sq);
         if (h0 == 0 && cosine) mn = math::clamped_norm(group_sum<G>(sq), eps);
 #pragma unroll
         for (int j = 0; j < kHeadBatch; ++j) {
@@ -369,7 +338,7 @@ __device__ void memory_grad_pass(const T* mem_b, T* gmem_b, const A* ks, const A
       A sq = A(0);
       if (valid) {
         for (int v = lane; v < Wv; v += G) {
-          const Pack<T, V> x = load_pack<T, V>(row + v * V);
+          const AlignedVec<T, V> x = load_aligned<T, V>(row + v * V);
 #pragma unroll
           for (int e = 0; e < V; ++e) {
             const A m = load<A>(&x.v[e]);
@@ -392,9 +361,9 @@ __device__ void memory_grad_pass(const T* mem_b, T* gmem_b, const A* ks, const A
       if (cosine) self *= math::norm_is_live(mn, eps) / (mn * mn);
       T* grow = gmem_b + i * W;
       for (int v = lane; v < Wv; v += G) {
-        const Pack<T, V> x = load_pack<T, V>(row + v * V);  // the same lane read it just above: L1
+        const AlignedVec<T, V> x = load_aligned<T, V>(row + v * V);  // the same lane read it just above: L1
         A m[V], gm[V];
-        const Pack<A, V> k0 = load_pack<A, V>(ks + v * V);
+        const AlignedVec<A, V> k0 = load_aligned<A, V>(ks + v * V);
 #pragma unroll
         for (int e = 0; e < V; ++e) {
           m[e] = load<A>(&x.v[e]);
@@ -403,19 +372,19 @@ __device__ void memory_grad_pass(const T* mem_b, T* gmem_b, const A* ks, const A
         for (int h = 0; h < Hi; ++h) {
           const A a = coef[h];
           if (h > 0) {
-            const Pack<A, V> k = load_pack<A, V>(ks + h * Wi + v * V);
+            const AlignedVec<A, V> k = load_aligned<A, V>(ks + h * Wi + v * V);
 #pragma unroll
             for (int e = 0; e < V; ++e) gm[e] += a * k.v[e];
           }
-          Pack<A, V> acc = load_pack<A, V>(gk + h * Wi + v * V);
+          AlignedVec<A, V> acc = load_aligned<A, V>(gk + h * Wi + v * V);
 #pragma unroll
           for (int e = 0; e < V; ++e) acc.v[e] += a * m[e];
-          store_pack<A, V>(gk + h * Wi + v * V, acc);
+          store_aligned<A, V>(gk + h * Wi + v * V, acc);
         }
-        Pack<T, V> y;
+        AlignedVec<T, V> y;
 #pragma unroll
         for (int e = 0; e < V; ++e) store(&y.v[e], gm[e]);
-        store_pack<T, V>(grow + v * V, y);
+        store_aligned<T, V>(grow + v * V, y);
       }
     }
     __syncwarp();  // lane 0 rewrites coef[] in the next iteration

@@ -73,6 +73,17 @@ struct OnDevice {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Options of a workspace in the working precision of `t`'s dtype (acc_t: double for double, float
+// for float, half and bfloat16).
+inline at::TensorOptions acc_options(const at::Tensor& t) {
+  return t.options().dtype(t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+}
+
+// Whether p (null counts as aligned: an absent input) is aligned to `bytes`, as a vector load needs.
+inline bool is_aligned(const void* p, size_t bytes) {
+  return p == nullptr || reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
 // gridDim.y and .z are limited to 65535; grids here put the long dimension (rows, slots) on x.
 inline dim3 grid_of(int64_t x, int64_t y = 1) {
   TORCH_CHECK(x < (int64_t(1) << 31) && y <= 65535, "memops: grid too large (", x, ", ", y, ")");

@@ -10,27 +10,12 @@
 //   else   chunked: the similarity pass over B * chunks blocks into a float workspace, the row chain
 //          per (b, h) row (512 threads, rows in global scratch), and for the backward the
 //          memory-gradient pass over B * chunks blocks and the key-gradient finalisation.
-#include "launch.h"
+#include "content_launch.h"
 #include "ntm_address_kernels.cuh"
 
 namespace memops {
 namespace cuda {
 namespace {
-
-at::TensorOptions acc_options(const at::Tensor& t) {
-  return t.options().dtype(t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
-}
-
-content::DeviceLimits limits_of(const at::Tensor& t) {
-  content::DeviceLimits limits;
-  C10_CUDA_CHECK(content::device_limits(t.device().index(), &limits));
-  return limits;
-}
-
-template <typename T>
-bool vector_aligned(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * content::VecWidth<T>::value) == 0;
-}
 
 struct Inputs {
   at::Tensor memory, keys, beta, gate, kernel, gamma, prev;

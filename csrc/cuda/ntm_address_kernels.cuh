@@ -96,7 +96,7 @@ template <typename T, typename A>
 __device__ void sharpen_forward(A* w, A gamma, int64_t N, T* out, A* red) {
   A w_max = A(0);
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) w_max = math::max_of(w_max, w[i]);
-  w_max = content::block_maximum(w_max, red);
+  w_max = block_max(w_max, red);
   if (!(w_max > A(0))) {  // uniform
     for (int64_t i = threadIdx.x; i < N; i += blockDim.x) store(out + i, A(0));
     __syncthreads();
@@ -129,7 +129,7 @@ __device__ A row_backward(const A* sim, A* C, A* Gd, A* Sh, A* D, const T* prev,
   // sharpen (math::sharpen_backward_row): D = d loss / d shifted
   A w_max = A(0);
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) w_max = math::max_of(w_max, Sh[i]);
-  w_max = content::block_maximum(w_max, red);
+  w_max = block_max(w_max, red);
   if (w_max > A(0)) {  // uniform
     const A inv_max = A(1) / w_max;
     const Centered<A> c = block_centered<A>(p, g, N, red);  // c.arg: p's largest slot, which is w's

@@ -14,11 +14,6 @@ namespace cuda {
 
 namespace {
 
-template <typename T>
-bool aligned16(const T* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 template <typename T, int kHT, int V>
 void launch_read_forward(const T* memory, const T* weights, T* out, at::Tensor* partial, int64_t B, int64_t H,
                          int64_t N, int64_t W, const ColumnTiling& tiling, int64_t chunks, int64_t chunk_slots,
@@ -79,14 +74,14 @@ at::Tensor read(const at::Tensor& memory_, const at::Tensor& weights_) {
     const T* w = in_ptr<scalar_t>(weights);
     T* o = out_ptr<scalar_t>(out);
     constexpr int kV = kVec16<T>;
-    const bool vec = W % kV == 0 && aligned16(mem) && aligned16(o);
+    const bool vec = W % kV == 0 && is_aligned(mem, 16) && is_aligned(o, 16);
     const ColumnTiling tiling = column_tiling(vec ? W / kV : W, kReadThreads);
     const int64_t chunk_slots = slot_chunk_size(B, N, tiling.tiles, 16 * int64_t(tiling.R));
     const int64_t chunks = ceil_div(N, chunk_slots);
     at::Tensor partial;
     if (chunks > 1) {
       partial = at::empty({B * chunks * H * W},
-                          memory.options().dtype(std::is_same<A, double>::value ? at::kDouble : at::kFloat));
+                          acc_options(memory));
     }
     if (H == 1) {
       if (vec) {

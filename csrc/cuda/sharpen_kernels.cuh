@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kSharpenThreads)
 
   A w_max = A(0);  // from 0, as math::sharpen_row: a row with no positive weight gives zeros
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) w_max = math::max_of(w_max, load<A>(w + i));
-  w_max = block_reduce(w_max, MaxOp(), A(-INFINITY), scratch);  // (block_max: float identity)
+  w_max = block_max(w_max, scratch);
   if (!(w_max > A(0))) {  // the same value in every thread: the whole block returns
     for (int64_t i = threadIdx.x; i < N; i += blockDim.x) store(o + i, A(0));
     return;
@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(kSharpenThreads)
       arg = i;
     }
   }
-  w_max = block_reduce(w_max, MaxOp(), A(-INFINITY), scratch);  // (block_max: float identity)
+  w_max = block_max(w_max, scratch);
   arg = sharpen_block_argmax(p_best, arg, scratch, scratch_index);
   if (!(w_max > A(0))) {  // all-zero row: zero gradients (block-uniform)
     for (int64_t i = threadIdx.x; i < N; i += blockDim.x) store(gw + i, A(0));

@@ -18,11 +18,6 @@ namespace cuda {
 
 namespace {
 
-template <typename T>
-bool aligned16(const T* p) {
-  return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 template <typename T, int G, int kHT>
 void launch_write_backward(const T* grad, const T* memory, const T* weights, const T* erase, const T* add,
                            T* grad_memory, T* grad_weights, T* grad_erase, T* grad_add, const at::Tensor& like,
@@ -37,7 +32,7 @@ void launch_write_backward(const T* grad, const T* memory, const T* weights, con
   A* ws = nullptr;
   if (chunks > 1) {
     partial = at::empty({B * chunks * 2 * H * W},
-                        like.options().dtype(std::is_same<A, double>::value ? at::kDouble : at::kFloat));
+                        acc_options(like));
     ws = reinterpret_cast<A*>(partial.mutable_data_ptr());
   }
   write_backward_kernel<T, G, kHT><<<grid_of(B * chunks), kWriteThreads, 0, stream>>>(
@@ -89,7 +84,7 @@ at::Tensor write(const at::Tensor& memory_, const at::Tensor& weights_, const c1
     const T* a = in_ptr<scalar_t>(add);
     T* o = out_ptr<scalar_t>(out);
     constexpr int kV = kVec16<T>;
-    const bool vec = W % kV == 0 && aligned16(mem) && aligned16(e) && aligned16(a) && aligned16(o);
+    const bool vec = W % kV == 0 && is_aligned(mem, 16) && is_aligned(e, 16) && is_aligned(a, 16) && is_aligned(o, 16);
     const ColumnTiling tiling = column_tiling(vec ? W / kV : W, kWriteThreads);
     const int64_t chunk_slots = slot_chunk_size(B, N, tiling.tiles, 4 * int64_t(tiling.R));
     const int64_t chunks = ceil_div(N, chunk_slots);
