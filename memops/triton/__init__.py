@@ -2,8 +2,9 @@
 
 Importing this package needs triton (ImportError otherwise; memops itself imports without it) and
 registers, for each op, torch.ops.memops_triton.<op> and torch.ops.memops_triton._<op>_backward as
-torch.library.triton_op's (so torch.compile(fullgraph=True) traces into the kernels), with the
-forward's autograd formula calling the backward op. memops.ops reaches them through
+torch.library.triton_op's (so torch.compile(fullgraph=True) traces into the kernels; in the
+interpreter, plain custom ops: see _common.triton_op), with the forward's autograd formula calling
+the backward op. memops.ops reaches them through
 backend="triton" (memops/_backend.py says when that is chosen).
 
 One file per op: its forward kernel, backward kernel, host functions and registration. On CUDA
