@@ -11,8 +11,9 @@ tests/test_gpu.py.
 import pytest
 import torch
 
-from helpers import (backward_schema_args, check_against_reference, check_noncontiguous, covering, make_inputs,
-                     output_shape, random_grad, require_backend, requires_grad, run_opcheck, schema_args, seed_of)
+from helpers import (OPS, backward_schema_args, check_against_reference, check_noncontiguous, covering,
+                     make_inputs, output_shape, random_grad, require_backend, requires_grad, run_opcheck,
+                     schema_args, seed_of)
 
 DTYPES = (torch.float32, torch.float64)
 
@@ -33,9 +34,11 @@ def cases(op):
         rest["variant"] = tuple((m, s) for m in ("none", "random", "empty_row") for s in ("cosine", "dot"))
     if op == "write":
         rest["erase"] = (True, False)
-    rows = covering(full, rest)
-    return [pytest.param(row, id="-".join(f"{k}{v}" if k != "dtype" else str(v)[6:] for k, v in row.items()))
-            for row in rows]
+    return covering(full, rest)
+
+
+def case_id(row):
+    return "-".join(f"{k}{v}" if k != "dtype" else str(v)[6:] for k, v in row.items())
 
 
 def build(op, row):
@@ -53,42 +56,11 @@ def build(op, row):
     return tensors, kwargs, seed
 
 
-def run_case(op, row):
+@pytest.mark.parametrize("op,row", [(op, row) for op in OPS for row in cases(op)],
+                         ids=[f"{op}-{case_id(row)}" for op in OPS for row in cases(op)])
+def test_matches_reference(op, row):
     tensors, kwargs, seed = build(op, row)
     check_against_reference(op, tensors, kwargs, row["dtype"], "cpu", "triton", seed=seed)
-
-
-@pytest.mark.parametrize("row", cases("content_address"))
-def test_content_address(row):
-    run_case("content_address", row)
-
-
-@pytest.mark.parametrize("row", cases("shift"))
-def test_shift(row):
-    run_case("shift", row)
-
-
-@pytest.mark.parametrize("row", cases("sharpen"))
-def test_sharpen(row):
-    run_case("sharpen", row)
-
-
-@pytest.mark.parametrize("row", cases("ntm_address"))
-def test_ntm_address(row):
-    run_case("ntm_address", row)
-
-
-@pytest.mark.parametrize("row", cases("read"))
-def test_read(row):
-    run_case("read", row)
-
-
-@pytest.mark.parametrize("row", cases("write"))
-def test_write(row):
-    run_case("write", row)
-
-
-OPS = ("content_address", "shift", "sharpen", "ntm_address", "read", "write")
 
 
 @pytest.mark.parametrize("kind", ["sliced", "transposed", "expanded"])
