@@ -76,3 +76,44 @@ def triton_op(name, *, mutates_args=()):
         return op
 
     return decorate
+
+
+# ---------------------------------------------------------------------------------------------------
+# Device helpers shared by the op files (the math of csrc/math/common.h and addressing.h).
+
+
+@triton.jit
+def shift_offset(j, S, N):
+    """d_j = (j - S // 2) mod N in [0, N), tap j's offset (math::shift_offset; Triton's % truncates
+    like C, so negative remainders are wrapped)."""
+    d = (j - S // 2) % N
+    return tl.where(d < 0, d + N, d)
+
+
+@triton.jit
+def shift_taps(src_row, k_row, i, live, N, S, SIGN: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """sum_j k_row[j] src_row[(i - SIGN d_j) mod N] for the BLOCK slots i of one row (live: i < N):
+    SIGN = 1 is the shift, SIGN = -1 its backward to the weights. Taps in order j = 0 .. S - 1, as
+    math::shift_row."""
+    acc = tl.zeros([BLOCK], dtype=ACC)
+    for j in range(S):
+        d = shift_offset(j, S, N)
+        if SIGN > 0:
+            src = i - d
+            src = tl.where(src < 0, src + N, src)
+        else:
+            src = i + d
+            src = tl.where(src >= N, src - N, src)
+        k = tl.load(k_row + j).to(ACC)
+        acc += k * tl.load(src_row + src, mask=live, other=0.0).to(ACC)
+    return acc
+
+
+@triton.jit
+def pow_nonneg(x, e):
+    """x^e for x >= 0 (sharpen's ratios to the row max), as exp(e log x); at x = 0 as pow: 0 for
+    e > 0, 1 for e = 0, inf for e < 0."""
+    pos = x > 0
+    xp = tl.exp(e * tl.log(tl.where(pos, x, 1.0)))
+    zero = tl.where(e > 0, 0.0, tl.where(e == 0, 1.0, float("inf")))
+    return tl.where(pos, xp, zero)

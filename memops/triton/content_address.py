@@ -108,6 +108,13 @@ def _centered_chunk(p, g, offs, live):
 
 
 @triton.jit
+def _centered_init(ACC: tl.constexpr):
+    """The running CenteredGrad state before any chunk: (arg, p[arg], g[arg], rest, t)."""
+    return (tl.full((), 0, tl.int32), tl.full((), -float("inf"), ACC), tl.full((), 0.0, ACC),
+            tl.full((), 0.0, ACC), tl.full((), 0.0, ACC))
+
+
+@triton.jit
 def _centered_merge(arg, pa, ga, rest, t, carg, cmax, cga, sp, spg, rp, rpg):
     """Merge a chunk (from _centered_chunk) into the running state of a row: the argmax so far (arg, its
     p and g: pa, ga; pa = -inf before the first chunk), rest = sum of p and t = sum of p g over the
@@ -198,11 +205,7 @@ def _centered_stats_kernel(p_ptr, g_ptr, s_ptr, diff_ptr, arg_ptr, N, ACC: tl.co
                            BLOCK_R: tl.constexpr):
     """The softmax backward's row statistics (CenteredGrad) of one (b, h) row of p and g."""
     row = tl.program_id(0).to(tl.int64)
-    arg = tl.full((), 0, tl.int32)
-    pa = tl.full((), -float("inf"), ACC)
-    ga = tl.full((), 0.0, ACC)
-    rest = tl.full((), 0.0, ACC)
-    t = tl.full((), 0.0, ACC)
+    arg, pa, ga, rest, t = _centered_init(ACC)
     for start in range(0, N, BLOCK_R):
         n = start + tl.arange(0, BLOCK_R)
         live = n < N

@@ -41,33 +41,20 @@ from ._common import (
     can_launch,
     check_device,
     check_dtype,
+    pow_nonneg,
+    shift_offset,
+    shift_taps,
     triton_op,
 )
 from .content_address import (
     _centered_chunk,
     _centered_finish,
+    _centered_init,
     _centered_merge,
     _combine_partials,
 )
 
 _ROW_CAP = 1024  # slots per step of a row program (module global: tests shrink it)
-
-
-@triton.jit
-def _tap_offset(j, S, N):
-    """d_j = (j - S//2) mod N in [0, N) (Triton's % truncates like C)."""
-    d = (j - S // 2) % N
-    return tl.where(d < 0, d + N, d)
-
-
-@triton.jit
-def _pow_unit(x, e):
-    """x^e for x in [0, 1] (a ratio to the row max), as exp(e log x); 0^e = 0 for e > 0, 1 for e = 0,
-    inf for e < 0, as pow."""
-    pos = x > 0
-    xp = tl.exp(e * tl.log(tl.where(pos, x, 1.0)))
-    zero = tl.where(e > 0, 0.0, tl.where(e == 0, 1.0, float("inf")))
-    return tl.where(pos, xp, zero)
 
 
 @triton.jit
@@ -83,25 +70,6 @@ def _content_gated_pass(sim_ptr, prev_ptr, content_ptr, gated_ptr, row, N, m, in
         if STORE_CONTENT:
             tl.store(content_ptr + row * N + n, content, mask=live)
         tl.store(gated_ptr + row * N + n, gate * content + (1.0 - gate) * prev, mask=live)
-
-
-@triton.jit
-def _shift_chunk(src_ptr, k_ptr, row, n, live, N, S, SIGN: tl.constexpr, ACC: tl.constexpr,
-                 BLOCK_R: tl.constexpr):
-    """sum_j kernel[j] src[(n - SIGN d_j) mod N] for the slots n of one row (SIGN = 1: the shift,
-    SIGN = -1: its backward), taps in order."""
-    acc = tl.zeros([BLOCK_R], dtype=ACC)
-    for j in range(S):
-        d = _tap_offset(j, S, N)
-        if SIGN > 0:
-            src = n - d
-            src = tl.where(src < 0, src + N, src)
-        else:
-            src = n + d
-            src = tl.where(src >= N, src - N, src)
-        k = tl.load(k_ptr + row * S + j).to(ACC)
-        acc += k * tl.load(src_ptr + row * N + src, mask=live, other=0.0)
-    return acc
 
 
 @triton.jit
@@ -122,7 +90,7 @@ def _ntm_fwd_row_kernel(sim_ptr, pmax_ptr, psum_ptr, beta_ptr, gate_ptr, k_ptr, 
     for start in range(0, N, BLOCK_R):
         n = start + tl.arange(0, BLOCK_R)
         live = n < N
-        shifted = _shift_chunk(gated_ptr, k_ptr, row, n, live, N, S, 1, ACC, BLOCK_R)
+        shifted = shift_taps(gated_ptr + row * N, k_ptr + row * S, n, live, N, S, 1, ACC, BLOCK_R)
         tl.store(shifted_ptr + row * N + n, shifted, mask=live)
         w_max = tl.maximum(w_max, tl.max(tl.where(live, shifted, 0.0), axis=0))
     tl.debug_barrier()
@@ -134,7 +102,7 @@ def _ntm_fwd_row_kernel(sim_ptr, pmax_ptr, psum_ptr, beta_ptr, gate_ptr, k_ptr, 
     for start in range(0, N, BLOCK_R):
         n = start + tl.arange(0, BLOCK_R)
         live = n < N
-        u = _pow_unit(tl.load(shifted_ptr + row * N + n, mask=live, other=0.0) * inv_max, gamma)
+        u = pow_nonneg(tl.load(shifted_ptr + row * N + n, mask=live, other=0.0) * inv_max, gamma)
         u = tl.where(live, u, 0.0)
         total += tl.sum(u, axis=0)
         tl.store(gated_ptr + row * N + n, u, mask=live)
@@ -168,15 +136,11 @@ def _ntm_bwd_row_kernel(grad_ptr, out_ptr, sim_ptr, pmax_ptr, psum_ptr, beta_ptr
     tl.debug_barrier()
     # shifted weights and their max; CenteredGrad of (out, grad) for the sharpen backward
     w_max = tl.full((), 0.0, ACC)
-    arg = tl.full((), 0, tl.int32)
-    pa = tl.full((), -float("inf"), ACC)
-    ga = tl.full((), 0.0, ACC)
-    rest = tl.full((), 0.0, ACC)
-    t = tl.full((), 0.0, ACC)
+    arg, pa, ga, rest, t = _centered_init(ACC)
     for start in range(0, N, BLOCK_R):
         n = start + tl.arange(0, BLOCK_R)
         live = n < N
-        shifted = _shift_chunk(gated_ptr, k_ptr, row, n, live, N, S, 1, ACC, BLOCK_R)
+        shifted = shift_taps(gated_ptr + row * N, k_ptr + row * S, n, live, N, S, 1, ACC, BLOCK_R)
         tl.store(shifted_ptr + row * N + n, shifted, mask=live)
         w_max = tl.maximum(w_max, tl.max(tl.where(live, shifted, 0.0), axis=0))
         p = tl.load(out_ptr + row * N + n, mask=live, other=0.0).to(ACC)
@@ -190,7 +154,7 @@ def _ntm_bwd_row_kernel(grad_ptr, out_ptr, sim_ptr, pmax_ptr, psum_ptr, beta_ptr
     #   at the argmax gamma (p / w) diff;  grad_gamma = sum_{w_i > 0} p_i log(w_i / max w) (g_i - s)
     pos = w_max > 0
     inv_max = 1.0 / tl.where(pos, w_max, 1.0)
-    ratio_at_zero = _pow_unit(tl.full((), 0.0, ACC), gamma - 1.0) * pa * inv_max
+    ratio_at_zero = pow_nonneg(tl.full((), 0.0, ACC), gamma - 1.0) * pa * inv_max
     gg = tl.full((), 0.0, ACC)
     for start in range(0, N, BLOCK_R):
         n = start + tl.arange(0, BLOCK_R)
@@ -210,16 +174,12 @@ def _ntm_bwd_row_kernel(grad_ptr, out_ptr, sim_ptr, pmax_ptr, psum_ptr, beta_ptr
     # shift backward: d loss / d gated = sum_j kernel[j] d[(i + d_j) mod N]; then the interpolation:
     # grad_prev = (1 - gate) dgated, grad_gate = dgated . (content - prev), dcontent = gate dgated
     # (into the shifted workspace), and CenteredGrad of (content, dcontent) for the softmax backward
-    arg = tl.full((), 0, tl.int32)
-    pa = tl.full((), -float("inf"), ACC)
-    ga = tl.full((), 0.0, ACC)
-    rest = tl.full((), 0.0, ACC)
-    t = tl.full((), 0.0, ACC)
+    arg, pa, ga, rest, t = _centered_init(ACC)
     g_gate = tl.full((), 0.0, ACC)
     for start in range(0, N, BLOCK_R):
         n = start + tl.arange(0, BLOCK_R)
         live = n < N
-        dgated = _shift_chunk(d_ptr, k_ptr, row, n, live, N, S, -1, ACC, BLOCK_R)
+        dgated = shift_taps(d_ptr + row * N, k_ptr + row * S, n, live, N, S, -1, ACC, BLOCK_R)
         content = tl.load(content_ptr + row * N + n, mask=live, other=0.0)
         prev = tl.load(prev_ptr + row * N + n, mask=live, other=0.0).to(ACC)
         g_gate += tl.sum(tl.where(live, dgated * (content - prev), 0.0), axis=0)
@@ -231,7 +191,7 @@ def _ntm_bwd_row_kernel(grad_ptr, out_ptr, sim_ptr, pmax_ptr, psum_ptr, beta_ptr
     s, diff = _centered_finish(pa, ga, rest, t)
     # grad_kernel[j] = sum_i d[i] gated[(i - d_j) mod N], one tap at a time
     for j in range(S):
-        dj = _tap_offset(j, S, N)
+        dj = shift_offset(j, S, N)
         acc = tl.full((), 0.0, ACC)
         for start in range(0, N, BLOCK_R):
             n = start + tl.arange(0, BLOCK_R)

@@ -27,15 +27,9 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .. import _validate
-from ._common import acc_dtype, block, can_launch, check_device, check_dtype, triton_op
+from ._common import acc_dtype, block, can_launch, check_device, check_dtype, pow_nonneg, triton_op
 
 _ROW_CAP = 2048
-
-
-@triton.jit
-def _pow_ratio(x, gamma, zero_pow):
-    """x^gamma for x >= 0 (zero_pow = 0^gamma where x = 0)."""
-    return tl.where(x > 0, tl.exp(gamma * tl.log(tl.where(x > 0, x, 1.0))), zero_pow)
 
 
 @triton.jit
@@ -44,8 +38,6 @@ def _sharpen_fwd_kernel(w_ptr, gamma_ptr, out_ptr, N, BLOCK_N: tl.constexpr, ACC
     w_row = w_ptr + row * N
     out_row = out_ptr + row * N
     gamma = tl.load(gamma_ptr + row).to(ACC)
-    # 0^gamma as torch.pow: 1 at gamma = 0, 0 above (the contract has gamma >= 1)
-    zero_pow = tl.where(gamma == 0, 1.0, tl.where(gamma > 0, 0.0, float("inf"))).to(ACC)
 
     w_max = tl.zeros([], dtype=ACC)  # the maximum starts at 0, as sharpen_row's (weights are >= 0)
     for start in range(0, N, BLOCK_N):
@@ -60,7 +52,7 @@ def _sharpen_fwd_kernel(w_ptr, gamma_ptr, out_ptr, N, BLOCK_N: tl.constexpr, ACC
         i = start + tl.arange(0, BLOCK_N)
         live = i < N
         w = tl.load(w_row + i, mask=live, other=0.0).to(ACC)
-        u = tl.where(live, _pow_ratio(w / w_max_safe, gamma, zero_pow), 0.0)
+        u = tl.where(live, pow_nonneg(w / w_max_safe, gamma), 0.0)
         total += tl.sum(u, axis=0)
     inv_total = tl.where(live_row, 1.0 / tl.where(live_row, total, 1.0), 0.0)
 
@@ -68,7 +60,7 @@ def _sharpen_fwd_kernel(w_ptr, gamma_ptr, out_ptr, N, BLOCK_N: tl.constexpr, ACC
         i = start + tl.arange(0, BLOCK_N)
         live = i < N
         w = tl.load(w_row + i, mask=live, other=0.0).to(ACC)
-        u = _pow_ratio(w / w_max_safe, gamma, zero_pow)
+        u = pow_nonneg(w / w_max_safe, gamma)
         p = tl.where(live_row, u * inv_total, 0.0)
         tl.store(out_row + i, p.to(out_ptr.dtype.element_ty), mask=live)
 
@@ -115,8 +107,7 @@ def _sharpen_bwd_kernel(g_ptr, w_ptr, gamma_ptr, p_ptr, gw_ptr, gg_ptr, N, BLOCK
     arg_diff = g_arg * rest - t
     # p_j / w_j at w_j = 0: 0^(gamma - 1) p[arg] / max w (gamma = 1: 1 / sum w; gamma > 1: 0)
     gm1 = gamma - 1.0
-    zero_pow = tl.where(gm1 == 0, 1.0, tl.where(gm1 > 0, 0.0, float("inf"))).to(ACC)
-    ratio_at_zero = zero_pow * p_arg / w_max_safe
+    ratio_at_zero = pow_nonneg(tl.zeros([], dtype=ACC), gm1) * p_arg / w_max_safe
     grad_arg = gamma * (p_arg / tl.where(w_arg > 0, w_arg, 1.0)) * arg_diff  # w > 0 at p's max
 
     # pass 3: grad_w, and grad_gamma = sum_i p_i L_i (g_i - s)

@@ -22,18 +22,11 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .. import _validate
-from ._common import acc_dtype, block, can_launch, check_device, check_dtype, triton_op
+from ._common import acc_dtype, block, can_launch, check_device, check_dtype, shift_offset, shift_taps, triton_op
 
 # Longest row chunk of one program (elements), and the [BLOCK_S, BLOCK_N] tile budget of grad_kernel.
 _ROW_CAP = 1024
 _TILE = 2048
-
-
-@triton.jit
-def _wrap(x, N):
-    """x mod N in [0, N) for any integer x (Triton's % truncates like C)."""
-    r = x % N
-    return tl.where(r < 0, r + N, r)
 
 
 @triton.jit
@@ -43,20 +36,7 @@ def _shift_gather_kernel(src_ptr, k_ptr, out_ptr, N, S, SIGN: tl.constexpr, BLOC
     row = tl.program_id(0).to(tl.int64)
     i = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     live = i < N
-    src_row = src_ptr + row * N
-    half = S // 2
-    acc = tl.zeros([BLOCK_N], dtype=ACC)
-    for j in range(S):
-        d = _wrap(j - half, N)  # in [0, N)
-        k = tl.load(k_ptr + row * S + j).to(ACC)
-        if SIGN > 0:
-            src = i - d
-            src = tl.where(src < 0, src + N, src)
-        else:
-            src = i + d
-            src = tl.where(src >= N, src - N, src)
-        x = tl.load(src_row + src, mask=live, other=0.0).to(ACC)
-        acc += k * x
+    acc = shift_taps(src_ptr + row * N, k_ptr + row * S, i, live, N, S, SIGN, ACC, BLOCK_N)
     tl.store(out_ptr + row * N + i, acc.to(out_ptr.dtype.element_ty), mask=live)
 
 
@@ -67,7 +47,7 @@ def _shift_grad_kernel_kernel(g_ptr, w_ptr, gk_ptr, N, S, BLOCK_S: tl.constexpr,
     row = tl.program_id(0).to(tl.int64)
     j = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
     j_live = j < S
-    d = _wrap(j - S // 2, N)  # [BLOCK_S], in [0, N)
+    d = shift_offset(j, S, N)  # [BLOCK_S], in [0, N)
     g_row = g_ptr + row * N
     w_row = w_ptr + row * N
     acc = tl.zeros([BLOCK_S, BLOCK_N], dtype=ACC)
