@@ -122,3 +122,33 @@ def test_compile_fullgraph_sees_the_triton_ops():
     assert len(graphs) == 1
     ops = {name.split(".")[1] for name in graphs[0] if name.startswith("memops_triton.")}
     assert ops == set(OPS), graphs[0]
+
+
+SMALL_TILES = {  # module globals of memops/triton/<op>.py, shrunk so that rows and widths span blocks
+    "content_address": dict(_TILE=64, _ROW_CAP=16),
+    "ntm_address": dict(_ROW_CAP=16),
+    "sharpen": dict(_ROW_CAP=16),
+    "shift": dict(_ROW_CAP=16, _TILE=64),
+    "read": dict(_TILE=64, _MAX_H=2, _MAX_W=16),
+    "write": dict(_TILE=64, _TILE_BWD=64, _MAX_W=16, _MAX_W_BWD=8),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op", OPS)
+def test_multi_block_paths(op, dtype, monkeypatch):
+    """With the tiles shrunk, N = 129 slots and W = 40 take several blocks: the chunked paths (per-chunk
+    partials and their combine, row loops, column tiles) that the GPU sizes take, at interpreter cost."""
+    import importlib
+
+    for name in {"content_address", "ntm_address"} if op == "ntm_address" else {op}:
+        module = importlib.import_module(f"memops.triton.{name}")
+        for attr, value in SMALL_TILES[name].items():
+            assert hasattr(module, attr), (name, attr)
+            monkeypatch.setattr(module, attr, value)
+    variants = ([dict(mask="random", similarity="cosine"), dict(mask="empty_row", similarity="dot")]
+                if op == "content_address" else [dict(erase=True), dict(erase=False)] if op == "write" else [{}])
+    for variant in variants:
+        seed = seed_of("multi-block", op, tuple(variant.items()))
+        tensors, kwargs = make_inputs(op, B=2, H=3, N=129, W=40, S=5, seed=seed, **variant)
+        check_against_reference(op, tensors, kwargs, dtype, "cpu", "triton", seed=seed)
