@@ -4,8 +4,9 @@
 - `backend`: the backends compared against the reference: "cpp" (the C++ kernels of the device) and,
   on CUDA, "triton". Without the built extension cpp skips, with the fix in the reason; with
   MEMOPS_REQUIRE_EXTENSION=1 (CI) it fails instead. Triton on CPU tensors runs in Triton's
-  interpreter, far too slowly for these full grids: those combinations are deselected, and
-  tests/test_triton.py runs the Triton kernels in the interpreter on small shapes instead.
+  interpreter, far too slowly for the full reference grids: those (INTERPRETER_TOO_SLOW) are
+  deselected for it, and tests/test_triton.py runs them on a pairwise grid of small shapes instead;
+  every other test of the backend fixture (edge values) runs the interpreter.
 - without a GPU, TRITON_INTERPRET=1 is set before anything imports triton (so the Triton kernels can
   run on CPU tensors); with one, the Triton kernels run on the GPU.
 - every test starts with automatic backend choice and debug mode off, and leaves them so.
@@ -42,12 +43,19 @@ def backend(request, device):
     return request.param
 
 
+# The full grids of tests/test_<op>.py, too slow for Triton's interpreter: tests/test_triton.py runs
+# the same checks for backend=triton on CPU tensors over a pairwise grid of small shapes instead.
+INTERPRETER_TOO_SLOW = {"test_matches_reference", "test_noncontiguous"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Deselect backend=triton x device=cpu (the interpreter; see tests/test_triton.py)."""
+    """Deselect the grids of INTERPRETER_TOO_SLOW for backend=triton x device=cpu; the edge-value tests
+    of every op file still run the Triton kernels in the interpreter."""
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        (drop if params.get("backend") == "triton" and params.get("device") == "cpu" else keep).append(item)
+        interpreter = params.get("backend") == "triton" and params.get("device") == "cpu"
+        (drop if interpreter and item.originalname in INTERPRETER_TOO_SLOW else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -2,8 +2,10 @@
 sets on machines without a GPU): every op against the reference, forward and every gradient, float32
 and float64, on the small shapes that break block kernels, plus non-contiguous inputs and opcheck.
 
-The interpreter runs a kernel's every program in numpy, slowly, so the grid is pairwise (every pair of
-parameter values appears in some case; helpers.covering) rather than the full product. On a GPU this
+The edge-value tests of tests/test_<op>.py also run backend="triton" in the interpreter (conftest.py
+deselects only their full grids). The interpreter runs a kernel's every program in numpy, slowly, so
+the grid here is pairwise (every pair of parameter values appears in some case; helpers.covering)
+rather than the full product. On a GPU this
 file skips: there the full grids of tests/test_<op>.py run backend="triton" on CUDA tensors, with
 tests/test_gpu.py.
 """
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 from helpers import (OPS, backward_schema_args, check_against_reference, check_noncontiguous, covering,
-                     make_inputs, output_shape, random_grad, require_backend, requires_grad, run_opcheck,
+                     gradcheck_op, make_inputs, output_shape, random_grad, require_backend, requires_grad, run_opcheck,
                      schema_args, seed_of)
 
 DTYPES = (torch.float32, torch.float64)
@@ -86,6 +88,15 @@ def test_fully_masked_row_is_zero_with_zero_gradients():
     out.backward(random_grad(out.shape, 5))
     assert torch.equal(leaves["keys"].grad[0], torch.zeros_like(leaves["keys"].grad[0]))
     assert torch.equal(leaves["memory"].grad[0], torch.zeros_like(leaves["memory"].grad[0]))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_gradcheck(op):
+    """torch.autograd.gradcheck in float64 (one seed: each numerical Jacobian is hundreds of
+    interpreted launches; the reference comparisons above cover more values)."""
+    kw = dict(mask="empty_row") if op == "content_address" else {}
+    tensors, kwargs = make_inputs(op, B=2, H=2, N=5, W=3, S=3, seed=0, **kw)
+    gradcheck_op(op, tensors, kwargs, "triton")
 
 
 @pytest.mark.parametrize("op", OPS)
