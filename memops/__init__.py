@@ -3,11 +3,14 @@
     import memops
     w = memops.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights)
     r = memops.read(memory, w)
-    ntm = memops.nn.NTM(input_size=9, output_size=8)      # modules: memops.nn; the paper's tasks: memops.tasks
+    ntm = memops.nn.NTM(input_size=9, output_size=8)
 
-The ops (memops.ops) run the compiled kernels when the extension is built, else the pure-PyTorch
-reference (memops.reference), which is also the specification they are tested against.
+`import memops` loads the op library (memops.ops, the reference, the backends) and the models
+(memops.nn), never the application (memops.app: the CLI, recipes, tasks, data loaders, plots);
+`memops.tasks` and `memops.data` import it on first use.
 """
+
+import importlib
 
 from . import _library, reference
 from ._backend import available_backends, backend, get_backend, set_backend
@@ -16,7 +19,16 @@ from .ops import content_address, ntm_address, read, set_debug, sharpen, shift, 
 __version__ = "0.1.0"
 build_info = _library.build_info
 
-from . import nn, tasks  # noqa: E402  (after the ops they are built on)
+from . import nn  # noqa: E402  (the models, after the ops they are built on)
+
+_LAZY = ("tasks", "data")  # the application's, under the names they had before memops.app
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "content_address",
@@ -34,4 +46,5 @@ __all__ = [
     "reference",
     "nn",
     "tasks",
+    "data",
 ]

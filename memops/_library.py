@@ -13,6 +13,7 @@ import warnings
 import torch
 
 from . import _validate
+from .spec import SPECS
 
 try:
     from . import _C  # noqa: F401  (loading registers the ops)
@@ -52,96 +53,39 @@ def build_info():
     }
 
 
+def _fake_forward(spec):
+    def fake(*args):
+        _validate.check(spec.name, *args)
+        tensors = dict(zip(spec.inputs, args))
+        first = tensors[spec.inputs[0]]
+        _validate.kernel_dtype(spec.name, first)
+        # outputs are contiguous, as the kernels make them (new_empty, not empty_like, which would
+        # copy a non-contiguous input's strides)
+        return first.new_empty(spec.output_shape(tensors))
+
+    return fake
+
+
+def _fake_backward(spec):
+    def fake(*args):
+        named = dict(zip(spec.backward, args))
+        _validate.check(spec.name, *(named.get(n) for n in spec.inputs + spec.options))
+        first = named[spec.inputs[0]]
+        shape = spec.output_shape(named)
+        for name in ("grad", spec.saved_output):
+            if name is not None:
+                _validate.output_like(spec.name, named[name], name, shape, first)
+        # one gradient per floating input; an absent optional input (write's erase) gets an empty one
+        return tuple(first.new_empty(0) if named[n] is None else named[n].new_empty(named[n].shape)
+                     for n in spec.inputs)
+
+    return fake
+
+
 def _register():
-    lib = "memops::"
-
-    # Outputs are contiguous, as the kernels make them (new_empty, not empty_like, which would copy
-    # a non-contiguous input's strides).
-    def fake(name):
-        return torch.library.register_fake(lib + name)
-
-    # --- content_address ---------------------------------------------------------------------------
-    @fake("content_address")
-    def _(memory, keys, beta, mask, similarity, eps):
-        _validate.content_address(memory, keys, beta, mask, similarity, eps)
-        _validate.kernel_dtype("content_address", memory)
-        return memory.new_empty(memory.shape[0], keys.shape[1], memory.shape[1])
-
-    @fake("_content_address_backward")
-    def _(grad, memory, keys, beta, mask, weights, similarity, eps):
-        _validate.content_address(memory, keys, beta, mask, similarity, eps)
-        shape = (memory.shape[0], keys.shape[1], memory.shape[1])
-        _validate.output_like("content_address", grad, "grad", shape, memory)
-        _validate.output_like("content_address", weights, "weights", shape, memory)
-        return memory.new_empty(memory.shape), keys.new_empty(keys.shape), beta.new_empty(beta.shape)
-
-    # --- shift -------------------------------------------------------------------------------------
-    @fake("shift")
-    def _(weights, kernel):
-        _validate.shift(weights, kernel)
-        _validate.kernel_dtype("shift", weights)
-        return weights.new_empty(weights.shape)
-
-    @fake("_shift_backward")
-    def _(grad, weights, kernel):
-        _validate.shift(weights, kernel)
-        _validate.output_like("shift", grad, "grad", weights.shape, weights)
-        return weights.new_empty(weights.shape), kernel.new_empty(kernel.shape)
-
-    # --- sharpen -----------------------------------------------------------------------------------
-    @fake("sharpen")
-    def _(weights, gamma):
-        _validate.sharpen(weights, gamma)
-        _validate.kernel_dtype("sharpen", weights)
-        return weights.new_empty(weights.shape)
-
-    @fake("_sharpen_backward")
-    def _(grad, weights, gamma, out):
-        _validate.sharpen(weights, gamma)
-        _validate.output_like("sharpen", grad, "grad", weights.shape, weights)
-        _validate.output_like("sharpen", out, "out", weights.shape, weights)
-        return weights.new_empty(weights.shape), gamma.new_empty(gamma.shape)
-
-    # --- ntm_address -------------------------------------------------------------------------------
-    @fake("ntm_address")
-    def _(memory, keys, beta, gate, kernel, gamma, prev_weights, eps):
-        _validate.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps)
-        _validate.kernel_dtype("ntm_address", memory)
-        return prev_weights.new_empty(prev_weights.shape)
-
-    @fake("_ntm_address_backward")
-    def _(grad, memory, keys, beta, gate, kernel, gamma, prev_weights, out, eps):
-        _validate.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps)
-        _validate.output_like("ntm_address", grad, "grad", prev_weights.shape, memory)
-        _validate.output_like("ntm_address", out, "out", prev_weights.shape, memory)
-        return tuple(t.new_empty(t.shape) for t in (memory, keys, beta, gate, kernel, gamma, prev_weights))
-
-    # --- read --------------------------------------------------------------------------------------
-    @fake("read")
-    def _(memory, weights):
-        _validate.read(memory, weights)
-        _validate.kernel_dtype("read", memory)
-        return memory.new_empty(memory.shape[0], weights.shape[1], memory.shape[2])
-
-    @fake("_read_backward")
-    def _(grad, memory, weights):
-        _validate.read(memory, weights)
-        _validate.output_like("read", grad, "grad", (memory.shape[0], weights.shape[1], memory.shape[2]), memory)
-        return memory.new_empty(memory.shape), weights.new_empty(weights.shape)
-
-    # --- write -------------------------------------------------------------------------------------
-    @fake("write")
-    def _(memory, weights, erase, add):
-        _validate.write(memory, weights, erase, add)
-        _validate.kernel_dtype("write", memory)
-        return memory.new_empty(memory.shape)
-
-    @fake("_write_backward")
-    def _(grad, memory, weights, erase, add):
-        _validate.write(memory, weights, erase, add)
-        _validate.output_like("write", grad, "grad", memory.shape, memory)
-        grad_erase = erase.new_empty(erase.shape) if erase is not None else memory.new_empty(0)
-        return memory.new_empty(memory.shape), weights.new_empty(weights.shape), grad_erase, add.new_empty(add.shape)
+    for spec in SPECS.values():
+        torch.library.register_fake(f"memops::{spec.name}")(_fake_forward(spec))
+        torch.library.register_fake(f"memops::_{spec.name}_backward")(_fake_backward(spec))
 
 
 if AVAILABLE:

@@ -1,12 +1,12 @@
-"""Argument checks in Python, for the fake kernels (torch.compile) and the reference backend.
-
-They raise the same errors, word for word, as csrc/validate.h does for the compiled kernels
-(ValueError for shapes, devices and values, TypeError for dtypes); tests/test_validation.py holds
-the two to that. Shapes are named by letters (B batch, H heads, N slots, W width, S shift width):
-the first tensor that shows a letter fixes its size, later tensors must agree.
+"""Argument checks in Python, for the fake kernels (torch.compile) and the reference backend: the same
+errors, word for word, as csrc/validate.h (ValueError for shapes, devices and values, TypeError for
+dtypes); each op's bad-input tests hold the two to that. Shapes come from memops.spec: the first
+tensor that shows a letter fixes its size, later tensors must agree.
 """
 
 import torch
+
+from .spec import SPECS
 
 
 class _Dims:
@@ -68,61 +68,29 @@ def _odd_shift(op, dims):
         )
 
 
-def content_address(memory, keys, beta, mask, similarity, eps):
-    op, dims = "content_address", _Dims("content_address")
-    _floats(op, memory, "memory", keys=keys, beta=beta)
-    dims.check(memory, "memory", "BNW")
-    dims.check(keys, "keys", "BHW")
-    dims.check(beta, "beta", "BH")
-    _mask(op, mask, memory, dims)
-    _similarity(op, similarity, eps)
+def arguments(op, args):
+    """Check one call's arguments ({name: value}, every argument of the op's schema) against the op's
+    table in memops.spec, in the order csrc/validate.h checks them: dtypes and devices, then shapes,
+    then the mask, then the options."""
+    spec = SPECS[op]
+    dims = _Dims(op)
+    (first, _), *rest = spec.tensors
+    _floats(op, args[first], first, **{name: args[name] for name, _ in rest})
+    for name, letters in spec.tensors:
+        if args[name] is not None or name not in spec.optional:
+            dims.check(args[name], name, letters)
+    if "mask" in spec.options:
+        _mask(op, args["mask"], args[first], dims)
+    if "S" in dims.sizes:
+        _odd_shift(op, dims)
+    if "eps" in spec.options:
+        _similarity(op, args.get("similarity", "cosine"), args["eps"])
 
 
-def shift(weights, kernel):
-    op, dims = "shift", _Dims("shift")
-    _floats(op, weights, "weights", kernel=kernel)
-    dims.check(weights, "weights", "BHN")
-    dims.check(kernel, "kernel", "BHS")
-    _odd_shift(op, dims)
-
-
-def sharpen(weights, gamma):
-    op, dims = "sharpen", _Dims("sharpen")
-    _floats(op, weights, "weights", gamma=gamma)
-    dims.check(weights, "weights", "BHN")
-    dims.check(gamma, "gamma", "BH")
-
-
-def ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps):
-    op, dims = "ntm_address", _Dims("ntm_address")
-    _floats(op, memory, "memory", keys=keys, beta=beta, gate=gate, kernel=kernel, gamma=gamma,
-            prev_weights=prev_weights)
-    dims.check(memory, "memory", "BNW")
-    dims.check(keys, "keys", "BHW")
-    dims.check(beta, "beta", "BH")
-    dims.check(gate, "gate", "BH")
-    dims.check(kernel, "kernel", "BHS")
-    dims.check(gamma, "gamma", "BH")
-    dims.check(prev_weights, "prev_weights", "BHN")
-    _odd_shift(op, dims)
-    _similarity(op, "cosine", eps)
-
-
-def read(memory, weights):
-    op, dims = "read", _Dims("read")
-    _floats(op, memory, "memory", weights=weights)
-    dims.check(memory, "memory", "BNW")
-    dims.check(weights, "weights", "BHN")
-
-
-def write(memory, weights, erase, add):
-    op, dims = "write", _Dims("write")
-    _floats(op, memory, "memory", weights=weights, erase=erase, add=add)
-    dims.check(memory, "memory", "BNW")
-    dims.check(weights, "weights", "BHN")
-    if erase is not None:
-        dims.check(erase, "erase", "BHW")
-    dims.check(add, "add", "BHW")
+def check(op, *args):
+    """`arguments` for the op's schema arguments given positionally, as the kernels receive them."""
+    spec = SPECS[op]
+    arguments(op, dict(zip(spec.inputs + spec.options, args)))
 
 
 def kernel_dtype(op, t):

@@ -11,12 +11,11 @@ Prints a pass/fail table; the exit code is 0 only if everything passed.
     python -m memops check --backend reference   # the reference in float32 against float64
 
 Inputs are drawn in the ranges the ops see in a model: weights and kernels from a softmax, gamma in
-[1, 5], gate, erase in [0, 1], beta in [0, 5]; the mask drops about a fifth of the slots and the whole
-of one batch row. Each op's input is drawn in float64 and cast to the tested dtype; the reference
+[1, 5], gate, erase in [0, 1], beta in [0, 5] (memops.testing.sample_inputs); the mask drops about
+30% of the slots and the whole of batch row 0. Tolerances: memops.testing.TOLERANCES, as the tests. Each op's input is drawn in float64 and cast to the tested dtype; the reference
 runs on those cast values in float64, so an error shows the backend's arithmetic only.
 """
 
-import math
 import platform
 import sys
 import time
@@ -24,7 +23,7 @@ import time
 import torch
 
 from . import _backend, ops
-from .testing import device_name, random_inputs
+from .testing import TOLERANCES, device_name, errors, git_commit, sample_inputs
 from ._library import build_info
 
 # ---------------------------------------------------------------------------------------------------
@@ -37,16 +36,6 @@ SHAPES = {
 }
 GRADCHECK_SHAPE = dict(B=2, H=2, N=5, W=3, S=3)
 
-# elementwise test |out - ref| <= atol + rtol |ref|, ref in float64 on the same (rounded) inputs.
-# float32: looser than torch.testing's float32-vs-float32 defaults, because this is float32 against
-# the exact answer: gradients through a softmax of beta * sim (dot similarities reach ~20, beta 5)
-# and through w^gamma (gamma up to 5) amplify rounding. Seeds 0-30 all pass at this tolerance.
-TOLERANCES = {
-    torch.float64: dict(rtol=1e-7, atol=1e-9),
-    torch.float32: dict(rtol=1e-4, atol=1e-5),
-    torch.float16: dict(rtol=1e-2, atol=1e-3),
-    torch.bfloat16: dict(rtol=5e-2, atol=1e-2),
-}
 GRADCHECK = dict(eps=1e-6, atol=1e-5, rtol=1e-3)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
@@ -54,50 +43,41 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.f
 
 
 class Case:
-    """One op called one way: `inputs` are the differentiable tensors, `fixed` the other arguments."""
+    """One op called one way: `options` fixed keyword arguments, `mask` whether a mask is drawn,
+    `wide` a shift width wider than N (the smallest odd S > N)."""
 
-    def __init__(self, name, op, inputs, fixed=None, shift_width=None):
-        self.name, self.op, self.inputs = name, op, inputs
-        self.fixed = fixed or {}
-        self.shift_width = shift_width  # None: the shape's S; "wide": the smallest odd S > N
+    def __init__(self, name, op, options=None, mask=False, wide=False):
+        self.name, self.op, self.options, self.mask, self.wide = name, op, options or {}, mask, wide
 
     def dims(self, sizes):
         d = dict(sizes)
-        if self.shift_width == "wide":
+        if self.wide:
             d["S"] = d["N"] + 1 if d["N"] % 2 == 0 else d["N"] + 2
         return d
 
     def call(self, tensors, extra, backend):
-        return getattr(ops, self.op)(**tensors, **extra, **self.fixed, backend=backend)
+        return getattr(ops, self.op)(**tensors, **extra, **self.options, backend=backend)
 
 
 CASES = [
-    Case("content_address[cosine,mask]", "content_address", ("memory", "keys", "beta"),
-         fixed=dict(similarity="cosine")),
-    Case("content_address[dot,mask]", "content_address", ("memory", "keys", "beta"),
-         fixed=dict(similarity="dot")),
-    Case("shift[S=3]", "shift", ("weights", "kernel")),
-    Case("shift[S>N]", "shift", ("weights", "kernel"), shift_width="wide"),
-    Case("sharpen", "sharpen", ("weights", "gamma")),
-    Case("ntm_address", "ntm_address",
-         ("memory", "keys", "beta", "gate", "kernel", "gamma", "prev_weights")),
-    Case("read", "read", ("memory", "weights")),
-    Case("write[erase]", "write", ("memory", "weights", "erase", "add")),
-    Case("write[erase=None]", "write", ("memory", "weights", "add"), fixed=dict(erase=None)),
+    Case("content_address[cosine,mask]", "content_address", dict(similarity="cosine"), mask=True),
+    Case("content_address[dot,mask]", "content_address", dict(similarity="dot"), mask=True),
+    Case("shift[S=3]", "shift"),
+    Case("shift[S>N]", "shift", wide=True),
+    Case("sharpen", "sharpen"),
+    Case("ntm_address", "ntm_address"),
+    Case("read", "read"),
+    Case("write[erase]", "write"),
+    Case("write[erase=None]", "write", dict(erase=None)),
 ]
-_MASKED = {"content_address"}  # ops that get a mask
 
 
-def make_inputs(case, dims, generator):
-    """Float64 CPU tensors for `case` in realistic ranges, plus the non-differentiable arguments."""
-    B, H, N, W, S = (dims[k] for k in "BHNWS")
-    tensors = random_inputs(case.inputs, B, H, N, W, S, generator)
-    extra = {}
-    if case.op in _MASKED:
-        mask = torch.rand(B, N, generator=generator, dtype=torch.float64) > 0.2
-        if B > 1:
-            mask[1] = False  # a row with no slot left: all-zero weights, zero gradients
-        extra["mask"] = mask
+def make_inputs(case, dims, seed):
+    """Float64 CPU tensors for `case`, and the mask where the case has one."""
+    tensors, options = sample_inputs(case.op, **dims, seed=seed, mask="empty_row" if case.mask else None,
+                                     erase="erase" not in case.options)
+    tensors = {k: v for k, v in tensors.items() if v is not None}
+    extra = {"mask": options["mask"]} if case.mask else {}
     return tensors, extra
 
 
@@ -118,33 +98,12 @@ class Result:
         self.max_abs, self.max_rel, self.worst, self.tol, self.error = max_abs, max_rel, worst, tol, error
 
 
-def _errors(out, ref, rtol, atol):
-    """(max |out - ref|, max |out - ref| / max(|ref|, atol / rtol), all within atol + rtol |ref|).
-
-    The relative error's floor atol / rtol keeps it finite where ref is about 0: below that size the
-    absolute tolerance is the one that counts.
-    """
-    out, ref = out.detach().to(torch.float64).cpu(), ref.detach().cpu()
-    if out.shape != ref.shape:
-        raise AssertionError(f"shape {list(out.shape)}, expected {list(ref.shape)}")
-    if out.numel() == 0:
-        return 0.0, 0.0, True
-    diff = (out - ref).abs()
-    diff = torch.where(torch.isnan(out) != torch.isnan(ref), math.inf, diff.nan_to_num(nan=0.0))
-    max_abs = diff.max().item()
-    max_rel = (diff / ref.abs().clamp_min(atol / rtol)).max().item()
-    ok = bool((diff <= atol + rtol * ref.abs()).all())
-    return max_abs, max_rel, ok
-
-
 def compare(case, backend, dtype, device, seed):
     """One Result: `backend` in `dtype` against the float64 reference, forward and every gradient."""
-    tol = TOLERANCES[dtype]
     stats = []  # (failed, max rel, max abs, which tensor @ which shape)
     for shape_name, (sizes, strided) in SHAPES.items():
         dims = case.dims(sizes)
-        gen = torch.Generator().manual_seed(seed)
-        tensors, extra = make_inputs(case, dims, gen)
+        tensors, extra = make_inputs(case, dims, seed)
         tensors = {k: v.to(dtype) for k, v in tensors.items()}  # the values both sides see
         ref_in = {k: v.to(torch.float64).to(device).requires_grad_() for k, v in tensors.items()}
         test_in = {k: (_noncontiguous(v) if strided else v).to(device).requires_grad_()
@@ -152,6 +111,7 @@ def compare(case, backend, dtype, device, seed):
         extra = {k: v.to(device) for k, v in extra.items()}
 
         ref_out = case.call(ref_in, extra, "reference")
+        gen = torch.Generator().manual_seed(seed + 1)
         grad = torch.randn(ref_out.shape, generator=gen, dtype=torch.float64).to(dtype)
         ref_grads = torch.autograd.grad(ref_out, list(ref_in.values()), grad.to(torch.float64).to(device))
 
@@ -169,19 +129,19 @@ def compare(case, backend, dtype, device, seed):
                 raise AssertionError(f"no gradient for {name} at shape {shape_name}")
             pairs.append((f"d_{name}", gr, rg))
         for what, got, want in pairs:
-            max_abs, max_rel, ok = _errors(got, want, **tol)
+            max_abs, max_rel, ok = errors(got, want, dtype)
             stats.append((not ok, max_rel, max_abs, f"{what} @ {shape_name}"))
     max_abs = max(s[2] for s in stats)
     failed, max_rel, _, where = max(stats)  # a failing tensor first, then the largest relative error
     label = f"{'FAILED' if failed else 'max rel'}: {where}"
     return Result(case.name, backend, str(dtype).replace("torch.", ""), not any(s[0] for s in stats),
-                  max_abs, max(s[1] for s in stats), label, _tol(**tol))
+                  max_abs, max(s[1] for s in stats), label, _tol(**TOLERANCES[dtype]))
 
 
 def run_gradcheck(case, backend, device, seed):
     """torch.autograd.gradcheck in float64 on GRADCHECK_SHAPE, every differentiable input at once."""
     dims = case.dims(GRADCHECK_SHAPE)
-    tensors, extra = make_inputs(case, dims, torch.Generator().manual_seed(seed))
+    tensors, extra = make_inputs(case, dims, seed)
     names = list(tensors)
     inputs = tuple(tensors[k].to(device).requires_grad_() for k in names)
     extra = {k: v.to(device) for k, v in extra.items()}
@@ -260,7 +220,8 @@ def header_lines(device, backends, dtypes, seed):
     dev = torch.device(device)
     lines = [
         built,
-        f"torch {torch.__version__} (CUDA {torch.version.cuda or '-'}), python {platform.python_version()}",
+        f"torch {torch.__version__} (CUDA {torch.version.cuda or '-'}), python {platform.python_version()}, "
+        f"commit {git_commit()}",
         f"device: {dev} = {device_name(dev)}"
         + (f", {torch.get_num_threads()} threads" if dev.type == "cpu" else ""),
         f"backends: {', '.join(backends)}; dtypes: {', '.join(str(d).replace('torch.', '') for d in dtypes)}; "
@@ -270,8 +231,8 @@ def header_lines(device, backends, dtypes, seed):
             + (", non-contiguous" if strided else "") + ")"
             for name, (sizes, strided) in SHAPES.items()
         ) + "; S>N uses the smallest odd S > N",
-        "reference: float64 on the same values; rel err = |out - ref| / max(|ref|, atol / rtol); "
-        "pass: |out - ref| <= atol + rtol |ref| everywhere",
+        "reference: float64 on the same values; pass: |out - ref| <= atol max(1, max |ref|) + rtol |ref| "
+        "everywhere (memops.testing.TOLERANCES); rel err = |out - ref| / max(|ref|, atol / rtol)",
     ]
     return lines
 

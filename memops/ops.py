@@ -32,7 +32,7 @@ def _library_of(op, backend, args):
     if _debug:
         _validate.values(op, **{k: v for k, v in args.items() if isinstance(v, torch.Tensor)})
     if impl == "reference":
-        getattr(_validate, op)(*args.values())
+        _validate.arguments(op, args)
         return None
     if impl == "triton":
         return _backend.triton_ops()

@@ -1,37 +1,132 @@
-"""Inputs and facts shared by `memops check`, the benchmarks and anyone testing an op by hand.
+"""What the tests, `memops check` and the benchmarks share: sample inputs, the tolerance table and its
+comparison rule, and the facts a report names (device, commit).
 
-random_inputs: each op argument, by name, in the range a model gives it (never zeros): memory and
-keys normal, beta in [0, 5], weights and kernels from a softmax, gamma in [1, 5], gate and erase in
-[0, 1]. device_name: the GPU's name or the CPU model, for reports.
+    tensors, options = sample_inputs("ntm_address", B=64, H=1, N=128, W=20, S=3, seed=0)
+    out = memops.ntm_address(*tensors.values(), **options)
 """
 
+import os
 import platform
+import subprocess
 
 import torch
 
+from .spec import SPECS
 
-def random_inputs(names, B, H, N, W, S, generator, dtype=torch.float64, device="cpu"):
-    """{name: tensor} for the argument names given, drawn from `generator` in this order."""
+# ---------------------------------------------------------------------------------------------------
+# Inputs in the ranges a model gives them (never zeros): memory and keys normal, beta in [0, 5],
+# weights and kernels from a softmax, gamma in [1, 5], gate and erase in [0, 1], add normal.
 
-    def randn(*shape):
-        return torch.randn(*shape, generator=generator, dtype=torch.float64)
 
-    def rand(*shape):
-        return torch.rand(*shape, generator=generator, dtype=torch.float64)
+def _values(op, name, shape, gen, W):
+    def randn():
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
-    makers = {
-        "memory": lambda: randn(B, N, W),
-        "keys": lambda: randn(B, H, W),
-        "beta": lambda: 5 * rand(B, H),
-        "weights": lambda: torch.softmax(2 * randn(B, H, N), -1),
-        "prev_weights": lambda: torch.softmax(2 * randn(B, H, N), -1),
-        "kernel": lambda: torch.softmax(randn(B, H, S), -1),
-        "gamma": lambda: 1 + 4 * rand(B, H),
-        "gate": lambda: rand(B, H),
-        "erase": lambda: rand(B, H, W),
-        "add": lambda: randn(B, H, W),
-    }
-    return {name: makers[name]().to(device=device, dtype=dtype) for name in names}
+    def rand():
+        return torch.rand(*shape, generator=gen, dtype=torch.float64)
+
+    if name in ("memory", "keys"):
+        t = randn()
+        # W = 1: the cosine is sign(k m), flat, with gradients exactly 0; what any implementation
+        # computes there is rounding noise of size ~eps |dsim| / |x|, unbounded for tiny |x|
+        return t.sign() * (0.5 + t.abs()) if W == 1 and op in ("content_address", "ntm_address") else t
+    if name in ("weights", "prev_weights", "kernel"):
+        return torch.softmax(1.5 * randn(), dim=-1)
+    if name == "beta":
+        return 5 * rand()
+    if name == "gamma":
+        return 1 + 4 * rand()
+    if name in ("gate", "erase"):
+        return rand()
+    if name == "add":
+        return randn()
+    raise KeyError(name)
+
+
+def sample_mask(kind, B, N, gen):
+    """kind: None or "none" (no mask), "random" (~70% of slots kept), "empty_row" (random, and batch
+    row 0 fully masked: its weights are all zero)."""
+    if kind is None or kind == "none":
+        return None
+    if kind not in ("random", "empty_row"):
+        raise ValueError(f"mask kind must be None, 'none', 'random' or 'empty_row', got {kind!r}")
+    mask = torch.rand(B, N, generator=gen) < 0.7
+    if kind == "empty_row" and B > 0:
+        mask[0] = False
+    return mask
+
+
+def sample_inputs(op, B=2, H=3, N=5, W=4, S=3, *, seed=0, mask=None, similarity="cosine", erase=True,
+                  eps=1e-8, dtype=torch.float64, device="cpu"):
+    """(tensors, options) for `memops.<op>(*tensors.values(), **options)`: tensors {name: tensor} in
+    schema order (write's erase is None when erase=False), drawn in float64 from `seed` and then cast;
+    options the op's keyword arguments (mask, similarity, eps where the op has them)."""
+    spec = SPECS[op]
+    sizes = dict(B=B, H=H, N=N, W=W, S=S)
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, dims in spec.tensors:
+        if name == "erase" and not erase:
+            tensors[name] = None
+            continue
+        tensors[name] = _values(op, name, [sizes[d] for d in dims], gen, W).to(device=device, dtype=dtype)
+    options = {}
+    if "mask" in spec.options:
+        m = sample_mask(mask, B, N, gen)
+        options["mask"] = None if m is None else m.to(device)
+    if "similarity" in spec.options:
+        options["similarity"] = similarity
+    if "eps" in spec.options:
+        options["eps"] = eps
+    return tensors, options
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tolerances: an op's result in `dtype` against the reference computed in float64 from the same
+# (rounded) inputs. Elementwise |actual - expected| <= atol * max(1, max |expected|) + slack
+# + rtol * |expected|: atol scales with the tensor's magnitude (gradients can be large). float32 is
+# looser than torch.testing's float32-vs-float32 defaults because this is float32 against the exact
+# answer: gradients through a softmax of beta * sim and through w^gamma amplify rounding.
+
+TOLERANCES = {
+    torch.float64: dict(atol=1e-10, rtol=1e-8),
+    torch.float32: dict(atol=1e-5, rtol=1e-4),
+    torch.float16: dict(atol=1e-3, rtol=1e-2),
+    torch.bfloat16: dict(atol=8e-3, rtol=5e-2),
+}
+
+# Below float64 the table alone would be unfair where the math itself cancels (a softmax gradient
+# summed over many slots): there the allowance also grows by SLACK_FACTOR times the largest error the
+# reference itself makes in that dtype on the same values (no worse than the eager code, within 3x).
+SLACK_FACTOR = 3.0
+
+
+def allowance(expected, dtype, scale=1.0, slack=0.0):
+    """(atol, rtol) for `expected` (float64) under the table: atol already scaled by its magnitude."""
+    tol = TOLERANCES[dtype]
+    mag = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
+    return tol["atol"] * mag * scale + slack, tol["rtol"] * scale
+
+
+def errors(actual, expected, dtype, scale=1.0, slack=0.0):
+    """(max abs error, max relative error, within tolerance) of `actual` against float64 `expected`.
+    NaN where the other is not counts as an infinite error; the relative error's floor is atol/rtol."""
+    a = actual.detach().to(torch.float64).cpu()
+    e = expected.detach().to(torch.float64).cpu()
+    if a.shape != e.shape:
+        raise AssertionError(f"shape {list(a.shape)}, expected {list(e.shape)}")
+    if a.numel() == 0:
+        return 0.0, 0.0, True
+    atol, rtol = allowance(e, dtype, scale, slack)
+    diff = (a - e).abs()
+    diff = torch.where(torch.isnan(a) != torch.isnan(e), float("inf"), diff.nan_to_num(nan=0.0))
+    ok = bool((diff <= atol + rtol * e.abs()).all())
+    max_rel = (diff / e.abs().clamp_min(atol / rtol)).max().item()
+    return diff.max().item(), max_rel, ok
+
+
+# ---------------------------------------------------------------------------------------------------
+# What a report names
 
 
 def device_name(device):
@@ -47,3 +142,27 @@ def device_name(device):
     except OSError:
         pass
     return platform.processor() or platform.machine() or "cpu"
+
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def git_commit(repo=CHECKOUT, exclude=("benchmarks/results",)):
+    """`git rev-parse --short HEAD` of `repo` (default: the checkout memops is imported from), plus
+    "-dirty" if tracked or new files differ (paths in `exclude` aside); "unknown" without git."""
+    try:
+        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=repo, text=True,
+                                       stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    try:
+        status = subprocess.check_output(
+            ["git", "status", "--porcelain", "--", ".", *(f":(exclude){p}" for p in exclude)],
+            cwd=repo, text=True, stderr=subprocess.DEVNULL)
+    except (OSError, subprocess.CalledProcessError):
+        return head
+    return head + ("-dirty" if status.strip() else "")
+
+
+__all__ = ["sample_inputs", "sample_mask", "TOLERANCES", "SLACK_FACTOR", "allowance", "errors",
+           "device_name", "git_commit"]

@@ -1,19 +1,22 @@
 """Fixtures of the memops tests (helpers.py holds the functions they share).
 
-- `device`: "cpu" and "cuda"; cuda skips cleanly where torch.cuda.is_available() is False.
-- `backend`: the backends compared against the reference: "cpp" (the C++ kernels of the device) and,
-  on CUDA, "triton". Without the built extension cpp skips, with the fix in the reason; with
-  MEMOPS_REQUIRE_EXTENSION=1 (CI) it fails instead. Triton on CPU tensors runs in Triton's
-  interpreter, far too slowly for the full reference grids: those (INTERPRETER_TOO_SLOW) are
-  deselected for it, and tests/test_triton.py runs them on a pairwise grid of small shapes instead;
-  every other test of the backend fixture (edge values) runs the interpreter.
-- without a GPU, TRITON_INTERPRET=1 is set before anything imports triton (so the Triton kernels can
-  run on CPU tensors); with one, the Triton kernels run on the GPU.
-- every test starts with automatic backend choice and debug mode off, and leaves them so.
+`target`: THE backend x device fixture. Every op test that takes `backend` and `device` runs once per
+target: cpp-cpu (the C++ kernels), triton-cpu (the Triton kernels in Triton's interpreter), cpp-cuda
+(the CUDA kernels), triton-cuda. A target that cannot run here skips with the reason (no GPU, no
+build; under MEMOPS_REQUIRE_EXTENSION=1, as in CI, a missing build fails instead).
+
+Markers choose the targets of a test where the full set does not fit:
+  full_grid         too slow for Triton's interpreter: not collected for triton-cpu
+  interpreter_only  the interpreter's smaller stand-in for a full grid: collected for triton-cpu only
+  gpu               GPU-specific (half types, sizes past one block, ...): collected for cuda targets only
+
+Without a GPU, TRITON_INTERPRET=1 is set before anything imports triton, so the Triton kernels run on
+CPU tensors. Every test starts with automatic backend choice and debug mode off, and leaves them so.
 """
 
 import os
 import sys
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -28,44 +31,70 @@ from memops import _backend, ops  # noqa: E402
 
 from helpers import require_backend, require_device  # noqa: E402
 
-COMPARED_BACKENDS = ("cpp", "triton")
+
+class Target(NamedTuple):
+    backend: str
+    device: str
+
+    @property
+    def interpreter(self):
+        return self.backend == "triton" and self.device == "cpu"
+
+    def __str__(self):
+        return f"{self.backend}-{self.device}"
 
 
-@pytest.fixture(params=["cpu", "cuda"])
-def device(request):
-    require_device(request.param)
+TARGETS = [Target("cpp", "cpu"), Target("triton", "cpu"), Target("cpp", "cuda"), Target("triton", "cuda")]
+
+
+@pytest.fixture(params=TARGETS, ids=str)
+def target(request):
+    require_device(request.param.device)
+    require_backend(request.param.backend, request.param.device)
     return request.param
 
 
-@pytest.fixture(params=COMPARED_BACKENDS)
-def backend(request, device):
-    require_backend(request.param, device)
-    return request.param
+@pytest.fixture
+def backend(target):
+    return target.backend
 
 
-# The full grids of tests/test_<op>.py, too slow for Triton's interpreter: tests/test_triton.py runs
-# the same checks for backend=triton on CPU tensors over a pairwise grid of small shapes instead.
-INTERPRETER_TOO_SLOW = {"test_matches_reference", "test_noncontiguous"}
-
-
-def pytest_collection_modifyitems(config, items):
-    """Deselect the grids of INTERPRETER_TOO_SLOW for backend=triton x device=cpu; the edge-value tests
-    of every op file still run the Triton kernels in the interpreter."""
-    keep, drop = [], []
-    for item in items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        interpreter = params.get("backend") == "triton" and params.get("device") == "cpu"
-        (drop if interpreter and item.originalname in INTERPRETER_TOO_SLOW else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+@pytest.fixture
+def device(target):
+    return target.device
 
 
 @pytest.fixture
 def cpp():
-    """For tests that use the compiled ops on the CPU only (gradcheck, opcheck, compile)."""
+    """For tests of the C++ CPU kernels alone (thread counts, the C++ autograd wiring, hypothesis)."""
     require_backend("cpp", "cpu")
     return "cpp"
+
+
+@pytest.fixture
+def op(request):
+    """The op of a tests/ops/test_<op>.py file (its OP), for the shared tests of tests/ops/faces.py."""
+    return request.module.OP
+
+
+def _keep(item):
+    target = getattr(getattr(item, "callspec", None), "params", {}).get("target")
+    if target is None:
+        return True
+    if item.get_closest_marker("full_grid") and target.interpreter:
+        return False
+    if item.get_closest_marker("interpreter_only") and not target.interpreter:
+        return False
+    if item.get_closest_marker("gpu") and target.device != "cuda":
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config, items):
+    keep = [item for item in items if _keep(item)]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not _keep(item)])
+        items[:] = keep
 
 
 @pytest.fixture(autouse=True)

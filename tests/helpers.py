@@ -1,8 +1,7 @@
 """Shared helpers of the memops tests.
 
 - which backends/devices can run (skip, or fail under MEMOPS_REQUIRE_EXTENSION=1, when not built);
-- the per-dtype tolerance table;
-- input makers with the contract's realistic value ranges, in float64 on the CPU (callers cast);
+- the tolerance rule and the input makers of memops.testing (one table for tests, check, benchmarks);
 - forward + backward with a random upstream gradient, compared output and EVERY input gradient
   against the reference computed in float64 from the same values;
 - ways to make non-contiguous tensors with the same values (sliced, transposed, expanded).
@@ -16,11 +15,11 @@ import torch
 
 import memops
 from memops import _library
+from memops.spec import OPS, SPECS
+from memops.testing import SLACK_FACTOR, allowance, sample_inputs
 
 EXTENSION_BUILT = _library.AVAILABLE
 REQUIRE_EXTENSION = os.environ.get("MEMOPS_REQUIRE_EXTENSION", "0").strip() not in ("", "0")
-
-OPS = ("content_address", "shift", "sharpen", "ntm_address", "read", "write")
 
 # The sizes that break naive kernels (CONVENTIONS.md, "Tests").
 SLOTS = (1, 3, 127, 128, 129)
@@ -80,21 +79,12 @@ def seed_of(*parts):
 
 
 # ------------------------------------------------------------------------------------------------
-# tolerances: backend output in `dtype` vs the reference computed in float64 from the same values.
-# atol is scaled by max(1, max |expected|) (gradients can be large); rtol is relative per element.
-
-TOL = {
-    torch.float64: dict(atol=1e-10, rtol=1e-8),
-    torch.float32: dict(atol=1e-5, rtol=1e-4),
-    # for the GPU kernels to come (the CPU kernels reject half types)
-    torch.float16: dict(atol=1e-3, rtol=1e-2),
-    torch.bfloat16: dict(atol=8e-3, rtol=5e-2),
-}
+# tolerances (memops.testing: one table for the tests, `memops check` and the benchmarks) and inputs
 
 
 def assert_close(actual, expected, dtype, what, scale=1.0, slack=0.0):
-    """actual (in `dtype`) against expected (float64): |a - e| <= atol * max(1, max|e|) * scale + slack
-    + rtol * scale * |e| elementwise, with (atol, rtol) = TOL[dtype]."""
+    """actual (in `dtype`) against expected (float64) under memops.testing.TOLERANCES:
+    |a - e| <= atol * max(1, max|e|) * scale + slack + rtol * scale * |e| elementwise."""
     assert actual.shape == expected.shape, f"{what}: shape {list(actual.shape)} != {list(expected.shape)}"
     assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {dtype}"
     assert actual.device == expected.device, f"{what}: device {actual.device} != {expected.device}"
@@ -102,87 +92,18 @@ def assert_close(actual, expected, dtype, what, scale=1.0, slack=0.0):
     e = expected.detach().to(torch.float64)
     assert bool(torch.isfinite(e).all()), f"{what}: the reference itself is not finite"
     assert bool(torch.isfinite(a).all()), f"{what}: has NaN/Inf where the reference is finite"
-    tol = TOL[dtype]
-    mag = max(1.0, float(e.abs().max())) if e.numel() else 1.0
-    torch.testing.assert_close(a, e, atol=tol["atol"] * mag * scale + slack, rtol=tol["rtol"] * scale,
-                               msg=lambda m: f"{what} ({dtype}): {m}")
+    atol, rtol = allowance(e, dtype, scale, slack)
+    torch.testing.assert_close(a, e, atol=atol, rtol=rtol, msg=lambda m: f"{what} ({dtype}): {m}")
 
 
-# Below float64 the table alone would be unfair where the math itself cancels (a softmax gradient
-# summed over 128 slots, a gradient of a near one-hot weighting): there the allowance also grows by
-# SLACK_FACTOR times the largest error that the reference itself makes when run in that dtype on the
-# same values (the flash-attention test rule: no worse than the eager code, within a factor).
-SLACK_FACTOR = 3.0
-
-
-# ------------------------------------------------------------------------------------------------
-# inputs (float64, CPU). Realistic ranges: weights and kernels from softmax, gamma in [1, 5],
-# gate in [0, 1], beta in [0, 5], erase in [0, 1].
-
-
-def make_mask(kind, B, N, gen):
-    """kind: None (no mask), "random" (~70% kept), "empty_row" (random, batch 0 fully masked)."""
-    if kind is None or kind == "none":
-        return None
-    mask = torch.rand(B, N, generator=gen) < 0.7
-    if kind == "empty_row" and B > 0:
-        mask[0] = False
-    elif kind != "random" and kind != "empty_row":
-        raise ValueError(kind)
-    return mask
-
-
-def make_inputs(op, B=2, H=3, N=5, W=4, S=3, *, seed=0, mask=None, similarity="cosine", erase=True,
-                eps=1e-8):
-    """(tensors, kwargs) for memops.<op>(*tensors.values(), **kwargs). tensors: float64 on the CPU,
-    in the op's positional order (write's erase may be None); kwargs: keyword-only arguments."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def randn(*shape):
-        return torch.randn(*shape, generator=gen, dtype=torch.float64)
-
-    def rand(*shape):
-        return torch.rand(*shape, generator=gen, dtype=torch.float64)
-
-    def softmax(*shape):
-        return torch.softmax(1.5 * randn(*shape), dim=-1)
-
-    def away_from_zero_if_width_1(t):
-        # W = 1: the cosine is sign(k m), flat, with gradients exactly 0; what any implementation
-        # computes there is rounding noise of size ~eps |dsim| / |x|, unbounded for tiny |x|
-        return t.sign() * (0.5 + t.abs()) if W == 1 else t
-
-    if op in ("content_address", "ntm_address"):
-        memory, keys = away_from_zero_if_width_1(randn(B, N, W)), away_from_zero_if_width_1(randn(B, H, W))
-    if op == "content_address":
-        tensors = dict(memory=memory, keys=keys, beta=5 * rand(B, H))
-        return tensors, dict(mask=make_mask(mask, B, N, gen), similarity=similarity, eps=eps)
-    if op == "shift":
-        return dict(weights=softmax(B, H, N), kernel=softmax(B, H, S)), {}
-    if op == "sharpen":
-        return dict(weights=softmax(B, H, N), gamma=1 + 4 * rand(B, H)), {}
-    if op == "ntm_address":
-        tensors = dict(memory=memory, keys=keys, beta=5 * rand(B, H), gate=rand(B, H),
-                       kernel=softmax(B, H, S), gamma=1 + 4 * rand(B, H), prev_weights=softmax(B, H, N))
-        return tensors, dict(eps=eps)
-    if op == "read":
-        return dict(memory=randn(B, N, W), weights=softmax(B, H, N)), {}
-    if op == "write":
-        tensors = dict(memory=randn(B, N, W), weights=softmax(B, H, N),
-                       erase=rand(B, H, W) if erase else None, add=randn(B, H, W))
-        return tensors, {}
-    raise ValueError(op)
+def make_inputs(op, B=2, H=3, N=5, W=4, S=3, **kw):
+    """(tensors, kwargs) for memops.<op>(*tensors.values(), **kwargs): memops.testing.sample_inputs,
+    float64 on the CPU (callers cast)."""
+    return sample_inputs(op, B, H, N, W, S, **kw)
 
 
 def output_shape(op, tensors):
-    t = list(tensors.values())
-    if op == "read":
-        return (t[0].shape[0], t[1].shape[1], t[0].shape[2])
-    if op == "write":
-        return tuple(t[0].shape)
-    if op in ("content_address", "ntm_address"):
-        return (t[0].shape[0], t[1].shape[1], t[0].shape[1])
-    return tuple(t[0].shape)  # shift, sharpen
+    return SPECS[op].output_shape(tensors)
 
 
 def to(x, dtype=None, device=None):
@@ -319,6 +240,11 @@ def gradcheck_op(op, tensors, kwargs, backend="cpp", **gradcheck_kwargs):
     assert torch.autograd.gradcheck(fn, inputs, **gradcheck_kwargs)
 
 
+def lib_of(backend):
+    """The torch.ops namespace of a backend's registered ops (the same schemas)."""
+    return torch.ops.memops_triton if backend == "triton" else torch.ops.memops
+
+
 def schema_args(op, tensors, kwargs):
     """Positional arguments of torch.ops.memops.<op> (schema order, csrc/ops.cpp)."""
     return (*tensors.values(), *kwargs.values())
@@ -331,14 +257,28 @@ def backward_schema_args(op, tensors, kwargs, grad, lib=None):
     t = {k: (v.detach() if v is not None else None) for k, v in tensors.items()}
     with torch.no_grad():
         out = getattr(lib, op)(*schema_args(op, t, kwargs))
-    if op == "content_address":
-        return (grad, t["memory"], t["keys"], t["beta"], kwargs["mask"], out, kwargs["similarity"],
-                kwargs["eps"])
-    if op == "sharpen":
-        return (grad, t["weights"], t["gamma"], out)
-    if op == "ntm_address":
-        return (grad, *t.values(), out, kwargs["eps"])
-    return (grad, *t.values())  # shift, read, write
+    spec = SPECS[op]
+    named = {**t, **kwargs, "grad": grad, spec.saved_output: out}
+    return tuple(named[name] for name in spec.backward)
+
+
+def on(device, tensors, kwargs):
+    """(tensors, kwargs) moved to `device` (None and non-tensors left alone)."""
+    return ({k: to(v, None, device) for k, v in tensors.items()}, {k: to(v, None, device) for k, v in kwargs.items()})
+
+
+def opcheck_op(op, tensors, kwargs, backend, device, forward=True, backward=True, noncontiguous=None, seed=0):
+    """torch.library.opcheck of `backend`'s forward op and/or its backward op on `device`; with
+    `noncontiguous` (a NONCONTIG kind) every tensor, and the incoming gradient, made non-contiguous."""
+    tensors, kwargs = on(device, tensors, kwargs)
+    make = NONCONTIG[noncontiguous] if noncontiguous else (lambda t: t)
+    tensors = {k: (make(v) if v is not None else None) for k, v in tensors.items()}
+    lib = lib_of(backend)
+    if forward:
+        run_opcheck(op, schema_args(op, requires_grad(tensors), kwargs), lib)
+    if backward:
+        grad = make(random_grad(output_shape(op, tensors), seed, device=device))
+        run_opcheck("_" + op + "_backward", backward_schema_args(op, tensors, kwargs, grad, lib), lib)
 
 
 def run_opcheck(name, args, lib=None):

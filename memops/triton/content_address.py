@@ -398,7 +398,7 @@ def _memory_grads(memory, keys, beta, cosine, eps, *, dsim=None, p=None, g=None)
 @triton_op("memops_triton::content_address", mutates_args=())
 def content_address(memory: torch.Tensor, keys: torch.Tensor, beta: torch.Tensor, mask: Optional[torch.Tensor],
                     similarity: str, eps: float) -> torch.Tensor:
-    _validate.content_address(memory, keys, beta, mask, similarity, eps)
+    _validate.check("content_address", memory, keys, beta, mask, similarity, eps)
     check_dtype("content_address", memory)
     check_device("content_address", memory)
     memory, keys, beta = memory.contiguous(), keys.contiguous(), beta.contiguous()
@@ -422,7 +422,7 @@ def content_address(memory: torch.Tensor, keys: torch.Tensor, beta: torch.Tensor
 def content_address_backward(grad: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor, beta: torch.Tensor,
                              mask: Optional[torch.Tensor], weights: torch.Tensor, similarity: str,
                              eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    _validate.content_address(memory, keys, beta, mask, similarity, eps)
+    _validate.check("content_address", memory, keys, beta, mask, similarity, eps)
     check_dtype("content_address", memory)
     check_device("content_address", memory)
     B, N, _ = memory.shape

@@ -221,7 +221,7 @@ def _ntm_bwd_row_kernel(grad_ptr, out_ptr, sim_ptr, pmax_ptr, psum_ptr, beta_ptr
 
 
 def _check(name, memory, keys, beta, gate, kernel, gamma, prev_weights, eps):
-    _validate.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, eps)
+    _validate.check("ntm_address", memory, keys, beta, gate, kernel, gamma, prev_weights, eps)
     check_dtype(name, memory)
     check_device(name, memory)
 

@@ -103,7 +103,7 @@ def _read_bwd_kernel(g_ptr, m_ptr, w_ptr, gm_ptr, gw_ptr, H, N, W, BLOCK_H: tl.c
 
 @triton_op("memops_triton::read", mutates_args=())
 def read(memory: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    _validate.read(memory, weights)
+    _validate.check("read", memory, weights)
     check_dtype("read", memory)
     check_device("read", memory)
     memory, weights = memory.contiguous(), weights.contiguous()
@@ -121,7 +121,7 @@ def read(memory: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 @triton_op("memops_triton::_read_backward", mutates_args=())
 def read_backward(grad: torch.Tensor, memory: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    _validate.read(memory, weights)
+    _validate.check("read", memory, weights)
     check_dtype("read", memory)
     check_device("read", memory)
     B, N, W, H = memory.shape[0], memory.shape[1], memory.shape[2], weights.shape[1]

@@ -134,7 +134,7 @@ def _sharpen_bwd_kernel(g_ptr, w_ptr, gamma_ptr, p_ptr, gw_ptr, gg_ptr, N, BLOCK
 
 @triton_op("memops_triton::sharpen", mutates_args=())
 def sharpen(weights: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    _validate.sharpen(weights, gamma)
+    _validate.check("sharpen", weights, gamma)
     check_dtype("sharpen", weights)
     check_device("sharpen", weights)
     weights, gamma = weights.contiguous(), gamma.contiguous()
@@ -149,7 +149,7 @@ def sharpen(weights: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
 @triton_op("memops_triton::_sharpen_backward", mutates_args=())
 def sharpen_backward(grad: torch.Tensor, weights: torch.Tensor, gamma: torch.Tensor,
                      out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    _validate.sharpen(weights, gamma)
+    _validate.check("sharpen", weights, gamma)
     check_dtype("sharpen", weights)
     check_device("sharpen", weights)
     _validate.output_like("sharpen", grad, "grad", weights.shape, weights)

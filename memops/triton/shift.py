@@ -73,7 +73,7 @@ def _gather(src, kernel, out, sign):
 
 @triton_op("memops_triton::shift", mutates_args=())
 def shift(weights: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    _validate.shift(weights, kernel)
+    _validate.check("shift", weights, kernel)
     check_dtype("shift", weights)
     check_device("shift", weights)
     weights, kernel = weights.contiguous(), kernel.contiguous()
@@ -85,7 +85,7 @@ def shift(weights: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 @triton_op("memops_triton::_shift_backward", mutates_args=())
 def shift_backward(grad: torch.Tensor, weights: torch.Tensor, kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    _validate.shift(weights, kernel)
+    _validate.check("shift", weights, kernel)
     check_dtype("shift", weights)
     check_device("shift", weights)
     _validate.output_like("shift", grad, "grad", weights.shape, weights)

@@ -157,7 +157,7 @@ def _bwd_blocks(H, N, W, dtype):
 @triton_op("memops_triton::write", mutates_args=())
 def write(memory: torch.Tensor, weights: torch.Tensor, erase: Optional[torch.Tensor],
           add: torch.Tensor) -> torch.Tensor:
-    _validate.write(memory, weights, erase, add)
+    _validate.check("write", memory, weights, erase, add)
     check_dtype("write", memory)
     check_device("write", memory)
     memory, weights, add = memory.contiguous(), weights.contiguous(), add.contiguous()
@@ -178,7 +178,7 @@ def write(memory: torch.Tensor, weights: torch.Tensor, erase: Optional[torch.Ten
 @triton_op("memops_triton::_write_backward", mutates_args=())
 def write_backward(grad: torch.Tensor, memory: torch.Tensor, weights: torch.Tensor, erase: Optional[torch.Tensor],
                    add: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    _validate.write(memory, weights, erase, add)
+    _validate.check("write", memory, weights, erase, add)
     check_dtype("write", memory)
     check_device("write", memory)
     _validate.output_like("write", grad, "grad", memory.shape, memory)

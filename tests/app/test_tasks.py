@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from memops.tasks import TASKS, Batch, get_task, sequence_cost
-from memops.tasks.ngrams import beta_half, bits_to_batch, generate_bits
+from memops.app.tasks import TASKS, Batch, get_task, sequence_cost
+from memops.app.tasks.ngrams import beta_half, bits_to_batch, generate_bits
 
 PAPER_COPY = dict(controller="lstm", controller_size=100, controller_layers=1, read_heads=1, write_heads=1,
                   memory_slots=128, memory_width=20, shift_width=3, lr=1e-4)
@@ -301,7 +301,7 @@ def test_sequence_cost_known_case():
 # ------------------------------------------------------------------------- nse-recall (memops.tasks.recall)
 
 def test_recall_layout_and_labels():
-    from memops.tasks.recall import QUERY, Recall
+    from memops.app.tasks.recall import QUERY, Recall
 
     task = Recall()
     K, V = 32, 16
@@ -321,7 +321,7 @@ def test_recall_layout_and_labels():
 
 
 def test_recall_options_and_determinism():
-    from memops.tasks.recall import Recall
+    from memops.app.tasks.recall import Recall
 
     task = Recall(keys=10, values=3, min_length=3, max_length=5)
     a = task.sample(8, generator=torch.Generator().manual_seed(1))

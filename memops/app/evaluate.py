@@ -11,7 +11,8 @@ accuracy) over --sequences sequences drawn from --seed.
 
 import json
 
-from .train import add_run_arguments, model_from_checkpoint, parse_task_options
+from .checkpoints import model_from_checkpoint
+from .train import add_run_arguments, parse_task_options
 
 HELP = "evaluate a checkpoint on fresh sequences (e.g. --length 40 80 for generalisation)"
 

@@ -5,13 +5,16 @@ import pytest
 import torch
 
 import memops
-from helpers import (BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, backward_schema_args, check_against_reference,
+from helpers import (on, opcheck_op, BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, backward_schema_args, check_against_reference,
                      check_noncontiguous, gradcheck_op, make_inputs, random_grad, requires_grad, run_opcheck,
                      schema_args, seed_of, to, transposed)
 
 OP = "read"
 
+from faces import *  # noqa: E402,F401,F403  (the tests every op shares: faces.py)
 
+
+@pytest.mark.full_grid
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("B", BATCHES, ids=lambda v: f"B{v}")
 @pytest.mark.parametrize("H", HEADS, ids=lambda v: f"H{v}")
@@ -24,6 +27,7 @@ def test_matches_reference(backend, device, N, W, H, B, dtype):
     assert out.shape == (B, H, W)
 
 
+@pytest.mark.full_grid
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["sliced", "transposed", "expanded"])
 def test_noncontiguous(backend, device, kind, dtype):
@@ -31,25 +35,22 @@ def test_noncontiguous(backend, device, kind, dtype):
     check_noncontiguous(OP, tensors, kwargs, kind, dtype, device, backend, seed=51)
 
 
+@pytest.mark.full_grid
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("N,W,H", [(5, 3, 2), (1, 1, 1), (3, 4, 3)])
-def test_gradcheck(cpp, seed, N, W, H):
+def test_gradcheck(backend, device, seed, N, W, H):
     tensors, kwargs = make_inputs(OP, B=2, H=H, N=N, W=W, seed=seed)
-    gradcheck_op(OP, tensors, kwargs, cpp)
+    gradcheck_op(OP, *on(device, tensors, kwargs), backend)
 
 
-def test_opcheck(cpp):
+def test_opcheck(backend, device):
     tensors, kwargs = make_inputs(OP, B=2, H=3, N=5, W=4, seed=52)
-    run_opcheck(OP, schema_args(OP, requires_grad(tensors), kwargs))
-    run_opcheck("_read_backward", backward_schema_args(OP, tensors, kwargs, random_grad((2, 3, 4), 52)))
+    opcheck_op(OP, tensors, kwargs, backend, device, seed=52)
 
 
-def test_opcheck_noncontiguous(cpp):
+def test_opcheck_noncontiguous(backend, device):
     tensors, kwargs = make_inputs(OP, B=2, H=3, N=5, W=4, seed=53)
-    tensors = {k: transposed(v) for k, v in tensors.items()}
-    run_opcheck(OP, schema_args(OP, requires_grad(tensors), kwargs))
-    grad = transposed(random_grad((2, 3, 4), 53))
-    run_opcheck("_read_backward", backward_schema_args(OP, tensors, kwargs, grad))
+    opcheck_op(OP, tensors, kwargs, backend, device, noncontiguous="transposed", seed=53)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -72,3 +73,11 @@ def test_zero_weights_and_zero_memory(backend, device, dtype):
     assert torch.equal(out, torch.zeros_like(out))
     assert torch.equal(grads["weights"][1], torch.zeros_like(grads["weights"][1]))
     assert torch.equal(grads["memory"][0], torch.zeros_like(grads["memory"][0]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_second_device(backend, device):
+    """The kernels run on the tensors' device, not the current one (device guard)."""
+    tensors, kwargs = make_inputs(OP, B=2, H=2, N=50, W=8, seed=5)
+    check_against_reference(OP, tensors, kwargs, torch.float32, "cuda:1", backend, seed=5)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import memops
+from helpers import require_device
 from memops.nn import MMANSE, NSE, SharedMemoryNSE
 from memops.nn.nse import lengths_to_mask
 
@@ -209,7 +210,9 @@ def test_backend_parity_over_20_training_steps(cpp):
     torch.testing.assert_close(losses(cpp), reference, rtol=1e-9, atol=0)
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_runs_on_device(device):
+    require_device(device)
     torch.manual_seed(7)
     nse = MMANSE(4).to(device)
     out = nse(torch.randn(2, 3, 4, device=device), torch.tensor([3, 1], device=device),
@@ -223,8 +226,8 @@ def test_learns_recall():
     loss falls far below what an untrained model reaches (ln 8 = 2.08 nats: chance)."""
     import torch.nn.functional as F
 
-    from memops.recipes import SequenceClassifier
-    from memops.tasks.recall import Recall
+    from memops.nn import SequenceClassifier
+    from memops.app.tasks.recall import Recall
 
     task = Recall(keys=16, values=8, min_length=4, max_length=8)
     torch.manual_seed(0)

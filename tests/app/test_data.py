@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from memops.data import (NLI_LABELS, DataFormatError, NLIExample, TextExample, Vocab, load_glove,
+from memops.app.data import (NLI_LABELS, DataFormatError, NLIExample, TextExample, Vocab, load_glove,
                          load_nli_jsonl, load_tsv, pad_batch_ids, tokenize)
 
 

@@ -5,11 +5,13 @@ import pytest
 import torch
 
 import memops
-from helpers import (BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, backward_schema_args, check_against_reference,
+from helpers import (on, opcheck_op, BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, backward_schema_args, check_against_reference,
                      check_noncontiguous, covering, gradcheck_op, make_inputs, random_grad,
                      requires_grad, run_opcheck, schema_args, seed_of, to, transposed, wide_shift)
 
 OP = "ntm_address"
+
+from faces import *  # noqa: E402,F401,F403  (the tests every op shares: faces.py)
 
 
 # Every N x W x S x dtype, with heads and batch sizes spread so that every pair of values of any
@@ -20,6 +22,7 @@ CASES = covering(dict(N=SLOTS, W=WIDTHS, S=["1", "3", "5", "wide"], dtype=DTYPES
 @pytest.mark.parametrize("N,W,H,B,S,dtype", [pytest.param(c["N"], c["W"], c["H"], c["B"], c["S"], c["dtype"],
                                                           id="N{N}-W{W}-H{H}-B{B}-S{S}-{dtype}".format(**c))
                                              for c in CASES])
+@pytest.mark.full_grid
 def test_matches_reference(backend, device, N, W, H, B, S, dtype):
     S = wide_shift(N) if S == "wide" else int(S)
     seed = seed_of(OP, N, W, H, B, S)
@@ -40,6 +43,7 @@ def test_is_the_composition_of_the_single_ops(backend, device, dtype):
     torch.testing.assert_close(fused, composed)
 
 
+@pytest.mark.full_grid
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["sliced", "transposed", "expanded"])
 def test_noncontiguous(backend, device, kind, dtype):
@@ -47,25 +51,22 @@ def test_noncontiguous(backend, device, kind, dtype):
     check_noncontiguous(OP, tensors, kwargs, kind, dtype, device, backend, seed=42)
 
 
+@pytest.mark.full_grid
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("N,W,S", [(5, 3, 3), (3, 2, 5), (1, 2, 3), (4, 1, 1)])
-def test_gradcheck(cpp, seed, N, W, S):
+def test_gradcheck(backend, device, seed, N, W, S):
     tensors, kwargs = make_inputs(OP, B=2, H=2, N=N, W=W, S=S, seed=seed)
-    gradcheck_op(OP, tensors, kwargs, cpp)
+    gradcheck_op(OP, *on(device, tensors, kwargs), backend)
 
 
-def test_opcheck(cpp):
+def test_opcheck(backend, device):
     tensors, kwargs = make_inputs(OP, B=2, H=3, N=5, W=4, S=3, seed=43)
-    run_opcheck(OP, schema_args(OP, requires_grad(tensors), kwargs))
-    run_opcheck("_ntm_address_backward", backward_schema_args(OP, tensors, kwargs, random_grad((2, 3, 5), 43)))
+    opcheck_op(OP, tensors, kwargs, backend, device, seed=43)
 
 
-def test_opcheck_noncontiguous(cpp):
+def test_opcheck_noncontiguous(backend, device):
     tensors, kwargs = make_inputs(OP, B=2, H=3, N=5, W=4, S=3, seed=44)
-    tensors = {k: transposed(v) for k, v in tensors.items()}
-    run_opcheck(OP, schema_args(OP, requires_grad(tensors), kwargs))
-    grad = transposed(random_grad((2, 3, 5), 44))
-    run_opcheck("_ntm_address_backward", backward_schema_args(OP, tensors, kwargs, grad))
+    opcheck_op(OP, tensors, kwargs, backend, device, noncontiguous="transposed", seed=44)
 
 
 # ------------------------------------------------------------------------------------------------

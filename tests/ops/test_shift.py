@@ -5,11 +5,13 @@ import pytest
 import torch
 
 import memops
-from helpers import (BATCHES, DTYPES, HEADS, SLOTS, backward_schema_args, check_against_reference,
+from helpers import (on, opcheck_op, BATCHES, DTYPES, HEADS, SLOTS, backward_schema_args, check_against_reference,
                      check_noncontiguous, gradcheck_op, make_inputs, random_grad, require_backend, requires_grad,
                      run_opcheck, schema_args, seed_of, to, transposed, wide_shift)
 
 OP = "shift"
+
+from faces import *  # noqa: E402,F401,F403  (the tests every op shares: faces.py)
 
 
 def naive_shift(weights, kernel):
@@ -23,6 +25,7 @@ def naive_shift(weights, kernel):
     return out
 
 
+@pytest.mark.full_grid
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("S", ["1", "3", "5", "wide"])
 @pytest.mark.parametrize("B", BATCHES, ids=lambda v: f"B{v}")
@@ -37,6 +40,7 @@ def test_matches_reference(backend, device, N, H, B, S, dtype):
     torch.testing.assert_close(out.sum(-1), torch.ones_like(out.sum(-1)))
 
 
+@pytest.mark.full_grid
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["sliced", "transposed", "expanded"])
 @pytest.mark.parametrize("S", [3, 11])
@@ -45,37 +49,34 @@ def test_noncontiguous(backend, device, kind, dtype, S):
     check_noncontiguous(OP, tensors, kwargs, kind, dtype, device, backend, seed=21)
 
 
+@pytest.mark.full_grid
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("N,S", [(1, 3), (4, 1), (4, 3), (5, 5), (4, 7)])
-def test_gradcheck(cpp, seed, N, S):
+def test_gradcheck(backend, device, seed, N, S):
     tensors, kwargs = make_inputs(OP, B=2, H=2, N=N, S=S, seed=seed)
-    gradcheck_op(OP, tensors, kwargs, cpp)
+    gradcheck_op(OP, *on(device, tensors, kwargs), backend)
 
 
 @pytest.mark.parametrize("S", [3, 9])
-def test_opcheck(cpp, S):
+def test_opcheck(backend, device, S):
     tensors, kwargs = make_inputs(OP, B=2, H=3, N=5, S=S, seed=22)
-    run_opcheck(OP, schema_args(OP, requires_grad(tensors), kwargs))
-    run_opcheck("_shift_backward", backward_schema_args(OP, tensors, kwargs, random_grad((2, 3, 5), 22)))
+    opcheck_op(OP, tensors, kwargs, backend, device, seed=22)
 
 
-def test_opcheck_noncontiguous(cpp):
+def test_opcheck_noncontiguous(backend, device):
     tensors, kwargs = make_inputs(OP, B=2, H=3, N=5, S=3, seed=23)
-    tensors = {k: transposed(v) for k, v in tensors.items()}
-    run_opcheck(OP, schema_args(OP, requires_grad(tensors), kwargs))
-    grad = transposed(random_grad((2, 3, 5), 23))
-    run_opcheck("_shift_backward", backward_schema_args(OP, tensors, kwargs, grad))
+    opcheck_op(OP, tensors, kwargs, backend, device, noncontiguous="transposed", seed=23)
 
 
 # ------------------------------------------------------------------------------------------------
 # the convention
 
 
-@pytest.mark.parametrize("impl", ["reference", "cpp"])
+@pytest.mark.parametrize("impl", ["reference", "backend"])
 @pytest.mark.parametrize("S", [3, 5, 7])
 @pytest.mark.parametrize("N", [1, 4, 9])
-def test_one_hot_kernel_moves_focus_one_slot_forward(impl, S, N, device):
-    require_backend(impl, device)
+def test_one_hot_kernel_moves_focus_one_slot_forward(impl, S, N, backend, device):
+    impl = backend if impl == "backend" else impl
     for focus in range(N):
         w = torch.zeros(1, 1, N, dtype=torch.float64, device=device)
         w[..., focus] = 1
@@ -93,11 +94,11 @@ def test_one_hot_kernel_moves_focus_one_slot_forward(impl, S, N, device):
             assert torch.equal(memops.shift(x, k, backend=impl), torch.roll(x, 1, dims=-1))
 
 
-@pytest.mark.parametrize("impl", ["reference", "cpp"])
+@pytest.mark.parametrize("impl", ["reference", "backend"])
 @pytest.mark.parametrize("N,S", [(3, 7), (2, 9), (1, 5), (5, 3), (8, 17)])
-def test_matches_explicit_modulo_formula(impl, N, S, device):
+def test_matches_explicit_modulo_formula(impl, N, S, backend, device):
     """Also for S > N, where taps wrap around the memory more than once."""
-    require_backend(impl, device)
+    impl = backend if impl == "backend" else impl
     tensors, _ = make_inputs(OP, B=2, H=3, N=N, S=S, seed=seed_of("modulo", N, S))
     tensors = {k: to(v, None, device) for k, v in tensors.items()}
     out = memops.shift(*tensors.values(), backend=impl)

@@ -1,6 +1,7 @@
-"""torch.compile(fullgraph=True) of a mini NTM step that calls every op with backend="cpp": the same
-forward results and gradients as eager, no graph break, and the memops ops (not a decomposition)
-in the graph. One inductor test (timed), the rest with aot_eager (fast)."""
+"""torch.compile(fullgraph=True) of a mini NTM step that calls every op: the same forward results and
+gradients as eager, no graph break, and the memops ops (not a decomposition) in the graph. The C++
+kernels with inductor (timed) and aot_eager; the Triton kernels (in the interpreter without a GPU);
+inductor on a GPU. Each op alone is compiled on every target by tests/ops/faces.py."""
 
 import time
 
@@ -9,7 +10,8 @@ import torch
 
 import memops
 
-OPS = ("content_address", "shift", "sharpen", "ntm_address", "read", "write")
+from helpers import require_backend, require_device
+from memops.spec import OPS
 
 
 def make_step(backend):
@@ -144,3 +146,40 @@ def test_compiled_errors_match_eager(cpp):
     with pytest.raises(Exception) as traced:
         compiled(*tensors.values(), mask)
     assert str(eager.value) in str(traced.value)
+
+
+def test_compile_fullgraph_sees_the_triton_ops():
+    """backend="triton": one graph, every op in it as a memops_triton op (in the interpreter they are
+    opaque custom ops; on a GPU, triton_op's), the same results and gradients as eager."""
+    from torch._dynamo.backends.debugging import aot_eager
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    require_backend("triton", device)
+    graphs = []
+
+    def recorder(gm, example_inputs):
+        graphs.append({str(n.target) for n in gm.graph.nodes if n.op == "call_function"})
+        return aot_eager(gm, example_inputs)
+
+    torch._dynamo.reset()
+    triton_step = make_step("triton")
+    compiled = torch.compile(triton_step, fullgraph=True, backend=recorder)
+    tensors, mask = inputs(seed=5)
+    tensors = {k: v.to(device) for k, v in tensors.items()}
+    compare(compiled, tensors, mask.to(device), seed=5, step=triton_step)
+    assert len(graphs) == 1
+    ops = {name.split(".")[1] for name in graphs[0] if name.startswith("memops_triton.")}
+    assert ops == set(OPS), graphs[0]
+
+
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+def test_compile_fullgraph_inductor_cuda(backend):
+    """The same step on CUDA tensors with inductor."""
+    require_device("cuda")
+    require_backend(backend, "cuda")
+    torch._dynamo.reset()
+    tensors, mask = inputs(seed=1)
+    tensors = {k: v.cuda() for k, v in tensors.items()}
+    gpu_step = make_step(backend)
+    compiled = torch.compile(gpu_step, fullgraph=True, backend="inductor")
+    compare(compiled, tensors, mask.cuda(), seed=1, step=gpu_step)

@@ -9,9 +9,10 @@ import sys
 import pytest
 import torch
 
-from memops.__main__ import main
-from memops.tasks import TASKS
-from memops.train import FORMAT, load_checkpoint, read_metrics
+from memops.app.cli import main
+from memops.app.tasks import TASKS
+from memops.app.checkpoints import FORMAT, load_checkpoint
+from memops.app.progress import read_metrics
 
 SMALL = ["--controller-size", "8", "--memory-slots", "8", "--memory-width", "4", "--batch-size", "2",
          "--threads", "1", "--no-progress"]

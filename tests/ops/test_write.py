@@ -5,13 +5,16 @@ import pytest
 import torch
 
 import memops
-from helpers import (BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, backward_schema_args, check_against_reference,
+from helpers import (on, opcheck_op, BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, backward_schema_args, check_against_reference,
                      check_noncontiguous, forward_backward, gradcheck_op, make_inputs, random_grad,
                      requires_grad, run_opcheck, schema_args, seed_of, to, transposed)
 
 OP = "write"
 
+from faces import *  # noqa: E402,F401,F403  (the tests every op shares: faces.py)
 
+
+@pytest.mark.full_grid
 @pytest.mark.parametrize("erase", [True, False], ids=["erase", "erase_none"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("B", BATCHES, ids=lambda v: f"B{v}")
@@ -26,6 +29,7 @@ def test_matches_reference(backend, device, N, W, H, B, dtype, erase):
     assert ("erase" in grads) == erase
 
 
+@pytest.mark.full_grid
 @pytest.mark.parametrize("erase", [True, False], ids=["erase", "erase_none"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["sliced", "transposed", "expanded"])
@@ -34,28 +38,25 @@ def test_noncontiguous(backend, device, kind, dtype, erase):
     check_noncontiguous(OP, tensors, kwargs, kind, dtype, device, backend, seed=61)
 
 
+@pytest.mark.full_grid
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("erase", [True, False], ids=["erase", "erase_none"])
 @pytest.mark.parametrize("N,W,H", [(4, 3, 2), (1, 1, 1), (3, 2, 3)])
-def test_gradcheck(cpp, seed, erase, N, W, H):
+def test_gradcheck(backend, device, seed, erase, N, W, H):
     tensors, kwargs = make_inputs(OP, B=2, H=H, N=N, W=W, seed=seed, erase=erase)
-    gradcheck_op(OP, tensors, kwargs, cpp)
+    gradcheck_op(OP, *on(device, tensors, kwargs), backend)
 
 
 @pytest.mark.parametrize("erase", [True, False], ids=["erase", "erase_none"])
-def test_opcheck(cpp, erase):
+def test_opcheck(backend, device, erase):
     tensors, kwargs = make_inputs(OP, B=2, H=3, N=5, W=4, seed=62, erase=erase)
-    run_opcheck(OP, schema_args(OP, requires_grad(tensors), kwargs))
-    run_opcheck("_write_backward", backward_schema_args(OP, tensors, kwargs, random_grad((2, 5, 4), 62)))
+    opcheck_op(OP, tensors, kwargs, backend, device, seed=62)
 
 
 @pytest.mark.parametrize("erase", [True, False], ids=["erase", "erase_none"])
-def test_opcheck_noncontiguous(cpp, erase):
+def test_opcheck_noncontiguous(backend, device, erase):
     tensors, kwargs = make_inputs(OP, B=2, H=3, N=5, W=4, seed=63, erase=erase)
-    tensors = {k: (transposed(v) if v is not None else None) for k, v in tensors.items()}
-    run_opcheck(OP, schema_args(OP, requires_grad(tensors), kwargs))
-    grad = transposed(random_grad((2, 5, 4), 63))
-    run_opcheck("_write_backward", backward_schema_args(OP, tensors, kwargs, grad))
+    opcheck_op(OP, tensors, kwargs, backend, device, noncontiguous="transposed", seed=63)
 
 
 def test_backward_op_returns_empty_grad_erase_without_erase(cpp):
@@ -114,3 +115,9 @@ def test_zero_weights_keep_memory(backend, device, dtype):
     t = {k: to(v, dtype, device) for k, v in tensors.items()}
     t["weights"] = torch.zeros_like(t["weights"])
     assert torch.equal(memops.write(*t.values(), backend=backend), t["memory"])
+
+
+@pytest.mark.interpreter_only
+def test_write_without_erase_noncontiguous_small(backend, device):
+    tensors, kwargs = make_inputs(OP, B=3, H=2, N=9, W=5, seed=12, erase=False)
+    check_noncontiguous(OP, tensors, kwargs, "transposed", torch.float64, device, backend, seed=12)

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import memops
+from helpers import require_device
 from memops.nn import NTM, NTMState
-from memops.tasks import get_task, sequence_cost
-from memops.recipes import bce_cost as loss_fn
+from memops.app.tasks import get_task, sequence_cost
+from memops.app.recipes import bce_cost as loss_fn
 
 TINY = dict(controller_size=6, memory_slots=5, memory_width=4)
 
@@ -190,7 +191,9 @@ def test_backend_parity_over_20_training_steps(cpp, dtype, rtol):
     torch.testing.assert_close(compiled, reference, rtol=rtol, atol=0)
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_runs_on_device(device):
+    require_device(device)
     torch.manual_seed(6)
     ntm = tiny(read_heads=2, write_heads=2).to(device)
     y, state = ntm(torch.randn(3, 2, 3, device=device))

@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import memops
 from helpers import EXTENSION_BUILT, make_inputs, require_backend
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class Recorder(TorchDispatchMode):
@@ -327,3 +327,12 @@ def test_memops_debug_environment_variable():
             print("error", e)
     """, MEMOPS_DEBUG="1")
     assert proc.stdout.startswith("error sharpen: gamma must be >= 1"), proc.stdout
+
+
+def test_set_debug_flag_round_trip():
+    from memops import ops
+    assert ops._debug is False
+    memops.set_debug(True)
+    assert ops._debug is True
+    memops.set_debug(False)
+    assert ops._debug is False

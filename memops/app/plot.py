@@ -13,7 +13,8 @@ Default output: next to the checkpoint, as plot.png.
 
 import os
 
-from .train import add_run_arguments, model_from_checkpoint, parse_task_options
+from .checkpoints import model_from_checkpoint
+from .train import add_run_arguments, parse_task_options
 
 HELP = "draw one sequence through a trained model: NTM weightings and memory, NSE attention (PNG)"
 
@@ -32,7 +33,7 @@ def draw(model, batch, path, title, head=0):
     """Write the picture of the first sequence of `batch` to `path`; False if matplotlib is missing."""
     import torch
 
-    from ._plotting import pyplot, save
+    from .plotting import pyplot, save
 
     plt = pyplot()
     if plt is None:
@@ -76,7 +77,7 @@ def draw_nse_recall(model, task, batch, path, title):
     """The NSE's attention over its slots at every step of the first sequence of `batch`, and its answer."""
     import torch
 
-    from ._plotting import pyplot, save
+    from .plotting import pyplot, save
 
     plt = pyplot()
     if plt is None:

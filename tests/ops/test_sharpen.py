@@ -5,13 +5,16 @@ import pytest
 import torch
 
 import memops
-from helpers import (BATCHES, DTYPES, HEADS, SLOTS, backward_schema_args, check_against_reference,
+from helpers import (on, opcheck_op, BATCHES, DTYPES, HEADS, SLOTS, backward_schema_args, check_against_reference,
                      check_noncontiguous, forward_backward, gradcheck_op, make_inputs, random_grad,
                      require_backend, requires_grad, run_opcheck, schema_args, seed_of, to, transposed)
 
 OP = "sharpen"
 
+from faces import *  # noqa: E402,F401,F403  (the tests every op shares: faces.py)
 
+
+@pytest.mark.full_grid
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("B", BATCHES, ids=lambda v: f"B{v}")
 @pytest.mark.parametrize("H", HEADS, ids=lambda v: f"H{v}")
@@ -23,6 +26,7 @@ def test_matches_reference(backend, device, N, H, B, dtype):
     torch.testing.assert_close(out.sum(-1), torch.ones_like(out.sum(-1)))
 
 
+@pytest.mark.full_grid
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["sliced", "transposed", "expanded"])
 def test_noncontiguous(backend, device, kind, dtype):
@@ -40,30 +44,27 @@ def gradcheck_inputs(seed, B=2, H=2, N=5):
     return dict(weights=weights, gamma=gamma)
 
 
+@pytest.mark.full_grid
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 @pytest.mark.parametrize("N", [1, 2, 6])
-def test_gradcheck(cpp, seed, N):
-    gradcheck_op(OP, gradcheck_inputs(seed, N=N), {}, cpp)
+def test_gradcheck(backend, device, seed, N):
+    gradcheck_op(OP, *on(device, gradcheck_inputs(seed, N=N), {}), backend)
 
 
-def test_gradcheck_gamma_one(cpp):
+def test_gradcheck_gamma_one(backend, device):
     t = gradcheck_inputs(5)
     t["gamma"].fill_(1.0)
-    gradcheck_op(OP, t, {}, cpp)
+    gradcheck_op(OP, *on(device, t, {}), backend)
 
 
-def test_opcheck(cpp):
+def test_opcheck(backend, device):
     tensors, kwargs = make_inputs(OP, B=2, H=3, N=5, seed=32)
-    run_opcheck(OP, schema_args(OP, requires_grad(tensors), kwargs))
-    run_opcheck("_sharpen_backward", backward_schema_args(OP, tensors, kwargs, random_grad((2, 3, 5), 32)))
+    opcheck_op(OP, tensors, kwargs, backend, device, seed=32)
 
 
-def test_opcheck_noncontiguous(cpp):
+def test_opcheck_noncontiguous(backend, device):
     tensors, kwargs = make_inputs(OP, B=2, H=3, N=5, seed=33)
-    tensors = {k: transposed(v) for k, v in tensors.items()}
-    run_opcheck(OP, schema_args(OP, requires_grad(tensors), kwargs))
-    grad = transposed(random_grad((2, 3, 5), 33))
-    run_opcheck("_sharpen_backward", backward_schema_args(OP, tensors, kwargs, grad))
+    opcheck_op(OP, tensors, kwargs, backend, device, noncontiguous="transposed", seed=33)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -125,10 +126,10 @@ def test_near_uniform_8192_slots_gamma_20(backend, device, dtype):
         assert bool(torch.isfinite(grad).all())
 
 
-@pytest.mark.parametrize("impl", ["reference", "cpp"])
+@pytest.mark.parametrize("impl", ["reference", "backend"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_all_zero_rows(impl, device, dtype):
-    require_backend(impl, device)
+def test_all_zero_rows(impl, backend, device, dtype):
+    impl = backend if impl == "backend" else impl
     tensors, _ = make_inputs(OP, B=2, H=3, N=7, seed=36)
     tensors["weights"][0, 1] = 0
     tensors["weights"][1] = 0

@@ -36,9 +36,11 @@ import os
 import sys
 import time
 
+from .checkpoints import FORMAT, load_checkpoint, save_checkpoint
+from .progress import Progress, csv_fields, duration, format_value, plot_learning_curve, rewrite_metrics
+
 HELP = "train a model on a task: an NTM on a paper task (copy, ...), an NSE on nse-recall, nse-nli, nse-classify"
 
-FORMAT = "memops-checkpoint/2"
 MAX_NONFINITE_IN_A_ROW = 10
 
 
@@ -125,138 +127,6 @@ def add_arguments(parser):
                         help="override a task setting, e.g. max_length=10 (repeatable)")
 
 
-# ------------------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path, payload):
-    """Write atomically: a crash while saving leaves the previous checkpoint intact."""
-    import torch
-
-    tmp = f"{path}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path, device="cpu"):
-    """The checkpoint dict, loaded weights-only (tensors and plain containers; never executes code)."""
-    import torch
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"memops: no checkpoint at {path}")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"memops: {path} is not a memops checkpoint (format {FORMAT})")
-    return ckpt
-
-
-def model_from_checkpoint(path, device="cpu", backend=None):
-    """(model in eval mode, its recipe, the checkpoint dict) from a checkpoint of `memops train`."""
-    from .recipes import recipe_class
-
-    ckpt = load_checkpoint(path, device)
-    recipe = recipe_class(ckpt["task"]).restore(ckpt["task"], ckpt["recipe"])
-    model = recipe.build(backend=backend).to(device)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    return model, recipe, ckpt
-
-
-# ------------------------------------------------------------------------------------ progress, csv
-
-class Progress:
-    """One status line, redrawn in place on a terminal; a plain line every --log-every steps otherwise."""
-
-    def __init__(self, total, start, plain, stream=sys.stderr):
-        self.total, self.start_step, self.stream = total, start, stream
-        self.plain = plain or not stream.isatty()
-        self.t0 = time.perf_counter()
-
-    def update(self, step, fields, final=False):
-        elapsed = time.perf_counter() - self.t0
-        rate = (step - self.start_step) / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
-        width = 24
-        done = int(width * step / max(self.total, 1))
-        bar = "#" * done + "-" * (width - done)
-        text = " | ".join([f"[{bar}] {step}/{self.total}", f"{rate:.1f} step/s", *fields, f"eta {_duration(eta)}"])
-        if self.plain:
-            print(text, file=self.stream, flush=True)
-        else:
-            print("\r" + text + "\x1b[K", end="\n" if final else "", file=self.stream, flush=True)
-
-    def message(self, text):
-        print(("" if self.plain else "\r\x1b[K") + text, file=self.stream, flush=True)
-
-
-def _duration(seconds):
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def read_metrics(path):
-    """The rows of a metrics.csv as dicts of floats (empty fields -> None)."""
-    with open(path, newline="") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def csv_fields(recipe):
-    return ["step", "sequences", "wall_s", recipe.train_field, *recipe.eval_fields, "nonfinite_steps"]
-
-
-def _rewrite_metrics(path, fields, upto_step):
-    """Start metrics.csv, or on resume drop the rows logged after the checkpoint we restart from."""
-    rows = [r for r in read_metrics(path) if r["step"] <= upto_step] if os.path.exists(path) else []
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: _fmt(r.get(k)) for k in fields})
-
-
-def _fmt(value):
-    if value is None:
-        return ""
-    return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else f"{value:.6g}"
-
-
-def plot_learning_curve(metrics_path, png_path, title, recipe):
-    """learning_curve.png from metrics.csv: the training and evaluation cost (and accuracy, if any)."""
-    from ._plotting import pyplot, save
-
-    plt = pyplot()
-    if plt is None:
-        return False
-    rows = read_metrics(metrics_path)
-
-    def series(field):
-        return [(r["sequences"], r[field]) for r in rows if r.get(field) is not None]
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for field, label, style in [(recipe.train_field, "training batches", dict(lw=0.8, alpha=0.6)),
-                                (recipe.primary, "evaluation set", dict(marker="o", ms=3)),
-                                ("reference_bits", "optimal estimator", dict(ls="--", color="k", lw=1))]:
-        points = series(field) if field in csv_fields(recipe) else []
-        if points:
-            ax.plot(*zip(*points), label=label, **style)
-    if recipe.log_curve:
-        ax.set_yscale("log")
-    ax.set_xlabel("sequences seen")
-    ax.set_ylabel(recipe.curve_label)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper left")
-    accuracy = series("eval_accuracy") if "eval_accuracy" in recipe.eval_fields else []
-    if accuracy:
-        ax2 = ax.twinx()
-        ax2.plot(*zip(*accuracy), color="tab:green", marker="s", ms=3, label="evaluation accuracy")
-        ax2.set_ylabel("accuracy")
-        ax2.set_ylim(0, 1)
-        ax2.legend(loc="upper right")
-    ax.set_title(title)
-    save(fig, png_path)
-    return True
-
-
 # -------------------------------------------------------------------------------------------- train
 
 def run(args):
@@ -302,7 +172,7 @@ def run(args):
         step, sequences, wall = ckpt["step"], ckpt["sequences"], ckpt["wall_s"]
         nonfinite, best = ckpt["nonfinite_steps"], ckpt["best"]
     fields = csv_fields(recipe)
-    _rewrite_metrics(metrics_path, fields, step)
+    rewrite_metrics(metrics_path, fields, step)
     evaluation = recipe.eval_batches(args.eval_sequences, seed)
     params = sum(p.numel() for p in model.parameters())
     settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in hyper.items())
@@ -363,7 +233,7 @@ def run(args):
                     model.eval()
                     last_eval = recipe.evaluate(model, evaluation, device)
                     row.update(last_eval)
-                writer.writerow({k: _fmt(row.get(k)) for k in fields})
+                writer.writerow({k: format_value(row.get(k)) for k in fields})
                 csv_file.flush()
                 train_value = row[recipe.train_field]
                 status_fields = [f"loss {train_value:.3g} {recipe.train_unit}" if train_value is not None else "loss -"]
@@ -383,7 +253,7 @@ def run(args):
             if status:
                 break
     if last_eval:
-        print(f"memops train {args.task}: step {step}, {sequences} sequences, {_duration(wall)} training; "
+        print(f"memops train {args.task}: step {step}, {sequences} sequences, {duration(wall)} training; "
               f"{recipe.summary(last_eval)}; non-finite steps {nonfinite}", file=sys.stderr)
     return status
 

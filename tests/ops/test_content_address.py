@@ -6,13 +6,16 @@ import torch
 import torch.nn.functional as F
 
 import memops
-from helpers import (BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, backward_schema_args, check_against_reference,
+from helpers import (on, opcheck_op, BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, backward_schema_args, check_against_reference,
                      check_noncontiguous, forward_backward, gradcheck_op, make_inputs, random_grad,
                      requires_grad, run_opcheck, schema_args, seed_of, to, transposed)
 
 OP = "content_address"
 
+from faces import *  # noqa: E402,F401,F403  (the tests every op shares: faces.py)
 
+
+@pytest.mark.full_grid
 @pytest.mark.parametrize("similarity", ["cosine", "dot"])
 @pytest.mark.parametrize("mask", ["none", "random", "empty_row"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -34,6 +37,7 @@ def test_matches_reference(backend, device, N, W, H, B, dtype, mask, similarity)
             torch.testing.assert_close(sums, torch.ones_like(sums))
 
 
+@pytest.mark.full_grid
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["sliced", "transposed", "expanded"])
 @pytest.mark.parametrize("similarity", ["cosine", "dot"])
@@ -42,36 +46,33 @@ def test_noncontiguous(backend, device, kind, dtype, similarity):
     check_noncontiguous(OP, tensors, kwargs, kind, dtype, device, backend, seed=7)
 
 
+@pytest.mark.full_grid
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("mask", ["none", "empty_row"])
 @pytest.mark.parametrize("similarity", ["cosine", "dot"])
-def test_gradcheck(cpp, seed, mask, similarity):
+def test_gradcheck(backend, device, seed, mask, similarity):
     tensors, kwargs = make_inputs(OP, B=2, H=2, N=5, W=3, seed=seed, mask=mask, similarity=similarity)
     if mask == "empty_row":
         kwargs["mask"][1, 0] = True  # batch 0 fully masked, batch 1 partly
         kwargs["mask"][1, 1] = False
-    gradcheck_op(OP, tensors, kwargs, cpp)
+    gradcheck_op(OP, *on(device, tensors, kwargs), backend)
 
 
 @pytest.mark.parametrize("mask", ["none", "empty_row"])
 @pytest.mark.parametrize("similarity", ["cosine", "dot"])
-def test_opcheck(cpp, mask, similarity):
+def test_opcheck(backend, device, mask, similarity):
     tensors, kwargs = make_inputs(OP, B=2, H=3, N=5, W=4, seed=3, mask=mask, similarity=similarity)
-    run_opcheck(OP, schema_args(OP, requires_grad(tensors), kwargs))
-    grad = random_grad((2, 3, 5), 3)
-    run_opcheck("_" + OP + "_backward", backward_schema_args(OP, tensors, kwargs, grad))
+    opcheck_op(OP, tensors, kwargs, backend, device, seed=3)
 
 
-def test_opcheck_noncontiguous_forward(cpp):
+def test_opcheck_noncontiguous_forward(backend, device):
     tensors, kwargs = make_inputs(OP, B=2, H=3, N=5, W=4, seed=4, mask="random")
-    tensors = {k: transposed(v) for k, v in tensors.items()}
-    run_opcheck(OP, schema_args(OP, requires_grad(tensors), kwargs))
+    opcheck_op(OP, tensors, kwargs, backend, device, backward=False, noncontiguous="transposed", seed=4)
 
 
-def test_opcheck_noncontiguous_backward(cpp):
+def test_opcheck_noncontiguous_backward(backend, device):
     tensors, kwargs = make_inputs(OP, B=2, H=3, N=5, W=4, seed=4, mask="random")
-    tensors = {k: transposed(v) for k, v in tensors.items()}
-    run_opcheck("_" + OP + "_backward", backward_schema_args(OP, tensors, kwargs, random_grad((2, 3, 5), 4)))
+    opcheck_op(OP, tensors, kwargs, backend, device, forward=False, noncontiguous="transposed", seed=4)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -222,3 +223,13 @@ def test_gradient_of_total_weight_is_zero(backend, device):
     # sum of weights is constant (1 per live row): the gradient of sum(out) is zero
     for g in grads.values():
         torch.testing.assert_close(g, torch.zeros_like(g), atol=1e-12, rtol=0)
+
+
+def test_fully_masked_row_is_zero_with_zero_gradients(backend, device):
+    tensors, kwargs = on(device, *make_inputs(OP, B=2, H=2, N=7, W=4, seed=5, mask="empty_row"))
+    leaves = {k: v.detach().requires_grad_(True) for k, v in tensors.items()}
+    out = memops.content_address(*leaves.values(), **kwargs, backend=backend)
+    assert torch.equal(out[0], torch.zeros_like(out[0]))
+    out.backward(random_grad(out.shape, 5, device=device))
+    assert torch.equal(leaves["keys"].grad[0], torch.zeros_like(leaves["keys"].grad[0]))
+    assert torch.equal(leaves["memory"].grad[0], torch.zeros_like(leaves["memory"].grad[0]))

@@ -1,0 +1,65 @@
+"""The memops command line: `memops COMMAND ...`, or `python -m memops COMMAND ...`.
+
+    memops check [--device cpu|cuda] [--backend NAME ...] [--dtype float32 float64]
+    memops train TASK [--out DIR] [--steps N] [--resume] ...
+    memops eval CHECKPOINT [--length L ...]
+    memops plot CHECKPOINT [--out PNG]
+
+Each command is a module holding
+    HELP                  one line for `memops --help`,
+    add_arguments(parser) its options, on its own argparse subparser,
+    run(args) -> int      the work, returning the exit code (0 ok, 1 a check failed, 2 cannot run).
+A new command (train, eval, plot, ...) is one more line in COMMANDS; its module is imported only
+when that command runs or when the parser is built, so keep heavy imports inside run().
+"""
+
+import argparse
+import importlib
+import sys
+
+# command name -> module: `check` belongs to the op library, the others to the application
+COMMANDS = {
+    "check": "memops.check",
+    "train": "memops.app.train",
+    "eval": "memops.app.evaluate",
+    "plot": "memops.app.plot",
+}
+
+
+def _module(name):
+    return importlib.import_module(COMMANDS[name])
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="memops",
+        description="memops: fused memory-addressing ops for memory-augmented networks.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the memops version and build, then exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = _module(name)
+        cmd = sub.add_parser(name, help=module.HELP, description=(module.__doc__ or module.HELP).strip(),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None):
+    """Parse `argv` (default sys.argv[1:]), run the command, return its exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error argparse has already printed
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    if args.version:
+        import memops
+
+        print(f"memops {memops.__version__} {memops.build_info()}")
+        return 0
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return int(args._run(args) or 0)
+
