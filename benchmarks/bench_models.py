@@ -1,18 +1,9 @@
-"""Time the models end to end: one training step (forward over a batch of sequences, then backward)
-and the forward alone, for each backend of the memops ops, at the settings `memops train` uses.
+"""Time the models end to end, a training step (forward + backward) and the forward alone, for each
+backend of the memops ops, at the settings `memops train` uses: the NTM on copy, the NSE and its LSTM
+baseline on nse-recall. Rows go to benchmarks/results/models.csv; details: benchmarks/README.md.
 
-    python benchmarks/bench_models.py --threads 1           # NTM on copy, NSE and its LSTM baseline on nse-recall
+    python benchmarks/bench_models.py --threads 1
     python benchmarks/bench_models.py --models ntm --batch 1 --no-csv
-
-- ntm:  memops.nn.NTM as `memops train copy` builds it (LSTM 100, memory 128 x 20, one read and one
-        write head, 3 shifts) on copy sequences that all have --length (2L+1 steps of real work);
-- nse:  the nse-recall classifier (memops.nn.NSE, 64 wide) on recall sequences of 16 pairs (18 steps);
-- lstm: its LSTM baseline of the same parameter count (no memops ops: one row, "torch").
-
-The backends differ only in the memory ops (ntm_address, read, write; content_address, read, write);
-the controller, LSTMs and linear layers are the same PyTorch calls in every column, so the ratio is
-that of the whole model, not of the ops alone (for those, see bench_ops.py). Results are appended to
-benchmarks/results/models.csv with the environment and commit (harness.Env).
 """
 
 import argparse
@@ -27,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import ENV_FIELDS, Env, append_csv, format_table, time_us  # noqa: E402
 
 import memops  # noqa: E402
-from memops.recipes import NTMRecipe, RecallRecipe, bce_cost  # noqa: E402
+from memops.app.recipes import NTMRecipe, RecallRecipe, bce_cost  # noqa: E402
 
 DEFAULT_CSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "models.csv")
 FIELDS = ENV_FIELDS + ["model", "task", "steps", "batch", "backend", "pass", "us", "vs_reference"]

@@ -1,16 +1,6 @@
-"""The benchmark harness every benchmarks/bench_*.py script shares: timing, environment, CSV rows.
-
-    from harness import Env, time_us, append_csv, format_table
-
-Timing (time_us): on a CPU, torch.utils.benchmark.Timer.blocked_autorange with all of torch's
-threads (Timer's default is one thread), the median over blocks; on a GPU, triton.testing.do_bench
-(median, L2 flushed between runs) where Triton is installed, else CUDA events around each call,
-median. Both warm up first. Compile times are never inside a timing: callers run their function
-once before timing it.
-
-Every CSV row starts with Env.columns(): when, which commit (with "-dirty" if the tree has
-uncommitted changes outside benchmarks/results/), which device, how many threads, the load average
-when the run started (timings on a loaded machine are noise), and the torch / CUDA / Triton versions.
+"""What every benchmarks/bench_*.py script shares: timing (time_us: torch.utils.benchmark on a CPU,
+triton.testing.do_bench or CUDA events on a GPU; medians, after warm-up), the environment and commit of
+a run (Env, the first CSV columns), CSV appending and the printed table. Details: benchmarks/README.md.
 """
 
 import csv
@@ -18,36 +8,17 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
 
 import torch
 
-from memops.testing import device_name
+from memops.testing import device_name, git_commit
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+# commit: memops.testing.git_commit, "-dirty" if the tree has changes outside benchmarks/results/
 ENV_FIELDS = ["timestamp", "commit", "device", "threads", "loadavg", "torch", "cuda", "triton"]
 
 
 # ---------------------------------------------------------------------------------------------------
 # Environment
-
-
-def git_commit(repo=REPO):
-    """`git rev-parse --short HEAD`, plus "-dirty" if tracked or new files differ (results/ aside)."""
-    try:
-        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=repo, text=True,
-                                       stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    try:
-        status = subprocess.check_output(
-            ["git", "status", "--porcelain", "--", ".", ":(exclude)benchmarks/results"],
-            cwd=repo, text=True, stderr=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return head
-    return head + ("-dirty" if status.strip() else "")
 
 
 def triton_version():

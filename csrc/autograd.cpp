@@ -1,12 +1,10 @@
 // Autograd kernels: one torch::autograd::Function per op, registered for the Autograd dispatch key.
 // Each forward runs the op below autograd (on whatever device kernel applies) and saves what its
-// backward op needs; each backward calls the op's _<op>_backward. Written in C++ rather than with
-// torch.library.register_autograd because the Python path costs ~30 us a call in Python overhead,
-// more than the kernels themselves at NTM sizes. torch.compile traces through these as it does
-// through torchvision's C++ autograd kernels; the fake kernels live in memops/_library.py.
-//
-// Double backward is not supported: the backward ops' autograd kernels refuse inputs that require
-// grad while grad mode is on (an error says so) and otherwise go straight to the device kernel.
+// backward op needs; each backward calls the op's _<op>_backward. In C++ rather than with
+// torch.library.register_autograd, whose Python overhead per call exceeds the kernels' time at NTM
+// sizes; torch.compile traces through these (fake kernels: memops/_library.py). Double backward is
+// not supported: the backward ops' autograd kernels refuse inputs that require grad while grad mode
+// is on (an error says so) and otherwise go straight to the device kernel.
 #include <torch/autograd.h>
 #include <torch/library.h>
 

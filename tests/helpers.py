@@ -15,7 +15,7 @@ import torch
 
 import memops
 from memops import _library
-from memops.spec import OPS, SPECS
+from memops.spec import SPECS
 from memops.testing import SLACK_FACTOR, allowance, sample_inputs
 
 EXTENSION_BUILT = _library.AVAILABLE

@@ -1,14 +1,11 @@
 #!/usr/bin/env bash
-# Compile-only checks of the CUDA code with nvcc; needs no GPU and no CUDA build of torch (CI runs
-# it on a CPU machine). Three parts:
-#   1. csrc/math/nvcc_check.cu: the host-device math shared with the CPU kernels, as device code;
-#   2. csrc/cuda/kernels_check.cu: every kernel of csrc/cuda/*_kernels.cuh for float, double, half and
-#      bfloat16 (ATen-free), with the register / spill report of each (-Xptxas -v);
-#   3. csrc/cuda/<op>.cu: the ATen launchers, against the installed torch's headers (a CPU build of
-#      torch lacks one generated CUDA header: tools/nvcc_stub stands in for it). Compile only.
-# Parts 1 and 2 run for every arch in $ARCHS (default "80 90"), warnings as errors; part 3 for the
-# last arch. The flags are those torch's CUDAExtension adds (no implicit half conversions), so code
-# that passes here builds there.
+# Compile-only checks of the CUDA code with nvcc: no GPU and no CUDA build of torch needed (CI runs it
+# on a CPU machine). For every arch in $ARCHS (default "80 90"), warnings as errors:
+# csrc/math/nvcc_check.cu (the shared math as device code) and csrc/cuda/kernels_check.cu (every
+# kernel for float, double, half and bfloat16, with each kernel's registers and spills from
+# tools/ptxas_report.py). For the last arch, the launchers csrc/cuda/<op>.cu against the installed
+# torch's headers (tools/nvcc_stub stands in for the one header a CPU build of torch lacks). The flags
+# are those of torch's CUDAExtension, so code that passes here builds there.
 #
 #   bash tools/nvcc_check.sh            # from the repository root
 set -euo pipefail

@@ -1,18 +1,9 @@
-// content_address on CUDA: the launchers of csrc/cuda/content_address_kernels.cuh (which documents
-// the kernels, the two regimes and what the backward recomputes).
-//
-// Launch configuration:
-//   G, V   lanes per slot and elements per load, from W and the memory pointer's alignment
-//          (content::slot_shape: V = 16 bytes of T where W and the alignment allow).
-//   chunk  content::plan_chunk: one block per batch row (fused, one launch per pass) unless B leaves
-//          the GPU short of 4 blocks per SM and the rows are long enough to split; then the slots
-//          of a row are split into chunks (grid B * chunks) and small kernels combine the partials.
-//   forward fused also needs the H N logits in shared memory; where they do not fit (in
-//   content::kFusedSmemBudget, 112 KiB: two blocks per H100 SM), the chunked
-//   path runs (with one chunk if B fills the GPU). Backward blocks shrink from 256 threads where the
-//   per-group key-gradient accumulators (groups H W floats) need it.
+// content_address on CUDA: the launchers of content_address_kernels.cuh. The slot shape comes from W
+// and the alignment (content::slot_shape), the chunks from content::plan_chunk; the forward is fused
+// only where the logits also fit in shared memory (content::kFusedSmemBudget), and the backward's
+// blocks shrink where the per-group key-gradient accumulators need it.
 #include "content_address_kernels.cuh"
-#include "content_launch.h"
+#include "similarity_launch.h"
 
 namespace memops {
 namespace cuda {

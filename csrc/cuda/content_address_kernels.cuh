@@ -1,39 +1,12 @@
-// content_address on the GPU: softmax_i(beta[b,h] sim(keys[b,h], memory[b,i])) over the (kept) slots,
-// and its backward. The passes over memory are those of content_kernels.cuh: a block takes a chunk of
-// the slots of batch row b for ALL heads of b (the keys in shared memory), G lanes per slot.
-//
-// Kernels and regimes:
-//   content_address_fwd_kernel<T, G, V>     grid B * chunks, block kThreads (256).
-//       fused (chunks == 1, the logits of all H heads fit in shared memory; small regime, e.g.
-//       B=64, H=1, N=128, W=20): one block per batch row computes |m_i| and the H dot products of
-//       every slot in one sweep, keeps the logits in shared memory and finishes the softmax itself
-//       (block max / sum): the whole op is ONE launch.
-//       chunked (large regime, e.g. B=64, N=8192, W=128: 9 chunks of 912 slots): each block writes
-//       its logits to a float workspace (B, H, N) and its (max, sum exp) per head to (B, H, chunks, 2).
-//   content_address_softmax_kernel<T>       chunked only: grid B * H * chunks, block 256. Combines the
-//       chunk partials of its row in chunk order (every block the same way) and writes the weights
-//       of its chunk. Memory is read once per forward in both regimes.
-//   content_address_stats_kernel<T>         chunked backward only: grid B * H, block 512: the
-//       softmax-backward statistics of each row (math::CenteredGrad by block reductions: argmax of p,
-//       s = sum p g, the argmax's g - s without cancellation) into a workspace.
-//   content_address_bwd_kernel<T, G, V>     grid B * chunks, block <= 256 (fewer where the per-group
-//       key-gradient accumulators, groups * H * W floats, need it). ONE sweep over memory per slot
-//       row: recompute sim (|m_i| and the H dots), dlogits = p (g - s) (centered at argmax),
-//       dsim = beta dlogits, write grad_memory_i (summed over heads), accumulate the grad_beta and
-//       grad_key partials per group in shared memory. Fused (chunks == 1, small regime): the same
-//       block computes the row statistics first and writes grad_key / grad_beta at the end: ONE
-//       launch. Chunked: per-chunk partials to a workspace (B, chunks, H, W + 1).
-//   content::key_grad_finalize_kernel<T>    chunked backward only: grid B * H: sums the chunk
-//       partials in chunk order, grad_key = sum - kcoef k, grad_beta.
-//
-// Saved vs recomputed: the forward saves only its output (the weights p, as the CPU does), so an
-// unrolled model keeps one (B, H, N) tensor per call. The backward recomputes sim in the same sweep
-// over memory that the memory and key gradients need anyway (the softmax-backward statistics need
-// only p and the incoming gradient, so they are known before that sweep), hence its cost is one
-// read of memory and one write of grad_memory.
+// content_address on the GPU: softmax over the kept slots of beta sim(key, memory slot), and its
+// backward, built on the slot passes of similarity_kernels.cuh. Each kernel says whether it is the
+// fused path (one block per batch row: one launch per pass) or the chunked one (partials per chunk of
+// slots, combined in chunk order). Saved for backward: only the output p; the backward recomputes
+// sim in the sweep over memory that the memory and key gradients make anyway (the softmax
+// statistics need only p and the incoming gradient), so it reads memory once.
 #pragma once
 
-#include "content_kernels.cuh"
+#include "similarity_kernels.cuh"
 
 namespace memops {
 namespace cuda {
@@ -77,9 +50,10 @@ struct BwdSmem {
 
 }  // namespace content
 
-// Forward. logits_ws == nullptr: fused (chunks == 1), writes `out`. Else writes the logits of its
-// chunk to logits_ws (B, H, N) and its partials to part (B, H, chunks, 2): (max, sum exp(l - max)),
-// (-inf, 0) for a chunk with no kept slot.
+// Forward: one sweep over the memory of its slots (|m_i| and the H dot products). logits_ws ==
+// nullptr: fused (chunks == 1): keeps the logits in shared memory, finishes the softmax and writes
+// `out`. Else writes the logits of its chunk to logits_ws (B, H, N) and its partials to
+// part (B, H, chunks, 2): (max, sum exp(l - max)), (-inf, 0) for a chunk with no kept slot.
 template <typename T, int G, int V>
 __global__ void __launch_bounds__(content::kThreads, content::kSlotBlocks)
     content_address_fwd_kernel(const T* mem, const T* keys, const T* beta, const bool* mask, int64_t H,
@@ -175,9 +149,11 @@ __global__ void __launch_bounds__(content::kRowThreads, content::kRowBlocks)
   }
 }
 
-// Backward. stats == nullptr: fused (chunks == 1): computes the row statistics itself and writes
-// grad_keys and grad_beta. Else reads them from stats / args and writes its partials to
-// part (B, chunks, H, W + 1).
+// Backward, one sweep over the memory of its slots: per slot, sim recomputed, dl = p (g - s)
+// (centered at the argmax), dsim = beta dl, grad_memory written, the grad_beta and grad_key partials
+// summed per group in shared memory. stats == nullptr: fused (chunks == 1): computes the row
+// statistics itself and writes grad_keys and grad_beta. Else reads them from stats / args and writes
+// its partials to part (B, chunks, H, W + 1).
 template <typename T, int G, int V>
 __global__ void __launch_bounds__(content::kThreads, content::kSlotBlocks)
     content_address_bwd_kernel(const T* grad, const T* mem, const T* keys, const T* beta, const T* weights,

@@ -1,7 +1,8 @@
 // Compile-only check of every CUDA kernel, with no ATen: instantiates each kernel of the
 // csrc/cuda/<op>_kernels.cuh files for the four storage types, so that `nvcc -Xptxas -v` compiles
 // them all and reports their registers and spills (tools/nvcc_check.sh; CI runs it without a GPU).
-// Not part of the extension. Keep it listing every <op>_kernels.cuh.
+// Not part of the extension. Keep it listing every <op>_kernels.cuh (similarity_kernels.cuh, shared
+// by content_address and ntm_address, comes with them: their lists include its kernels).
 #include "common.cuh"
 // (one include per op family, added with its kernels)
 #include "content_address_kernels.cuh"

@@ -1,10 +1,8 @@
 // What every CUDA launcher (csrc/cuda/<op>.cu) does around its kernels: the dtype check, the device
 // guard, the current stream, the storage-type mapping (at::Half -> __half, at::BFloat16 ->
-// __nv_bfloat16, so the kernels never see ATen), the launch-error check, grid sizes.
-//
-// Launchers take any strides: they call .contiguous() on every input (tensors.h), a copy only where
-// the input is not already dense. The kernels then index contiguous rows. The tests pass sliced,
-// transposed and expanded inputs and gradients (tests/test_<op>.py, test_noncontiguous).
+// __nv_bfloat16, so the kernels never see ATen), the launch-error check, grid sizes. Launchers take
+// any strides: they call .contiguous() on every input (tensors.h), a copy only where the input is not
+// already dense, and the kernels index contiguous rows.
 #pragma once
 
 #include <ATen/ATen.h>

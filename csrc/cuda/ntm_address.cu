@@ -1,17 +1,9 @@
-// ntm_address on CUDA: the launchers of csrc/cuda/ntm_address_kernels.cuh (which documents the
-// kernels, the two regimes and what the backward recomputes).
-//
-// Launch configuration:
-//   G, V   lanes per slot and elements per load (content::slot_shape, as content_address).
-//   fused  (one block per batch row, one launch per pass) where content::plan_chunk keeps one chunk
-//          per row and the block's rows fit in shared memory (within content::kFusedSmemBudget,
-//          112 KiB): forward H N + 2 N floats, backward 2 H N + 4 N floats (plus the keys and the
-//          key-gradient accumulators).
-//   else   chunked: the similarity pass over B * chunks blocks into a float workspace, the row chain
-//          per (b, h) row (512 threads, rows in global scratch), and for the backward the
-//          memory-gradient pass over B * chunks blocks and the key-gradient finalisation.
-#include "content_launch.h"
+// ntm_address on CUDA: the launchers of ntm_address_kernels.cuh. Fused (one block per batch row, one
+// launch per pass) where content::plan_chunk keeps one chunk per row and the rows fit in shared memory
+// (content::kFusedSmemBudget); else the chunked kernels, with float workspaces for the sims (and, in
+// the backward, dsim, the key coefficients and the key-gradient partials).
 #include "ntm_address_kernels.cuh"
+#include "similarity_launch.h"
 
 namespace memops {
 namespace cuda {

@@ -1,40 +1,14 @@
 // ntm_address on the GPU: the whole NTM addressing of every (b, h) row, cosine content -> softmax ->
-// gated = g content + (1 - g) prev -> circular shift -> sharpen, and its backward. The memory passes
-// are those of content_kernels.cuh (a block takes the slots of batch row b for ALL heads of b, keys
-// in shared memory, G lanes per slot); the row chain (softmax, gate, shift, sharpen and their
-// backwards) is written here block-parallel, with the per-element formulas of math/addressing.h
-// (shift_row, shift_backward_row, sharpen_row, sharpen_backward_row incl. its zero handling).
-//
-// Kernels and regimes:
-//   ntm_address_fwd_kernel<T, G, V>      fused forward, grid B, block 256 (small regime: B=64, H=1,
-//       N=128, W=20, and wherever one block per batch row is enough and H N + 2 N floats fit in
-//       shared memory): the similarity pass of all heads into shared memory (one read of memory),
-//       then per head the chain in shared memory, the output written once. ONE launch.
-//   ntm_address_sims_kernel<T, G, V>     chunked regime (B=64, N=8192, W=128): grid B * chunks,
-//       block 256: sim of its chunk of slots for all heads into a float workspace (B, H, N).
-//   ntm_address_fwd_row_kernel<T>        chunked forward, grid B * H, block 512: the chain of one row
-//       over global scratch rows (the workspace row in place as the content, 2 N more per row).
-//   ntm_address_bwd_kernel<T, G, V>      fused backward, grid B, block <= 256: similarity pass into
-//       shared memory, per head the chain recomputed and run backwards in shared memory
-//       (sharpen -> shift -> gate -> softmax), dsim kept in shared memory, then the memory-gradient
-//       pass (grad_memory per slot summed over heads, grad_key partials per group) and grad_key.
-//       ONE launch; memory is read twice (the chain needs every sim of the row before any dsim).
-//   ntm_address_bwd_row_kernel<T>        chunked backward (after ntm_address_sims_kernel), grid
-//       B * H, block 512: the chain and its backward per row in global scratch (4 N per row):
-//       grad_gamma, grad_kernel, grad_gate, grad_prev, grad_beta, and dsim (B, H, N) and each row's
-//       key coefficient (B, H) to workspaces.
-//   ntm_address_grad_kernel<T, G, V>     chunked backward, grid B * chunks, block <= 256: the
-//       memory-gradient pass from the workspaces: grad_memory, per-chunk grad_key partials.
-//   content::key_grad_finalize_kernel<T> chunked backward, grid B * H: grad_key from the partials.
-//
-// Saved vs recomputed: the forward saves nothing but its output (as the CPU: an NTM unrolled over
-// T steps would otherwise keep the content, gated and shifted rows, three more (B, H, N) tensors per
-// step). The backward recomputes the chain per row (O(N W + N S), the forward's work) and runs it
-// backwards; the sims it needs twice (softmax input, grad_beta, then the memory gradients) it keeps
-// in shared memory (fused) or a float workspace (chunked) for the duration of the backward only.
+// gate with the previous weights -> circular shift -> sharpen, and its backward. The memory passes are
+// those of similarity_kernels.cuh; the row chain is written here block-parallel with the per-element
+// formulas of math/addressing.h. Each kernel says whether it is fused (one block per batch row, the
+// rows in shared memory) or chunked (the chain per (b, h) row in global scratch).
+// Saved for backward: only the output. The backward recomputes the chain per row (the forward's work)
+// rather than keep the content, gated and shifted rows, three more (B, H, N) tensors per step of an
+// unrolled NTM; the sims it needs twice it keeps only while it runs (shared memory or a workspace).
 #pragma once
 
-#include "content_kernels.cuh"
+#include "similarity_kernels.cuh"
 
 namespace memops {
 namespace cuda {
@@ -252,7 +226,8 @@ struct BwdSmem {
 
 }  // namespace ntm
 
-// Fused forward: one block per batch row b, every head.
+// Fused forward: one block per batch row b, every head: the similarity pass into shared memory (one
+// read of memory), then per head the chain in shared memory; the output written once.
 template <typename T, int G, int V>
 __global__ void __launch_bounds__(content::kThreads, content::kSlotBlocks)
     ntm_address_fwd_kernel(const T* mem, const T* keys, const T* beta, const T* gate, const T* kern,
@@ -324,7 +299,9 @@ __global__ void __launch_bounds__(content::kRowThreads, content::kRowBlocks)
   ntm::sharpen_forward(sh, load<A>(gamma + r), N, out + r * N, red);
 }
 
-// Fused backward: one block per batch row b, every head.
+// Fused backward: one block per batch row b, every head: the similarity pass into shared memory, per
+// head the chain recomputed and run backwards (sharpen -> shift -> gate -> softmax) into dsim, then
+// the memory-gradient pass. Memory is read twice: the chain needs every sim of the row before any dsim.
 template <typename T, int G, int V>
 __global__ void __launch_bounds__(content::kThreads, content::kSlotBlocks)
     ntm_address_bwd_kernel(const T* grad, const T* mem, const T* keys, const T* beta, const T* gate,

@@ -1,11 +1,5 @@
-// read on CUDA: the launchers (kernels and their design: read_kernels.cuh).
-//   forward:  V = 16 bytes of T where W % V == 0 and memory / out are 16-byte aligned, else 1;
-//             ColumnTiling over W / V columns (256 threads at most); chunks from slot_chunk_size
-//             (about 1024 blocks, at least 16 slot steps per thread): grid (B * chunks, column
-//             tiles); chunks > 1 adds the fixed-order combine over a float (double) workspace.
-//   backward: G = W rounded up to a power of two in [8, 32]; 256 threads; kReadBackwardSteps steps of
-//             256 / G slots per block; grid B * ceil(N / slots per block). One launch.
-// Both: kHT = 1 head per sweep for H = 1, else 8. Backward needs only the inputs.
+// read on CUDA: the launchers of read_kernels.cuh, which pick each kernel's vector width, column
+// tiling, chunks (slot_chunk_size) and heads per sweep (kHT: 1 for one head, else 8).
 #include "launch.h"
 #include "read_kernels.cuh"
 

@@ -1,28 +1,6 @@
-// read on CUDA: r[b, h] = sum_i w[b, h, i] m[b, i]  -> (B, H, W).
-//
-//   read_forward_kernel<T, kHT, V>   grid (B * chunks, column tiles), block R x CT threads
-//       (ColumnTiling, common.cuh): thread (r, c) sums column c (V consecutive columns, one aligned
-//       16-byte load, where W % V == 0 and the pointers allow; else V = 1) of the slots first + r,
-//       first + r + R, ... of its chunk for kHT heads at once, so each step of the block reads R whole
-//       consecutive slots, coalesced, and memory is read once (for H <= kHT; more heads take a sweep
-//       per kHT of them). The R partial sums of a column are added in shared memory, r = 0..R-1 in
-//       order. kHT = 1 for one head (NTM, NSE), 8 otherwise.
-//       Small regime (NTM: N = 128, W = 20): chunks = 1, one block per batch row (and column tile)
-//       writes r itself: one launch. Large regime (N = 8192, W = 128): the slots of a row are cut into
-//       chunks (slot_chunk_size: about 1024 blocks, at least 16 steps per thread) so 64 batch rows
-//       fill every SM; each block writes its partial sums to a float (double for double) workspace
-//       (B, chunks, H, W) and
-//   read_combine_kernel<T>           adds the chunks of each output in chunk order (deterministic,
-//       no atomics), one thread per output.
-//   read_backward_kernel<T, G, kHT>  grad_w[b, h, i] = g_h . m_i and grad_m[b, i, :] = sum_h w[b, h, i] g_h
-//       in one pass that reads each memory slot once: a group of G lanes (G = 8, 16 or 32: W rounded
-//       up to a power of two, at least 8, at most a warp) per slot, lane l taking columns l, l + G, ...;
-//       grad_m is elementwise (it needs no m), grad_w a group_sum per head over the slot's columns
-//       (kHT heads per sweep over the slot; more heads re-read the slot, from L1). A block of 256
-//       threads takes 8 steps of 256 / G slots; grid B * ceil(N / slots per block), one launch in
-//       both regimes (no reduction crosses blocks).
-//
-// Saved for backward: nothing but the inputs (memory, weights); nothing is recomputed but products.
+// read on CUDA: r[b, h] = sum_i w[b, h, i] m[b, i] -> (B, H, W), and its backward (grad_w and grad_m
+// in one pass over memory). Sums run in a fixed order, no atomics. Saved for backward: only the inputs
+// (memory, weights); nothing is recomputed but products.
 #pragma once
 
 #include "common.cuh"
@@ -41,6 +19,13 @@ constexpr int kReadForwardBlocks = kHT * V * sizeof(acc_t<T>) > 16 * 4 ? 2 : kRe
 // Slot steps per block of the backward kernel (slots per block: kReadBackwardSteps * 256 / G).
 constexpr int64_t kReadBackwardSteps = 8;
 
+// Forward, grid (B * chunks, column tiles), block R x CT (ColumnTiling, common.cuh): thread (r, c) sums
+// column c (V consecutive columns: one aligned 16-byte load where W % V == 0 and the pointers allow,
+// else V = 1) of the slots first + r, first + r + R, ... of its chunk for kHT heads at once (1 for one
+// head, else 8), so each step of the block reads R whole consecutive slots, coalesced, and memory is
+// read once for H <= kHT. The R partial sums of a column are added in shared memory in order of r.
+// chunks == 1: the block writes r; else its sums go to a workspace (B, chunks, H, W) that
+// read_combine_kernel adds up. Chunks exist only to fill the GPU when B is small.
 template <typename T, int kHT, int V>
 __global__ void __launch_bounds__(kReadThreads, (kReadForwardBlocks<T, kHT, V>))
     read_forward_kernel(const T* __restrict__ memory, const T* __restrict__ weights, T* __restrict__ out,
@@ -126,6 +111,11 @@ __global__ void __launch_bounds__(kReadThreads)
   }
 }
 
+// Backward: grad_w[b, h, i] = g_h . m_i and grad_m[b, i, :] = sum_h w[b, h, i] g_h in one pass that
+// reads each memory slot once: a group of G lanes (W rounded up to a power of two, 8 to 32) per slot,
+// lane l taking columns l, l + G, ...; grad_m is elementwise (it needs no m), grad_w a group_sum per
+// head (kHT heads per sweep over the slot; more heads re-read it, from L1). A block takes
+// kReadBackwardSteps steps of 256 / G slots; no reduction crosses blocks: one launch.
 template <typename T, int G, int kHT>
 __global__ void __launch_bounds__(kReadThreads, kReadBlocks)
     read_backward_kernel(const T* __restrict__ grad, const T* __restrict__ memory,

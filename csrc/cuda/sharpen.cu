@@ -1,8 +1,5 @@
-// sharpen on CUDA: the launchers (kernels and their design: sharpen_kernels.cuh). One block per
-// (b, h) row, min(1024, N rounded up to a warp) threads, one launch per pass. The forward keeps the
-// row's powers in dynamic shared memory while N * sizeof(acc) <= 40 KB (under the 48 KB a block may
-// use without opt-in, with room for the static reduction scratch), else recomputes them.
-// Backward takes the saved output (`out`) with the inputs, as on the CPU.
+// sharpen on CUDA: the launchers of sharpen_kernels.cuh: one block per (b, h) row, min(1024, N rounded
+// up to a warp) threads, one launch per pass. The backward takes the saved output with the inputs.
 #include "launch.h"
 #include "sharpen_kernels.cuh"
 
@@ -14,6 +11,8 @@ int sharpen_threads(int64_t N) {
   const int64_t t = ceil_div(std::max<int64_t>(N, 1), kWarp) * kWarp;
   return static_cast<int>(std::min<int64_t>(t, kSharpenThreads));
 }
+// The forward keeps a row's powers in dynamic shared memory up to this size: under the 48 KB a block
+// may use without opt-in, with room for the static reduction scratch; longer rows recompute them.
 constexpr int64_t kSharpenCacheBytes = 40 * 1024;
 }  // namespace
 

@@ -1,25 +1,7 @@
-// sharpen on CUDA: out = u / sum u with u_i = (w_i / max w)^gamma per (b, h) row (math::sharpen_row);
-// an all-zero row gives zeros.
-//
-// O(N) per row, a few reductions over the row: one block per row in both regimes (NTM: 64 rows of
-// 128 slots, one launch; large: 64 rows of 8192, a block of 1024 threads per row, one launch), the
-// reductions as block reductions (fixed trees: deterministic).
-//
-//   sharpen_forward_kernel<T, kCache>   max (block_max), u and sum u (block_sum), out = u / sum u.
-//       kCache: u stays in dynamic shared memory between the sum and the scaling (each thread reads
-//       back only its own entries, so no barrier is needed for it); the launcher uses it while the
-//       row fits (N * sizeof(A) <= 40 KB), else the power is recomputed in the last sweep.
-//   sharpen_backward_kernel<T>          math::sharpen_backward_row with block reductions:
-//       sweep 1: max w (block_max) and p's first largest slot `arg` (block argmax, ties to the lower
-//       index, as CenteredGrad's serial scan); sweep 2: rest = sum_{i != arg} p_i and
-//       t = sum_{i != arg} p_i g_i (block sums that leave the largest slot out, so the slot that holds
-//       almost all the mass gets g_arg rest - t instead of the cancelling g_arg - s); sweep 3:
-//       grad_w and the gamma gradient sum_i p_i log(w_i / max) (g_i - s) (block sum).
-//       At w_i = 0 the ratio p_i / w_i is its limit (w/max)^(gamma-1) / (max sum u) (0 for gamma > 1,
-//       p_arg / max at gamma = 1), taken without pow (pow_zero below), so it holds under fast math too.
-//
-// Saved for backward: the input weights and the output p (as on the CPU): p spares recomputing the
-// powers and their normaliser; backward recomputes only the row max (one block_max).
+// sharpen on CUDA: out = u / sum u with u_i = (w_i / max w)^gamma per (b, h) row (math::sharpen_row;
+// an all-zero row gives zeros), and its backward: one block per row, the reductions as block
+// reductions in a fixed order. Saved for backward: the input weights and the output p (as on the
+// CPU): p spares recomputing the powers and their normaliser; the backward recomputes the row max.
 #pragma once
 
 #include <climits>
@@ -78,6 +60,9 @@ __device__ __forceinline__ long long sharpen_block_argmax(A v, long long i, A* v
   return i;
 }
 
+// Forward: max w (block_max), u and sum u (block_sum), out = u / sum u. kCache: u stays in dynamic
+// shared memory between the sum and the scaling (each thread reads back only its own entries, so no
+// barrier is needed for it); without it the power is recomputed in the last sweep.
 template <typename T, bool kCache>
 __global__ void __launch_bounds__(kSharpenThreads)
     sharpen_forward_kernel(const T* __restrict__ weights, const T* __restrict__ gamma,
@@ -112,6 +97,13 @@ __global__ void __launch_bounds__(kSharpenThreads)
   }
 }
 
+// Backward, math::sharpen_backward_row with block reductions. Sweep 1: max w and p's first largest
+// slot `arg` (ties to the lower index, as CenteredGrad's serial scan); sweep 2: rest = sum_{i != arg} p_i
+// and t = sum_{i != arg} p_i g_i, so the slot that holds almost all the mass gets g_arg rest - t
+// instead of the cancelling g_arg - s; sweep 3: grad_w, and the gamma gradient
+// sum_i p_i log(w_i / max) (g_i - s). At w_i = 0 the ratio p_i / w_i is its limit
+// (w / max)^(gamma - 1) / (max sum u) (0 for gamma > 1, p_arg / max at gamma = 1), taken without pow
+// (sharpen_pow_zero), so it holds under fast math too.
 template <typename T>
 __global__ void __launch_bounds__(kSharpenThreads)
     sharpen_backward_kernel(const T* __restrict__ grad, const T* __restrict__ weights,

@@ -1,4 +1,4 @@
-// shift on CUDA: the launchers (kernels and their design: shift_kernels.cuh).
+// shift on CUDA: the launchers of shift_kernels.cuh.
 //   forward:  grid B*H*ceil(N / threads) blocks of threads = min(256, N rounded up to a warp);
 //   backward: grid B*H blocks (one per row) of min(1024, N rounded up to a warp) threads.
 // Backward needs only the inputs (weights, kernel).

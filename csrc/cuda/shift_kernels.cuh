@@ -1,23 +1,8 @@
 // shift on CUDA: circular convolution of each (b, h) weighting row with its S-tap kernel,
 //   out[i] = sum_j kernel[j] w[(i - d_j) mod N],   d_j = shift_offset(j, S, N)   (math/common.h),
-// S odd, may exceed N (then taps wrap onto the same offsets, as on the CPU).
-//
-// Both regimes (NTM: 64 rows of 128; large: 64 rows of 8192) are O(N S) per row on inputs of a few
-// hundred KB at most, so the kernels read the rows straight from global memory (L1/L2 serve the
-// S-fold reuse: consecutive threads read consecutive slots for each tap) and keep nothing in shared
-// memory but the reduction scratch.
-//
-//   shift_forward_kernel    grid rows x ceil(N / blockDim) (flattened on x), one thread per output
-//                           slot: small N -> one block per row, one launch; large N -> the row is
-//                           split over blocks so 64 rows still fill the GPU.
-//   shift_backward_kernel   one block per row (up to 1024 threads): grad_w is a shift by the
-//                           opposite offsets (elementwise, strided over the block); grad_kernel[j] =
-//                           sum_i g[i] w[i - d_j] is a reduction over the row per tap: a block
-//                           reduction per tap when there are fewer taps than warps (the usual S = 3),
-//                           else a warp per tap (wide kernels). One launch in both regimes.
-//
-// Saved for backward: nothing but the inputs (weights, kernel); backward recomputes the offsets
-// d_j, which cost nothing. Taps are summed in order j = 0..S-1 as on the CPU (math::shift_row).
+// S odd, may exceed N (then taps wrap onto the same offsets, as on the CPU). O(N S) per row on small
+// rows: the kernels read them straight from global memory (L1/L2 serve the S-fold reuse). Taps are
+// summed in order j = 0..S-1 as on the CPU. Saved for backward: only the inputs (the offsets are free).
 #pragma once
 
 #include "common.cuh"
@@ -32,6 +17,7 @@ constexpr int kShiftForwardThreads = 256;
 // 32 registers and spills).
 constexpr int kShiftBackwardThreads = 1024;
 
+// Forward: one thread per output slot, a row split over as many blocks as it needs.
 template <typename T>
 __global__ void __launch_bounds__(kShiftForwardThreads)
     shift_forward_kernel(const T* __restrict__ weights, const T* __restrict__ kernel, T* __restrict__ out,
@@ -54,6 +40,9 @@ __global__ void __launch_bounds__(kShiftForwardThreads)
 }
 
 // grad_w[s] = sum_j kernel[j] g[(s + d_j) mod N];  grad_kernel[j] = sum_i g[i] w[(i - d_j) mod N].
+// One block per row: grad_w is a shift by the opposite offsets (elementwise), grad_kernel a reduction
+// over the row per tap: a block reduction per tap when there are fewer taps than warps (the usual
+// S = 3), else a warp per tap.
 template <typename T>
 __global__ void __launch_bounds__(kShiftBackwardThreads, 1)
     shift_backward_kernel(const T* __restrict__ grad, const T* __restrict__ weights,

@@ -1,15 +1,6 @@
-// write on CUDA: the launchers (kernels and their design: write_kernels.cuh).
-//   forward:  V = 16 bytes of T where W % V == 0 and memory, erase, add and out are 16-byte aligned,
-//             else 1; ColumnTiling over W / V columns (256 threads at most); chunks from
-//             slot_chunk_size (about 1024 blocks, at least 4 slot steps per thread): grid
-//             (B * chunks, column tiles). One launch.
-//   backward: 256 threads; G = W rounded up to a power of two in [8, 32] for the per-slot part, a
-//             ColumnTiling of W (256 threads at most) for the per-column part; tiles of
-//             256 / G * ceil(R / (256 / G)) slots (each tile read by both parts); chunks from
-//             slot_chunk_size (about 1024 blocks, at least 16 tiles each): grid B * chunks; chunks > 1
-//             adds the fixed-order combine of grad_erase / grad_add over a float (double) workspace.
-// Forward: all heads in one sweep. Backward: kHT = 1 head per sweep for H = 1, else 4.
-// Backward needs only the inputs; grad_erase is an empty tensor when erase is None, as on the CPU.
+// write on CUDA: the launchers of write_kernels.cuh, which pick each kernel's vector width, column
+// tiling, tile of slots, chunks (slot_chunk_size) and heads per backward sweep (kHT: 1 for one head,
+// else 4). grad_erase is an empty tensor when erase is None, as on the CPU.
 #include "launch.h"
 #include "write_kernels.cuh"
 

@@ -1,38 +1,9 @@
 // write on CUDA (multi-head erase/add, math::write_slot / math::write_backward_slot):
 //   out[b, i, c] = m[b, i, c] prod_h (1 - w[b, h, i] e[b, h, c]) + sum_h w[b, h, i] a[b, h, c]
 // erase == nullptr means e = 1 (then the product is prod_h (1 - w_h), one factor per slot).
-//
-//   write_forward_kernel<T, V>        elementwise: grid (B * chunks, column tiles), block R x CT
-//       threads (ColumnTiling, common.cuh) over V-wide columns (one aligned 16-byte load / store where
-//       W % V == 0 and the pointers allow, else V = 1): thread (r, c) takes slots first + r,
-//       first + r + R, ... of its chunk, so each step reads and writes R whole consecutive slots,
-//       coalesced; memory is read once and written once, the heads loop inside (their w from L1,
-//       e and a rows from L1). Both regimes: one launch; chunks only to fill the GPU (64 batch rows:
-//       about 1024 blocks, at least 4 steps per thread; NTM sizes: one block per batch row).
-//   write_backward_kernel<T, G, kHT>  one block per (batch row, chunk of slots), 256 threads, which
-//       sweeps its chunk in tiles of a few slots and does two things with each tile:
-//         (a) per slot, a group of G lanes (G = 8, 16, 32 from W) per slot, lane l taking columns
-//             l, l + G, ...: grad_m = g prod_h q_h (elementwise) and grad_w[h, i] =
-//             sum_c g_c (a_hc - m_c e_hc X_hc) (group_sum over the columns; without erase
-//             g.a_h - X_h (g.m));
-//         (b) per column, the R x CT layout of the forward: thread (r, c) accumulates in registers
-//             grad_a[h, c] += g_c w_h and grad_e[h, c] -= g_c m_c w_h X_hc over the tile's slots,
-//       with q_hc = 1 - w_h e_hc and X_hc = prod_{h' != h} q_h'c from a prefix and a suffix product
-//       over the heads (math::write_backward_slot's order; never a division: q is exactly 0 where a
-//       head fully erases). (b) re-reads the tile that (a) has just read (tiles of 8 to 32 slots:
-//       L1 hits), so grad and memory come from DRAM once. kHT heads per sweep (1 for one head, else
-//       4: the per-head prefix / suffix products of both parts in registers; more heads take a sweep
-//       per 4, re-reading the chunk). Columns past one tile of 256 (W > 256) take further sweeps for
-//       (b) only. At the end of the chunk the R partial sums of each
-//       column are added in shared memory (r in order) and written to grad_add / grad_erase
-//       (chunks = 1: the NTM sizes, one launch) or to a float (double for double) workspace
-//       (B, chunks, 2, H, W) that
-//   write_combine_kernel<T>           adds in chunk order (deterministic, no atomics).
-//       Chunks: about 1024 blocks, at least 16 tiles per chunk.
-//
-// Saved for backward: nothing but the inputs (memory, weights, erase, add), as on the CPU; backward
-// recomputes the erase products q and their prefix / suffix products per (slot, column) (saving
-// them would cost a (B, N, W) tensor per head, more traffic than the few multiplies).
+// Sums over slots run in a fixed order, no atomics. Saved for backward: only the inputs; the backward
+// recomputes the erase products per (slot, column) (saving them would cost a (B, N, W) tensor per
+// head, more traffic than the few multiplies).
 #pragma once
 
 #include "common.cuh"
@@ -48,6 +19,11 @@ constexpr int kWriteForwardBlocks = 4;   // <= 64 registers
 template <typename T, int kHT>
 constexpr int kWriteBackwardBlocks = kHT == 1 ? 3 : sizeof(acc_t<T>) == 4 ? 2 : 1;  // <= 80, 128, 255 regs
 
+// Forward, elementwise: grid (B * chunks, column tiles), block R x CT (ColumnTiling, common.cuh) over
+// V-wide columns (one aligned 16-byte load / store where W % V == 0 and the pointers allow, else
+// V = 1): thread (r, c) takes slots first + r, first + r + R, ... of its chunk, so each step reads and
+// writes R whole consecutive slots, coalesced; memory is read once and written once, the heads loop
+// inside. Chunks only fill the GPU when B is small.
 template <typename T, int V>
 __global__ void __launch_bounds__(kWriteThreads, kWriteForwardBlocks)
     write_forward_kernel(const T* __restrict__ memory, const T* __restrict__ weights,
@@ -230,6 +206,18 @@ __device__ __forceinline__ A write_column_sum(A v, A* red, int CT, int R) {
   return s;
 }
 
+// Backward: one block per (batch row, chunk of slots) sweeps its chunk in tiles of a few slots and
+// does two things with each tile:
+//   (a) per slot (write_backward_slots), G lanes per slot: grad_m = g prod_h q_h and
+//       grad_w[h, i] = sum_c g_c (a_hc - m_c e_hc X_hc) (without erase g.a_h - X_h (g.m));
+//   (b) per column, the forward's R x CT layout: thread (r, c) accumulates in registers
+//       grad_a[h, c] += g_c w_h and grad_e[h, c] -= g_c m_c w_h X_hc over the tile's slots,
+// with q_hc = 1 - w_h e_hc and X_hc = prod_{h' != h} q_h'c from prefix and suffix products
+// (write_other_products: never a division, q is exactly 0 where a head fully erases). (b) re-reads the
+// tile that (a) has just read (L1 hits), so grad and memory come from DRAM once. kHT heads per sweep
+// (1 for one head, else 4); columns past one tile (W > 256) take further sweeps for (b) only. At the
+// end the R partial sums of each column are added in order of r and written to grad_add / grad_erase
+// (chunks == 1) or to a workspace (B, chunks, 2, H, W) that write_combine_kernel adds up in chunk order.
 template <typename T, int G, int kHT>
 __global__ void __launch_bounds__(kWriteThreads, (kWriteBackwardBlocks<T, kHT>))
     write_backward_kernel(const T* __restrict__ grad, const T* __restrict__ memory,

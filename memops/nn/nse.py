@@ -4,28 +4,7 @@
     out = nse(x, lengths)                 # x (B,T,300) embeddings, lengths (B,)
     out.outputs, out.memory, out.pooled   # (B,T,300), (B,T,300), (B,300)
 
-One step t, for every memory k the step accesses (its own, and any passed in with `memories=`):
-    o_t   = LSTM_read(x_t)
-    z^k_t = softmax over the valid slots of M^k_{t-1} o_t    memops.content_address(similarity="dot", mask)
-    m^k_t = z^k_t^T M^k_{t-1}                                memops.read
-    c_t   = compose([o_t ; m^1_t ; ... ; m^K_t])            Linear + ReLU
-    h_t   = LSTM_write(c_t)
-    M^k_t = M^k_{t-1} (1 - z^k_t (x) 1) + z^k_t (x) h_t       memops.write(erase=None, add=h_t)
-The own memory starts as the (projected) input, M_0 = P x: one slot per token. All memory work goes
-through memops ops, so the module runs on whichever backend is chosen.
-
-Padding: sequence b has lengths[b] valid steps (and slots). Padded slots are masked out of every
-softmax, so they are never read and, their weight being exactly 0, never change. After its last
-step a sequence is frozen: its LSTM states and memories keep their values and its outputs are 0,
-so a padded batch gives each sequence what it gets alone.
-
-Variants:
-- MMA-NSE (multiple memory access): `extra_memories=K`; forward takes `memories=[(M, mask), ...]`,
-  K memories each read and written at every step beside the own one (e.g. a hypothesis encoder that
-  also reads and writes the premise's memory); their final states are returned in `out.memories`.
-- shared-memory NSE, for encoder-decoder use: `own_memory=False, extra_memories=1`: a decoder with no
-  memory of its own that reads and writes the encoder's (pass `memories=[(enc.memory, enc_mask)]`).
-`MMANSE` and `SharedMemoryNSE` are these two settings by name.
+NSE's docstring describes the step, padding and the variants (MMANSE, SharedMemoryNSE).
 """
 
 from typing import List, NamedTuple, Optional
@@ -53,7 +32,30 @@ def lengths_to_mask(lengths, T):
 
 
 class NSE(nn.Module):
-    """A Neural Semantic Encoder. See the module docstring for the step and the variants.
+    """A Neural Semantic Encoder.
+
+    One step t, for every memory k the step accesses (its own, and any passed in with `memories=`):
+        o_t   = LSTM_read(x_t)
+        z^k_t = softmax over the valid slots of M^k_{t-1} o_t    memops.content_address(similarity="dot", mask)
+        m^k_t = z^k_t^T M^k_{t-1}                                memops.read
+        c_t   = compose([o_t ; m^1_t ; ... ; m^K_t])            Linear + ReLU
+        h_t   = LSTM_write(c_t)
+        M^k_t = M^k_{t-1} (1 - z^k_t (x) 1) + z^k_t (x) h_t       memops.write(erase=None, add=h_t)
+    The own memory starts as the (projected) input, M_0 = P x: one slot per token. All memory work goes
+    through memops ops, so the module runs on whichever backend is chosen.
+
+    Padding: sequence b has lengths[b] valid steps (and slots). Padded slots are masked out of every
+    softmax, so they are never read and, their weight being exactly 0, never change. After its last
+    step a sequence is frozen: its LSTM states and memories keep their values and its outputs are 0,
+    so a padded batch gives each sequence what it gets alone.
+
+    Variants:
+    - MMA-NSE (multiple memory access): `extra_memories=K`; forward takes `memories=[(M, mask), ...]`,
+      K memories each read and written at every step beside the own one (e.g. a hypothesis encoder that
+      also reads and writes the premise's memory); their final states are returned in `out.memories`.
+    - shared-memory NSE, for encoder-decoder use: `own_memory=False, extra_memories=1`: a decoder with no
+      memory of its own that reads and writes the encoder's (pass `memories=[(enc.memory, enc_mask)]`).
+    `MMANSE` and `SharedMemoryNSE` are these two settings by name.
 
     Args:
         input_size: features of x (ignored with vocab_size: then it is the embedding size).

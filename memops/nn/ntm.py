@@ -3,29 +3,7 @@
     ntm = memops.nn.NTM(input_size=9, output_size=8)          # the paper's copy-task machine
     y, state = ntm(x)                                           # x (T,B,9) -> y (T,B,8)
 
-One step (NTMCell):
-    controller input  = [x_t ; r_{t-1}]                         (all read vectors of the last step)
-    controller        = LSTM (any number of layers) or feedforward (Linear + tanh layers) -> h_t
-    head parameters   = one Linear of h_t, with the paper's activations:
-                        key k (raw), strength beta = softplus, gate g = sigmoid, shift s = softmax over
-                        the S shifts, sharpening gamma = 1 + softplus; write heads also erase
-                        e = sigmoid and add a = tanh
-    addressing        = memops.ntm_address for every head (read heads first, then write heads) in
-                        one call, all against the memory M_{t-1}
-    read              = memops.read(M_{t-1}, read weights) -> r_t
-    write             = memops.write(M_{t-1}, write weights, e, a) -> M_t      (all write heads at once)
-    output            = Linear([h_t ; r_t]) -> y_t  (raw: apply a sigmoid / loss with logits outside)
-
-All heads address and read the memory as it was before this step's write, so what a step writes is
-read from the next step on (the order of Collier & Beel 2018; it lets one fused call address every
-head). All memory work goes through memops ops, so the module runs on whatever backend is chosen.
-
-Initial state: memory by `memory_init` ("constant": every cell 1e-6, which Collier & Beel found to
-train fastest; "learned": a parameter; "random": drawn anew for each sequence from torch's generator);
-every head's previous weighting focused on slot 0 (so location-based addressing has a place to start
-from: with a constant memory, content addressing alone cannot tell slots apart); read vectors a
-learned parameter. The memory is never exactly zero: the cosine gradient into an all-zero slot is
-~1/eps.
+NTMCell is one step, NTM runs it over a sequence; NTM's docstring describes the step and the initial state.
 """
 
 import math
@@ -66,7 +44,7 @@ def _check_positive(name, value, minimum=1):
 
 
 class NTMCell(nn.Module):
-    """One NTM step: (x (B,I), state) -> (y (B,O), state). See the module docstring for the math.
+    """One NTM step: (x (B,I), state) -> (y (B,O), state). The step and the initial state: see NTM's docstring.
 
     Args:
         input_size: I, features of x_t.
@@ -210,6 +188,30 @@ class NTM(nn.Module):
     Takes the arguments of NTMCell (input_size, output_size, controller, controller_size,
     controller_layers, memory_slots, memory_width, read_heads, write_heads, shift_width, memory_init,
     backend) and batch_first.
+
+    One step (NTMCell):
+        controller input  = [x_t ; r_{t-1}]                         (all read vectors of the last step)
+        controller        = LSTM (any number of layers) or feedforward (Linear + tanh layers) -> h_t
+        head parameters   = one Linear of h_t, with the paper's activations:
+                            key k (raw), strength beta = softplus, gate g = sigmoid, shift s = softmax over
+                            the S shifts, sharpening gamma = 1 + softplus; write heads also erase
+                            e = sigmoid and add a = tanh
+        addressing        = memops.ntm_address for every head (read heads first, then write heads) in
+                            one call, all against the memory M_{t-1}
+        read              = memops.read(M_{t-1}, read weights) -> r_t
+        write             = memops.write(M_{t-1}, write weights, e, a) -> M_t      (all write heads at once)
+        output            = Linear([h_t ; r_t]) -> y_t  (raw: apply a sigmoid / loss with logits outside)
+
+    All heads address and read the memory as it was before this step's write, so what a step writes is
+    read from the next step on (the order of Collier & Beel 2018; it lets one fused call address every
+    head). All memory work goes through memops ops, so the module runs on whatever backend is chosen.
+
+    Initial state: memory by `memory_init` ("constant": every cell 1e-6, which Collier & Beel found to
+    train fastest; "learned": a parameter; "random": drawn anew for each sequence from torch's generator);
+    every head's previous weighting focused on slot 0 (so location-based addressing has a place to start
+    from: with a constant memory, content addressing alone cannot tell slots apart); read vectors a
+    learned parameter. The memory is never exactly zero: the cosine gradient into an all-zero slot is
+    ~1/eps.
     """
 
     def __init__(self, input_size, output_size=None, *, batch_first=False, **cell_options):

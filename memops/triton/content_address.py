@@ -1,30 +1,11 @@
 """content_address in Triton: softmax over slots of beta * sim(key, slot), with an optional slot mask.
 
-sim is cosine, k.m / (max(|k|, eps) max(|m|, eps)), or dot, k.m (memops/reference.py). Slots where mask
-is False get weight exactly 0; a row with no slot left is all zeros. The math is that of
-csrc/cpu/content_address.cpp and csrc/math/addressing.h (similarity_row, masked_softmax_row,
-softmax_backward_row with CenteredGrad, key_grad_row, memory_grad_slots).
-
-Saved for backward: the inputs and the output (the weights p), as csrc/autograd.cpp; the similarities
-are recomputed in the backward's one pass over memory.
-
-Kernels. A "memory pass" program owns one batch row b and a chunk of BLOCK_N slots (grid (B, C),
-C = cdiv(N, BLOCK_N)): it loads the (BLOCK_N, W) memory tile once, and loops over the H heads inside,
-so memory is read once per pass for all heads. BLOCK_N * BLOCK_W <= _TILE elements (W is one block).
-- forward, _content_fwd_kernel: similarities of the chunk, the chunk's logit max and sum of exp.
-  With one chunk (N <= BLOCK_N) it writes the softmax directly; otherwise it stores the similarities
-  (acc dtype workspace) and the per-chunk (max, sum) partials, and _content_norm_kernel (grid
-  (B*H, cdiv(N, BLOCK_R))) combines the C partials of its row in a fixed order and writes the weights.
-- backward: _centered_stats_kernel (grid (B*H,), loops over the row in BLOCK_R chunks) reduces
-  p and g to the softmax backward's row statistics (CenteredGrad: the argmax of p, s = sum p g, and
-  the argmax slot's difference g_max (sum_{i != max} p_i) - sum_{i != max} p_i g_i). Then
-  _content_bwd_kernel (memory pass) recomputes sim, forms dlogits and dsim = beta dlogits, writes the
-  memory gradient of its slots (summed over heads in registers) and per-chunk partials of the key
-  gradient, of dsim . sim and of grad_beta; _content_finish_kernel (grid (B*H,)) sums the C partials
-  in order. With one chunk the statistics and the key/beta gradients are done inside the memory pass
-  (one launch). No atomics: every output element has one writer; results are deterministic.
-
-ntm_address (ntm_address.py) reuses the memory-pass kernels and the CenteredGrad helpers.
+sim is cosine, k.m / (max(|k|, eps) max(|m|, eps)), or dot, k.m (memops/reference.py); slots where mask is
+False get weight exactly 0 (a row with no slot left is all zeros). Math: csrc/math/addressing.h, as
+csrc/cpu/content_address.cpp.
+Saved for backward: the inputs and the output p; the similarities are recomputed in the backward's memory pass.
+Kernels: memory passes (one program per (b, chunk of slots), all heads) and per-row kernels, launched by
+_similarity_pass and _memory_grads, which ntm_address.py reuses with the CenteredGrad helpers.
 """
 
 from typing import Optional
@@ -134,14 +115,20 @@ def _centered_finish(pa, ga, rest, t):
     return t + pa * ga, ga * rest - t
 
 
+# Memory passes (_content_fwd_kernel, _content_bwd_kernel): grid (B, C), C = cdiv(N, BLOCK_N). A program loads
+# the (BLOCK_N, W) memory tile of one batch row once and loops over the H heads inside, so a pass reads memory
+# once for all heads. Partials over the C chunks are combined by per-row kernels in a fixed order: no atomics,
+# every output element has one writer, results are deterministic.
 @triton.jit
 def _content_fwd_kernel(mem_ptr, keys_ptr, beta_ptr, mask_ptr, sim_ptr, pmax_ptr, psum_ptr, out_ptr,
                         H, N, W, C, EPS: tl.constexpr, COSINE: tl.constexpr, HAS_MASK: tl.constexpr,
                         FINISH: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
                         BLOCK_W: tl.constexpr):
-    """Memory pass of the forward, one (b, chunk of slots) per program, all heads. FINISH (one chunk
-    per row): writes the softmax to out. Otherwise: sim to the workspace and the chunk's (max, sum exp)
-    of the kept logits to the partials (max -inf, sum 0 where no slot of the chunk is kept)."""
+    """Memory pass of the forward (similarity_row, masked_softmax_row), one (b, chunk of slots) per
+    program, all heads. FINISH (one chunk per row): writes the softmax to out. Otherwise: sim to the
+    acc-dtype workspace and the chunk's (max, sum exp) of the kept logits to the partials (max -inf,
+    sum 0 where no slot of the chunk is kept), which _content_norm_kernel (or ntm_address's row kernel)
+    combines."""
     b = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1)
     n = c * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -184,7 +171,8 @@ def _content_fwd_kernel(mem_ptr, keys_ptr, beta_ptr, mask_ptr, sim_ptr, pmax_ptr
 def _content_norm_kernel(sim_ptr, beta_ptr, mask_ptr, pmax_ptr, psum_ptr, out_ptr, H, N, C,
                          HAS_MASK: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
                          BLOCK_C: tl.constexpr):
-    """Softmax weights of BLOCK_R slots of one (b, h) row from the workspace sims and the row's partials."""
+    """Softmax weights of BLOCK_R slots of one (b, h) row from the workspace sims and the row's partials.
+    Grid (B*H, cdiv(N, BLOCK_R)); every program of a row combines its C partials in the same order."""
     row = tl.program_id(0).to(tl.int64)
     n = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
     n_live = n < N
@@ -203,7 +191,9 @@ def _content_norm_kernel(sim_ptr, beta_ptr, mask_ptr, pmax_ptr, psum_ptr, out_pt
 @triton.jit
 def _centered_stats_kernel(p_ptr, g_ptr, s_ptr, diff_ptr, arg_ptr, N, ACC: tl.constexpr,
                            BLOCK_R: tl.constexpr):
-    """The softmax backward's row statistics (CenteredGrad) of one (b, h) row of p and g."""
+    """The softmax backward's row statistics (CenteredGrad, as softmax_backward_row) of one (b, h) row of p
+    and g: the argmax of p, s = sum p g and diff (see _centered_finish). Grid (B*H,), a loop over the row
+    in BLOCK_R chunks; launched only when a row has several chunks (else the memory pass does it)."""
     row = tl.program_id(0).to(tl.int64)
     arg, pa, ga, rest, t = _centered_init(ACC)
     for start in range(0, N, BLOCK_R):
@@ -234,8 +224,9 @@ def _content_bwd_kernel(mem_ptr, keys_ptr, beta_ptr, p_ptr, g_ptr, s_ptr, diff_p
       cosine: gk = sum_i dsim_i m_i / (|k|' |m_i|') - live_k (dsim . sim) k / |k|'^2
               gm_i = sum_h dsim_hi k_h / (|k_h|' |m_i|') - live_i (sum_h dsim_hi sim_hi) m_i / |m_i|'^2
       dot:    gk = sum_i dsim_i m_i,  gm_i = sum_h dsim_hi k_h
-    gm is written here; gk and grad_beta too when ONE_CHUNK, else their chunk partials (the sum over
-    slots of the first term of gk, dsim . sim, dlogits . sim) go to gkp, dssp, gbp.
+    gm (summed over the heads in registers) is written here; gk and grad_beta too when ONE_CHUNK, else
+    their chunk partials (the sum over slots of the first term of gk, dsim . sim, dlogits . sim) go to
+    gkp, dssp, gbp.
     """
     b = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1)
@@ -304,7 +295,8 @@ def _content_bwd_kernel(mem_ptr, keys_ptr, beta_ptr, p_ptr, g_ptr, s_ptr, diff_p
 def _content_finish_kernel(keys_ptr, gkp_ptr, dssp_ptr, gbp_ptr, gk_ptr, gb_ptr, W, C,
                            EPS: tl.constexpr, COSINE: tl.constexpr, HAS_GB: tl.constexpr,
                            ACC: tl.constexpr, BLOCK_W: tl.constexpr):
-    """The key (and beta) gradient of one (b, h) row from its C chunk partials, summed in chunk order."""
+    """The key (and beta) gradient of one (b, h) row from its C chunk partials, summed in chunk order.
+    Grid (B*H,)."""
     row = tl.program_id(0).to(tl.int64)
     w = tl.arange(0, BLOCK_W)
     w_live = w < W
@@ -358,7 +350,8 @@ def _similarity_pass(memory, keys, beta, mask, cosine, eps, out=None):
 def _memory_grads(memory, keys, beta, cosine, eps, *, dsim=None, p=None, g=None):
     """Launch the backward memory pass (and the stats / finish kernels it needs). Either dsim
     (B, H, N, acc dtype) is given, or p and g (the softmax output and its incoming gradient).
-    Returns (grad_memory, grad_keys, grad_beta or None when dsim was given)."""
+    Returns (grad_memory, grad_keys, grad_beta or None when dsim was given). With one chunk per row the
+    statistics and the key / beta gradients are done inside the memory pass: one launch."""
     B, N, W = memory.shape
     H = keys.shape[1]
     BLOCK_W, BLOCK_N, C = _blocks(N, W)

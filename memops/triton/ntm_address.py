@@ -1,30 +1,10 @@
-"""ntm_address in Triton: the whole NTM addressing, fused.
+"""ntm_address in Triton: the whole NTM addressing, fused: content, interpolation, shift, sharpen.
 
-content = softmax(beta cos(k, m)); gated = gate content + (1 - gate) prev_weights;
-shifted[i] = sum_j kernel[j] gated[(i - d_j) mod N] with d_j = (j - S//2) mod N (S odd, may exceed N;
-csrc/math/common.h, shift_offset); out = u / sum u with u = (shifted / max shifted)^gamma (zeros where
-max shifted <= 0). The math, forward and backward, is csrc/cpu/ntm_address.cpp's with the row functions
-of csrc/math/addressing.h (masked_softmax_row, shift_row, sharpen_row and their backwards, CenteredGrad).
-
-Saved for backward: the inputs and the output, as csrc/autograd.cpp. The backward recomputes the
-similarities and the whole chain of a row (content, gated, shifted) and runs it backwards.
-
-Kernels (the memory passes are content_address.py's; see there):
-- forward: _content_fwd_kernel (grid (B, C), one (b, chunk of slots) per program, all heads): the
-  cosine similarities to an acc-dtype workspace (B, H, N) and per-chunk softmax partials. Then
-  _ntm_fwd_row_kernel (grid (B*H,), one row per program, BLOCK_R slots per step): combines the partials,
-  writes gated to a row workspace, gathers the shift from it (wrapped indices, taps in order), then
-  sharpens (max, sum, scale), each a loop over the row in BLOCK_R chunks.
-- backward: the same memory pass (sims and partials), then _ntm_bwd_row_kernel (grid (B*H,)) runs the
-  chain of its row forwards to the shifted weights and backwards: sharpen (CenteredGrad on out and
-  grad) -> shift (gather of d loss/d shifted; grad_kernel one tap at a time) -> interpolation (grad of
-  gate and prev_weights) -> softmax (CenteredGrad on content) -> grad_beta, leaving dsim = d loss / d sim
-  in a workspace; then content_address.py's backward memory pass (grid (B, C)) turns dsim into the
-  memory gradient (summed over heads) and the key gradients (through per-chunk partials and a finish
-  kernel when a row has several chunks).
-Within a row program, a pass that reads what an earlier pass stored is separated from it by
-tl.debug_barrier() (a CTA barrier: the reads gather from other threads' stores), and no pass writes the
-workspace it reads (its store and load need not share a thread layout). No atomics; deterministic.
+out = sharpen(shift(gate softmax(beta cos(k, m)) + (1 - gate) prev_weights, kernel), gamma), per (b, h) row.
+Math: csrc/cpu/ntm_address.cpp with csrc/math/addressing.h's row functions (CenteredGrad included).
+Saved for backward: the inputs and the output; the backward recomputes the similarities and each row's chain.
+Kernels: content_address.py's memory passes plus one row kernel each way (_ntm_fwd_row_kernel,
+_ntm_bwd_row_kernel); the launch order is described above ntm_address and ntm_address_backward.
 """
 
 import torch
@@ -57,6 +37,11 @@ from .content_address import (
 _ROW_CAP = 1024  # slots per step of a row program (module global: tests shrink it)
 
 
+# Row kernels (_ntm_fwd_row_kernel, _ntm_bwd_row_kernel): grid (B*H,), one (b, h) row per program, each
+# pass a loop over the row in BLOCK_R chunks through acc-dtype (B, H, N) workspaces. A pass that reads what an
+# earlier pass stored is separated from it by tl.debug_barrier() (a CTA barrier: the reads gather from other
+# threads' stores), and no pass writes the workspace it reads (its store and load need not share a thread
+# layout). No atomics; deterministic.
 @triton.jit
 def _content_gated_pass(sim_ptr, prev_ptr, content_ptr, gated_ptr, row, N, m, inv, beta, gate,
                         STORE_CONTENT: tl.constexpr, BLOCK_R: tl.constexpr):
@@ -76,7 +61,11 @@ def _content_gated_pass(sim_ptr, prev_ptr, content_ptr, gated_ptr, row, N, m, in
 def _ntm_fwd_row_kernel(sim_ptr, pmax_ptr, psum_ptr, beta_ptr, gate_ptr, k_ptr, gamma_ptr, prev_ptr,
                         gated_ptr, shifted_ptr, out_ptr, N, S, C, ACC: tl.constexpr,
                         BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Everything after the similarities, for one (b, h) row."""
+    """Everything after the similarities, for one (b, h) row: combine the memory pass's softmax partials;
+    gated = gate content + (1 - gate) prev into a workspace; shifted[i] = sum_j kernel[j] gated[(i - d_j) mod N]
+    gathered from it (d_j = shift_offset: (j - S//2) mod N, S odd, may exceed N; taps in order); then
+    sharpen, out = u / sum u with u = (shifted / max shifted)^gamma (zeros where max shifted <= 0), in
+    passes for the max, the sum and the scaling."""
     row = tl.program_id(0).to(tl.int64)
     m, inv, _ = _combine_partials(pmax_ptr, psum_ptr, row, C, BLOCK_C)
     beta = tl.load(beta_ptr + row).to(ACC)
@@ -123,6 +112,11 @@ def _ntm_bwd_row_kernel(grad_ptr, out_ptr, sim_ptr, pmax_ptr, psum_ptr, beta_ptr
                         ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """The chain of one (b, h) row, forwards to the shifted weights, then backwards to dsim (left in
     d_ptr for the memory pass), with the gradients of beta, gate, kernel, gamma and prev_weights.
+
+    Passes: content and gated; shifted, its max and CenteredGrad of (out, grad); sharpen backward (d loss /
+    d shifted, grad_gamma); shift backward (gather of d) and interpolation (grad_gate, grad_prev_weights,
+    d loss / d content and its CenteredGrad), grad_kernel one tap at a time; softmax backward (grad_beta,
+    dsim = beta dlogits).
 
     Workspaces (acc dtype, (B, H, N)): content, gated, shifted (later d loss / d content), d (d loss /
     d shifted, later dsim); sim holds the similarities from the memory pass."""
@@ -226,6 +220,8 @@ def _check(name, memory, keys, beta, gate, kernel, gamma, prev_weights, eps):
     check_device(name, memory)
 
 
+# Forward: content_address.py's forward memory pass (grid (B, C)) leaves the cosine similarities and
+# per-chunk softmax partials in workspaces; _ntm_fwd_row_kernel does the rest of each row.
 @triton_op("memops_triton::ntm_address", mutates_args=())
 def ntm_address(memory: torch.Tensor, keys: torch.Tensor, beta: torch.Tensor, gate: torch.Tensor,
                 kernel: torch.Tensor, gamma: torch.Tensor, prev_weights: torch.Tensor, eps: float) -> torch.Tensor:
@@ -246,6 +242,10 @@ def ntm_address(memory: torch.Tensor, keys: torch.Tensor, beta: torch.Tensor, ga
     return out
 
 
+# Backward: the same forward memory pass (sims and partials), then _ntm_bwd_row_kernel runs each row's chain
+# forwards and backwards down to dsim = d loss / d sim, then content_address.py's backward memory pass turns
+# dsim into the memory gradient (summed over heads) and the key gradients (through per-chunk partials and
+# a finish kernel when a row has several chunks).
 @triton_op("memops_triton::_ntm_address_backward", mutates_args=())
 def ntm_address_backward(grad: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor, beta: torch.Tensor,
                          gate: torch.Tensor, kernel: torch.Tensor, gamma: torch.Tensor, prev_weights: torch.Tensor,

@@ -1,18 +1,8 @@
 """read in Triton: r[b, h] = sum_i w[b, h, i] m[b, i] -> (B, H, W).
 
 Backward (csrc/math/memory.h, read_backward_slots): grad_w[b, h, i] = g[b, h] . m[b, i] and
-grad_m[b, i] = sum_h w[b, h, i] g[b, h]. Saved for backward: the inputs (memory, weights), as
-csrc/autograd.cpp.
-
-Kernels (tiles of [BLOCK_H, BLOCK_N, BLOCK_W] products reduced over one axis; BLOCK_H heads and
-BLOCK_W columns, BLOCK_N slots chosen so the tile stays within _TILE elements):
-- forward: grid (B, cdiv(H, BLOCK_H), cdiv(W, BLOCK_W)); a program loops over the N slots in chunks
-  of BLOCK_N and keeps a [BLOCK_H, BLOCK_W] accumulator: each memory chunk is read once for all the
-  block's heads (H <= 16: once in all).
-- backward: grid (B, cdiv(N, BLOCK_N)); a program owns BLOCK_N slots of one batch row. First grad_w:
-  for each block of heads, a [BLOCK_H, BLOCK_N] accumulator over the W columns in chunks (the memory
-  rows read once per block of heads). Then grad_m: per chunk of columns, the sum over the heads (no
-  memory needed). Every output has one owner: no atomics.
+grad_m[b, i] = sum_h w[b, h, i] g[b, h]. Saved for backward: the inputs (memory, weights).
+Kernels: [BLOCK_H, BLOCK_N, BLOCK_W] product tiles reduced over one axis (block sizes: _blocks).
 """
 
 import torch
@@ -29,6 +19,8 @@ _MAX_W = 64
 
 
 def _blocks(H, N, W, dtype):
+    """(BLOCK_H, BLOCK_N, BLOCK_W): BLOCK_H heads and BLOCK_W columns, as many slots as keep the product
+    tile within _TILE elements."""
     tile = _TILE // 2 if dtype == torch.float64 else _TILE
     BH = min(triton.next_power_of_2(max(H, 1)), _MAX_H)
     BW = min(triton.next_power_of_2(max(W, 1)), _MAX_W)
@@ -39,6 +31,8 @@ def _blocks(H, N, W, dtype):
 @triton.jit
 def _read_fwd_kernel(m_ptr, w_ptr, out_ptr, H, N, W, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_W: tl.constexpr, ACC: tl.constexpr):
+    """Grid (B, cdiv(H, BLOCK_H), cdiv(W, BLOCK_W)): a program loops over the N slots in BLOCK_N chunks into a
+    [BLOCK_H, BLOCK_W] accumulator, so each memory chunk is read once for all the block's heads."""
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     c = tl.program_id(2) * BLOCK_W + tl.arange(0, BLOCK_W)
@@ -62,6 +56,10 @@ def _read_fwd_kernel(m_ptr, w_ptr, out_ptr, H, N, W, BLOCK_H: tl.constexpr, BLOC
 @triton.jit
 def _read_bwd_kernel(g_ptr, m_ptr, w_ptr, gm_ptr, gw_ptr, H, N, W, BLOCK_H: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, ACC: tl.constexpr):
+    """Grid (B, cdiv(N, BLOCK_N)): a program owns BLOCK_N slots of one batch row. First grad_w: per block of
+    heads, a [BLOCK_H, BLOCK_N] accumulator over the W columns in chunks (the memory rows read once per
+    block of heads); then grad_m: per chunk of columns, the sum over the heads (no memory needed). Every
+    output has one owner: no atomics."""
     b = tl.program_id(0).to(tl.int64)
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_live = n < N

@@ -1,24 +1,8 @@
 """sharpen in Triton: out = u / sum u with u = (w / max w)^gamma per (b, h) row.
 
-The math is csrc/math/addressing.h's sharpen_row and sharpen_backward_row:
-- forward: from w / max w, so no power under- or overflows (u = 1 at the maximum, sum u in [1, N]);
-  a row whose max is not > 0 (all zeros) gives zeros. x^gamma is exp(gamma log x) for x > 0 and
-  0^gamma (0 for gamma > 0) at x = 0.
-- backward, from w, the output p and the incoming g, with s = sum_i g_i p_i and L_i = log(w_i / max w):
-    grad_w_j   = gamma (p_j / w_j) (g_j - s)
-    grad_gamma = sum_i p_i L_i (g_i - s)      (terms with w_i = 0 are 0)
-  p_j / w_j at w_j = 0 is its limit 0^(gamma - 1) p[arg] / max w (1/sum w at gamma = 1, else 0).
-  g_i - s at the largest p (arg, the first index of the maximum) is taken as
-  g_arg (sum_{i != arg} p_i) - sum_{i != arg} p_i g_i (CenteredGrad: no cancellation when p is near
-  one-hot). An all-zero row gets zero gradients.
-
-Saved for backward: the inputs and the output p, as csrc/autograd.cpp (p enters the gradient and spares
-recomputing the powers).
-
-Kernels: grid (B*H rows,); one program per row, looping over the row in BLOCK_N chunks
-(BLOCK_N = next power of two of N, at most _ROW_CAP): forward in three passes (max; sum of u; write
-u / sum), backward in three (max w and the argmax of p; the sums that leave arg out; grad_w and
-grad_gamma). A row that fits in one chunk is read from cache after the first pass.
+Math: csrc/math/addressing.h (sharpen_row, sharpen_backward_row); a row whose max is not > 0 gives zeros.
+Saved for backward: the inputs and the output p (p enters the gradient and spares recomputing the powers).
+Kernels: one program per row (grid (B*H,)), looping over it in BLOCK_N chunks; the gradient: _sharpen_bwd_kernel.
 """
 
 import torch
@@ -34,6 +18,10 @@ _ROW_CAP = 2048
 
 @triton.jit
 def _sharpen_fwd_kernel(w_ptr, gamma_ptr, out_ptr, N, BLOCK_N: tl.constexpr, ACC: tl.constexpr):
+    """Three passes over the row (max w; sum u; write u / sum u), BLOCK_N = next power of two of N, at most
+    _ROW_CAP (a row that fits in one chunk is read from cache after the first pass). Working from w / max w,
+    no power under- or overflows (u = 1 at the maximum, sum u in [1, N]); x^gamma is exp(gamma log x) for
+    x > 0 and 0^gamma (0 for gamma > 0) at x = 0 (pow_nonneg). An all-zero row gives zeros."""
     row = tl.program_id(0).to(tl.int64)
     w_row = w_ptr + row * N
     out_row = out_ptr + row * N
@@ -68,6 +56,14 @@ def _sharpen_fwd_kernel(w_ptr, gamma_ptr, out_ptr, N, BLOCK_N: tl.constexpr, ACC
 @triton.jit
 def _sharpen_bwd_kernel(g_ptr, w_ptr, gamma_ptr, p_ptr, gw_ptr, gg_ptr, N, BLOCK_N: tl.constexpr,
                         ACC: tl.constexpr):
+    """From w, the output p and the incoming g, with s = sum_i g_i p_i and L_i = log(w_i / max w):
+        grad_w_j   = gamma (p_j / w_j) (g_j - s)
+        grad_gamma = sum_i p_i L_i (g_i - s)      (terms with w_i = 0 are 0)
+    p_j / w_j at w_j = 0 is its limit 0^(gamma - 1) p[arg] / max w (1/sum w at gamma = 1, else 0).
+    g_i - s at the largest p (arg, the first index of the maximum) is taken as
+    g_arg (sum_{i != arg} p_i) - sum_{i != arg} p_i g_i (CenteredGrad: no cancellation when p is near
+    one-hot). An all-zero row gets zero gradients. Three passes: max w and arg; the sums that leave arg
+    out; grad_w and grad_gamma."""
     row = tl.program_id(0).to(tl.int64)
     base = row * N
     gamma = tl.load(gamma_ptr + row).to(ACC)

@@ -1,19 +1,8 @@
 """shift in Triton: circular convolution of each (b, h) weighting with its S-tap kernel.
 
-out[i] = sum_j kernel[j] w[(i - d_j) mod N], d_j = (j - S//2) mod N (csrc/math/common.h, shift_offset;
-S may exceed N, then several taps share an offset). Backward (csrc/math/addressing.h,
-shift_backward_row): grad_w[s] = sum_j kernel[j] g[(s + d_j) mod N], grad_kernel[j] = sum_i g[i] w[i - d_j].
-
-Saved for backward: the inputs (weights, kernel), as csrc/autograd.cpp; nothing is recomputed but the
-offsets.
-
-Kernels:
-- forward and grad_w: grid (B*H rows, cdiv(N, BLOCK_N)); a program computes BLOCK_N outputs of one row,
-  looping over the S taps in order (the same summation order as the CPU kernel), gathering the shifted
-  inputs with wrapped indices.
-- grad_kernel: grid (B*H rows, cdiv(S, BLOCK_S)); a program holds a [BLOCK_S, BLOCK_N] tile of products
-  g[i] w[i - d_j], loops over the row in BLOCK_N chunks, and reduces over the slots once at the end:
-  one program owns each output (no atomics).
+out[i] = sum_j kernel[j] w[(i - d_j) mod N], d_j = (j - S//2) mod N (csrc/math/common.h, shift_offset; S may
+exceed N, then several taps share an offset). Backward: csrc/math/addressing.h, shift_backward_row.
+Saved for backward: the inputs (weights, kernel); nothing is recomputed but the offsets.
 """
 
 import torch
@@ -32,7 +21,9 @@ _TILE = 2048
 @triton.jit
 def _shift_gather_kernel(src_ptr, k_ptr, out_ptr, N, S, SIGN: tl.constexpr, BLOCK_N: tl.constexpr,
                          ACC: tl.constexpr):
-    """out[i] = sum_j k[j] src[(i - SIGN d_j) mod N]: the forward (SIGN = 1) and grad_w (SIGN = -1)."""
+    """out[i] = sum_j k[j] src[(i - SIGN d_j) mod N]: the forward (SIGN = 1) and grad_w (SIGN = -1), i.e.
+    grad_w[s] = sum_j kernel[j] g[(s + d_j) mod N]. Grid (B*H rows, cdiv(N, BLOCK_N)): BLOCK_N outputs of
+    one row, looping over the S taps in order (the CPU kernel's summation order), wrapped gather indices."""
     row = tl.program_id(0).to(tl.int64)
     i = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     live = i < N
@@ -43,7 +34,9 @@ def _shift_gather_kernel(src_ptr, k_ptr, out_ptr, N, S, SIGN: tl.constexpr, BLOC
 @triton.jit
 def _shift_grad_kernel_kernel(g_ptr, w_ptr, gk_ptr, N, S, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
                               ACC: tl.constexpr):
-    """grad_kernel[j] = sum_i g[i] w[(i - d_j) mod N] for BLOCK_S taps of one row."""
+    """grad_kernel[j] = sum_i g[i] w[(i - d_j) mod N] for BLOCK_S taps of one row. Grid (B*H rows,
+    cdiv(S, BLOCK_S)): a [BLOCK_S, BLOCK_N] tile of products accumulated over the row in BLOCK_N chunks and
+    reduced over the slots once at the end; one program owns each output (no atomics)."""
     row = tl.program_id(0).to(tl.int64)
     j = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
     j_live = j < S

@@ -1,26 +1,8 @@
 """write in Triton (multi-head): out = m * prod_h (1 - w_h e_h) + sum_h w_h a_h -> (B, N, W).
 
-erase=None means e = 1 (the NSE write). The math is csrc/math/memory.h's write_slot and
-write_backward_slot. With q_hc = 1 - w_h e_hc and X_hc = prod_{h' != h} q_h'c, the product of the other
-heads' factors, taken from prefix and suffix products (never by dividing by q_hc: it is exactly 0 where
-a head fully erases):
-    grad_m_c  = g_c prod_h q_hc
-    grad_w_hi = sum_c g_c (a_hc - m_c e_hc X_hc)
-    grad_e_hc = -sum_i g_c m_c w_hi X_hc
-    grad_a_hc = sum_i g_c w_hi
-Saved for backward: the inputs (memory, weights, erase, add), as csrc/autograd.cpp; the erase products
-are recomputed per slot (saving them would cost a (B, N, W) tensor).
-
-Kernels:
-- forward: grid (B, cdiv(N, BLOCK_N), cdiv(W, BLOCK_W)); a program reads its [BLOCK_N, BLOCK_W] tile of
-  memory once and loops over the H heads, keeping the product and the sum.
-- backward: grid (B, cdiv(N, BLOCK_N)); a program owns BLOCK_N slots of one batch row and every head
-  (BLOCK_H = next power of two of H), looping over the W columns in chunks of BLOCK_W. Per chunk it
-  builds the [BLOCK_H, BLOCK_N, BLOCK_W] factors q, the exclusive prefix and suffix products over the
-  heads with tl.cumprod (of q shifted by one head, loaded so: no division), and from them grad_m,
-  grad_w (accumulated over the chunks) and the chunk's sums over its slots of grad_add and grad_erase,
-  stored as per-program partials (B, cdiv(N, BLOCK_N), 2, H, W) that the host adds up over the slot
-  blocks (a fixed-order sum: no atomics, deterministic).
+erase=None means e = 1 (the NSE write). Math: csrc/math/memory.h (write_slot, write_backward_slot).
+Saved for backward: the inputs (memory, weights, erase, add); the erase products are recomputed per slot
+rather than saved as a (B, N, W) tensor. Gradient formulas: _write_bwd_kernel.
 """
 
 from typing import Optional
@@ -49,6 +31,8 @@ _MAX_W_BWD = 32
 @triton.jit
 def _write_fwd_kernel(m_ptr, w_ptr, e_ptr, a_ptr, out_ptr, H, N, W, HAS_ERASE: tl.constexpr,
                       BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, ACC: tl.constexpr):
+    """Grid (B, cdiv(N, BLOCK_N), cdiv(W, BLOCK_W)): a program reads its [BLOCK_N, BLOCK_W] memory tile once
+    and loops over the H heads, keeping the product of the erase factors and the sum of the adds."""
     b = tl.program_id(0).to(tl.int64)
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     c = tl.program_id(2) * BLOCK_W + tl.arange(0, BLOCK_W)
@@ -77,6 +61,18 @@ def _write_fwd_kernel(m_ptr, w_ptr, e_ptr, a_ptr, out_ptr, H, N, W, HAS_ERASE: t
 def _write_bwd_kernel(g_ptr, m_ptr, w_ptr, e_ptr, a_ptr, gm_ptr, gw_ptr, part_ptr, H, N, W,
                       HAS_ERASE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                       BLOCK_W: tl.constexpr, ACC: tl.constexpr):
+    """With q_hc = 1 - w_h e_hc and X_hc = prod_{h' != h} q_h'c, the product of the other heads' factors:
+        grad_m_c  = g_c prod_h q_hc
+        grad_w_hi = sum_c g_c (a_hc - m_c e_hc X_hc)
+        grad_e_hc = -sum_i g_c m_c w_hi X_hc
+        grad_a_hc = sum_i g_c w_hi
+    X is the product of exclusive prefix and suffix products over the heads (tl.cumprod of q shifted by one
+    head, loaded so), never q's product divided by q_hc: that is exactly 0 where a head fully erases.
+
+    Grid (B, cdiv(N, BLOCK_N)): a program owns BLOCK_N slots of one batch row and every head (BLOCK_H = next
+    power of two of H), looping over the W columns in BLOCK_W chunks. It writes grad_m and grad_w; the sums
+    over its slots of grad_add and grad_erase go to per-program partials (B, cdiv(N, BLOCK_N), 2, H, W) that
+    write_backward adds up over the slot blocks in a fixed order (no atomics: deterministic)."""
     b = tl.program_id(0).to(tl.int64)
     block_n = tl.program_id(1)
     n = block_n * BLOCK_N + tl.arange(0, BLOCK_N)

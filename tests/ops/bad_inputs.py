@@ -7,14 +7,13 @@ and under FakeTensorMode, what torch.compile traces with) must raise the same ex
 message must name the argument. Then debug mode's value checks.
 """
 
-import re
 
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import memops
-from helpers import backward_schema_args, make_inputs, require_backend, schema_args
+from helpers import make_inputs, schema_args
 
 B, H, N, W, S = 2, 3, 5, 4, 3
 

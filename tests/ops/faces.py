@@ -21,8 +21,8 @@ from bad_inputs import B as VB
 from bad_inputs import H as VH
 from bad_inputs import N as VN
 from helpers import (DTYPES, backward_schema_args, check_against_reference, check_noncontiguous, covering,
-                     gradcheck_op, lib_of, make_inputs, output_shape, random_grad, require_backend, require_device,
-                     requires_grad, run_opcheck, schema_args, seed_of, to)
+                     gradcheck_op, lib_of, make_inputs, output_shape, random_grad, require_backend,
+                     require_device, requires_grad, schema_args, seed_of, to)
 
 # ------------------------------------------------------------------------------------------------
 # parameters that depend on the op

@@ -1,4 +1,4 @@
-"""content_address: cpp vs the reference (forward and every gradient), non-contiguous inputs,
+"""content_address: every backend vs the reference (forward and every gradient), non-contiguous inputs,
 gradcheck, opcheck, edge values, and the reference's cosine against torch's."""
 
 import pytest
@@ -6,13 +6,12 @@ import torch
 import torch.nn.functional as F
 
 import memops
-from helpers import (on, opcheck_op, BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, backward_schema_args, check_against_reference,
-                     check_noncontiguous, forward_backward, gradcheck_op, make_inputs, random_grad,
-                     requires_grad, run_opcheck, schema_args, seed_of, to, transposed)
+from helpers import (BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, check_against_reference, check_noncontiguous,
+                     forward_backward, gradcheck_op, make_inputs, on, opcheck_op, random_grad, seed_of, to)
 
 OP = "content_address"
 
-from faces import *  # noqa: E402,F401,F403  (the tests every op shares: faces.py)
+from faces import *  # noqa: E402,F401,F403  (the tests every op shares: gradcheck, opcheck, compile, ...)
 
 
 @pytest.mark.full_grid

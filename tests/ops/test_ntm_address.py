@@ -1,17 +1,16 @@
-"""ntm_address: cpp vs the reference (forward and every gradient), against the composition of the
+"""ntm_address: every backend vs the reference (forward and every gradient), against the composition of the
 single ops, non-contiguous inputs, gradcheck, opcheck, edge values."""
 
 import pytest
 import torch
 
 import memops
-from helpers import (on, opcheck_op, BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, backward_schema_args, check_against_reference,
-                     check_noncontiguous, covering, gradcheck_op, make_inputs, random_grad,
-                     requires_grad, run_opcheck, schema_args, seed_of, to, transposed, wide_shift)
+from helpers import (BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, check_against_reference, check_noncontiguous,
+                     covering, gradcheck_op, make_inputs, on, opcheck_op, seed_of, to, wide_shift)
 
 OP = "ntm_address"
 
-from faces import *  # noqa: E402,F401,F403  (the tests every op shares: faces.py)
+from faces import *  # noqa: E402,F401,F403  (the tests every op shares: gradcheck, opcheck, compile, ...)
 
 
 # Every N x W x S x dtype, with heads and batch sizes spread so that every pair of values of any

@@ -1,17 +1,16 @@
-"""read: cpp vs the reference (forward and every gradient), non-contiguous inputs, gradcheck,
+"""read: every backend vs the reference (forward and every gradient), non-contiguous inputs, gradcheck,
 opcheck, edge values."""
 
 import pytest
 import torch
 
 import memops
-from helpers import (on, opcheck_op, BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, backward_schema_args, check_against_reference,
-                     check_noncontiguous, gradcheck_op, make_inputs, random_grad, requires_grad, run_opcheck,
-                     schema_args, seed_of, to, transposed)
+from helpers import (BATCHES, DTYPES, HEADS, SLOTS, WIDTHS, check_against_reference, check_noncontiguous,
+                     gradcheck_op, make_inputs, on, opcheck_op, seed_of, to)
 
 OP = "read"
 
-from faces import *  # noqa: E402,F401,F403  (the tests every op shares: faces.py)
+from faces import *  # noqa: E402,F401,F403  (the tests every op shares: gradcheck, opcheck, compile, ...)
 
 
 @pytest.mark.full_grid

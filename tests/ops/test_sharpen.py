@@ -1,17 +1,16 @@
-"""sharpen: cpp vs the reference (forward and every gradient), non-contiguous inputs, gradcheck,
+"""sharpen: every backend vs the reference (forward and every gradient), non-contiguous inputs, gradcheck,
 opcheck, and the edge values the scale-free formula is there for."""
 
 import pytest
 import torch
 
 import memops
-from helpers import (on, opcheck_op, BATCHES, DTYPES, HEADS, SLOTS, backward_schema_args, check_against_reference,
-                     check_noncontiguous, forward_backward, gradcheck_op, make_inputs, random_grad,
-                     require_backend, requires_grad, run_opcheck, schema_args, seed_of, to, transposed)
+from helpers import (BATCHES, DTYPES, HEADS, SLOTS, check_against_reference, check_noncontiguous,
+                     forward_backward, gradcheck_op, make_inputs, on, opcheck_op, random_grad, seed_of, to)
 
 OP = "sharpen"
 
-from faces import *  # noqa: E402,F401,F403  (the tests every op shares: faces.py)
+from faces import *  # noqa: E402,F401,F403  (the tests every op shares: gradcheck, opcheck, compile, ...)
 
 
 @pytest.mark.full_grid

@@ -1,17 +1,16 @@
-"""shift: cpp vs the reference (forward and every gradient), non-contiguous inputs, gradcheck,
+"""shift: every backend vs the reference (forward and every gradient), non-contiguous inputs, gradcheck,
 opcheck, edge values, and the shift convention."""
 
 import pytest
 import torch
 
 import memops
-from helpers import (on, opcheck_op, BATCHES, DTYPES, HEADS, SLOTS, backward_schema_args, check_against_reference,
-                     check_noncontiguous, gradcheck_op, make_inputs, random_grad, require_backend, requires_grad,
-                     run_opcheck, schema_args, seed_of, to, transposed, wide_shift)
+from helpers import (BATCHES, DTYPES, HEADS, SLOTS, check_against_reference, check_noncontiguous,
+                     gradcheck_op, make_inputs, on, opcheck_op, seed_of, to, wide_shift)
 
 OP = "shift"
 
-from faces import *  # noqa: E402,F401,F403  (the tests every op shares: faces.py)
+from faces import *  # noqa: E402,F401,F403  (the tests every op shares: gradcheck, opcheck, compile, ...)
 
 
 def naive_shift(weights, kernel):

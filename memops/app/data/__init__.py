@@ -17,8 +17,9 @@
 Malformed files raise DataFormatError (a ValueError) with "path:line: what is wrong".
 """
 
-from .formats import (NLI_LABELS, DataFormatError, NLIExample, TextExample, load_glove, load_nli_jsonl,
+from .formats import (NLI_LABELS, NLIExample, TextExample, load_glove, load_nli_jsonl,
                       load_tsv)
+from .lines import DataFormatError
 from .text import Vocab, pad_batch_ids, tokenize
 
 __all__ = [

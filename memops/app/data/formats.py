@@ -9,30 +9,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from .lines import DataFormatError, _error, _read_lines
 from .text import Vocab, tokenize
 
 __all__ = ["DataFormatError", "NLIExample", "TextExample", "NLI_LABELS",
            "load_nli_jsonl", "load_tsv", "load_glove"]
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")  # label ids 0, 1, 2
-
-
-class DataFormatError(ValueError):
-    """A data file is malformed. The message names the file and the 1-based line: "path:line: problem".
-
-    `path` and `line` are also attributes (`line` is None for a problem with the whole file).
-    """
-
-    def __init__(self, message: str, *, path=None, line: Optional[int] = None):
-        super().__init__(message)
-        self.path = None if path is None else os.fspath(path)
-        self.line = line
 
 
 @dataclass(frozen=True)
@@ -46,28 +34,6 @@ class NLIExample:
 class TextExample:
     tokens: List[str]
     label: int  # index into the label_names returned by load_tsv
-
-
-def _error(path, lineno: Optional[int], problem: str) -> DataFormatError:
-    where = os.fspath(path) if lineno is None else f"{os.fspath(path)}:{lineno}"
-    return DataFormatError(f"{where}: {problem}", path=path, line=lineno)
-
-
-def _read_lines(path, errors: str = "strict") -> Iterator[Tuple[int, str]]:
-    """(1-based line number, line without its line ending) for each line of a UTF-8 file.
-
-    Lines are split on "\\n" only (a stray "\\r" or U+2028 inside a sentence does not split it), and
-    a line that is not valid UTF-8 raises DataFormatError naming it.
-    """
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8", errors=errors)
-            except UnicodeDecodeError as e:
-                raise _error(path, lineno, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
-            if lineno == 1 and line.startswith("\ufeff"):
-                line = line[1:]
-            yield lineno, line.rstrip("\n").rstrip("\r")
 
 
 def _check_max(max_examples: Optional[int]) -> None:

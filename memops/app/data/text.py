@@ -18,6 +18,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
+from .lines import DataFormatError, _read_lines
+
 __all__ = ["tokenize", "Vocab", "pad_batch_ids"]
 
 _TOKEN = re.compile(
@@ -141,8 +143,6 @@ class Vocab:
     @classmethod
     def load(cls, path) -> "Vocab":
         """Read a file written by `save` (DataFormatError, with file:line, if it is malformed)."""
-        from .formats import DataFormatError, _read_lines
-
         tokens: List[str] = []
         seen = {}
         for lineno, line in _read_lines(path):

@@ -1,8 +1,8 @@
 // Launcher helpers shared by content_address.cu and ntm_address.cu (their kernels share
-// content_kernels.cuh): the device's shared-memory limits and the vector-load alignment test.
+// similarity_kernels.cuh): the device's shared-memory limits and the vector-load alignment test.
 #pragma once
 
-#include "content_kernels.cuh"
+#include "similarity_kernels.cuh"
 #include "launch.h"
 
 namespace memops {
@@ -14,7 +14,7 @@ inline content::DeviceLimits limits_of(const at::Tensor& t) {
   return limits;
 }
 
-// Whether p allows content_kernels.cuh's vector loads of T (VecWidth<T> elements).
+// Whether p allows similarity_kernels.cuh's vector loads of T (VecWidth<T> elements).
 template <typename T>
 bool vector_aligned(const void* p) {
   return is_aligned(p, sizeof(T) * content::VecWidth<T>::value);

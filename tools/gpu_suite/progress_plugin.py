@@ -1,22 +1,12 @@
-"""A pytest plugin for gpu_suite.py: one JSON line per test as it starts and as it ends; restarts.
+"""A pytest plugin for the suite's tests stage (pytest_run.py), loaded with `-p gpu_suite.progress_plugin`
+(tools/ on PYTHONPATH). It does nothing without its environment variables:
 
-Loaded with `-p _suite_progress` (benchmarks/ on PYTHONPATH); without its environment variables it
-does nothing.
-
-- $MEMOPS_SUITE_PROGRESS: the file the lines are appended to, flushed line by line, so a run killed
-  part way (a kernel that hangs, a segfault, the stage's timeout) still tells which tests ran, how each
-  ended, and which test was running. The junit XML is the primary record, this the fallback:
-
-    {"event": "start", "id": "tests/test_read.py::test_x[cpu]", "t": 1700000000.0}
-    {"event": "report", "id": "...", "when": "call", "outcome": "failed", "message": "...", "duration": 0.01}
-    {"event": "finish", "id": "..."}
-
-- $MEMOPS_SUITE_STOP_ON_STICKY=1: after a test fails with a CUDA error that leaves the context
-  unusable (an illegal memory access, a device-side assert), every later CUDA test would fail with
-  the same message. The session stops instead (exit code EXIT_STICKY, junit XML written), and
-  gpu_suite.py starts pytest again without the tests already done.
-- $MEMOPS_SUITE_DESELECT: a file of node ids, one a line, to deselect (the tests a previous
-  session finished, and the one it crashed in).
+- $MEMOPS_SUITE_PROGRESS: a file that gets one JSON line as each test starts, reports and finishes
+  ({"event": "start" | "report" | "finish", "id": node id, ...}), flushed line by line, so a killed run
+  still tells what ran and which test was running (the junit XML is the primary record, this the fallback);
+- $MEMOPS_SUITE_STOP_ON_STICKY=1: after a test fails with a CUDA error that ruins the context, stop the
+  session (exit code EXIT_STICKY) instead of failing every later CUDA test; the suite starts pytest again;
+- $MEMOPS_SUITE_DESELECT: a file of node ids to deselect (the tests a previous session finished).
 """
 
 import json
@@ -25,10 +15,11 @@ import time
 
 import pytest
 
+from .proc import EXIT_STICKY
+
 _PATH = os.environ.get("MEMOPS_SUITE_PROGRESS")
 _DESELECT = os.environ.get("MEMOPS_SUITE_DESELECT")
 _STOP_ON_STICKY = os.environ.get("MEMOPS_SUITE_STOP_ON_STICKY", "") == "1"
-EXIT_STICKY = 75
 
 # CUDA errors after which every later call in the process fails the same way
 STICKY_CUDA_ERRORS = ("illegal memory access", "device-side assert", "unspecified launch failure",

@@ -1,25 +1,7 @@
-// Device passes shared by content_address and ntm_address (csrc/cuda/content_address_kernels.cuh,
-// csrc/cuda/ntm_address_kernels.cuh): the similarity pass over memory, the memory-gradient pass, the
-// block-level softmax and softmax-backward statistics, the key-gradient finalisation, and the
-// host-side launch planning both launchers use. ATen-free (kernels_check.cu compiles it with nvcc).
-//
-// The slot passes (both regimes, one code path):
-//   - A block handles `count` consecutive slots [first, first + count) of ONE batch row b for EVERY
-//     head of b: the H keys of b sit in shared memory (as A), so each memory row is read from global
-//     memory once per pass for all heads (in batches of kHeadBatch heads: with H > kHeadBatch the
-//     row is re-read per batch, from L1).
-//   - A slot is handled by a group of G consecutive lanes (G = 4..32, a power of two chosen from W),
-//     each lane loading V consecutive elements at a time (V = 16 bytes / sizeof(T) where the row
-//     width and the pointer alignment allow, else 1): coalesced, vectorised loads. The group
-//     reduces its dot products with group_sum<G> (shuffles inside one warp).
-//   - The loop over slots runs the same number of iterations in every group of the block (slots past
-//     the end are `valid == false` and only take part in the shuffles), so every full-mask shuffle
-//     and __syncwarp is reached by all 32 lanes of a warp.
-//   - Small regime (N W small, e.g. the NTM paper's B=64, N=128, W=20): one block per batch row
-//     (count = N) and the same block finishes the op (softmax, chain, key gradient): one launch.
-//     Large regime (e.g. N=8192, W=128): the slots of a batch row are split into chunks so that the
-//     grid (B * chunks blocks) fills the GPU; per-chunk partials go to a float workspace and a
-//     second small kernel combines them in a fixed order (no atomics: deterministic).
+// The passes over memory that content_address and ntm_address share (their kernels:
+// content_address_kernels.cuh, ntm_address_kernels.cuh): similarity, memory gradient, the block-level
+// softmax and softmax-backward statistics, the key-gradient finalisation, and the launch planning of
+// both launchers (similarity_launch.h adds their ATen side). ATen-free (kernels_check.cu compiles it).
 #pragma once
 
 #include <algorithm>
@@ -237,6 +219,16 @@ __device__ Centered<A> block_centered(const TP* p, const TG* g, int64_t n, A* re
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The slot passes (similarity_pass, memory_grad_pass). A block takes the slots [first, first + count)
+// of ONE batch row b for EVERY head of b, the H keys in shared memory, so each memory row is read once
+// per pass for all heads (kHeadBatch heads per sweep of the row; more heads re-read it, from L1). A
+// slot is handled by a group of G consecutive lanes (a power of two from W), each loading V elements
+// at a time (vector loads where W and the alignment allow); the group reduces with group_sum<G>.
+// Every group runs the same number of iterations (slots past the end only join the shuffles), so
+// every full-mask shuffle and __syncwarp is reached by all 32 lanes of a warp. One block per batch
+// row where that fills the GPU (the same block then finishes the op: one launch); else the slots of
+// a row are cut into chunks (plan_chunk) and a second kernel combines the chunks' partials in order.
+
 // The similarity pass: for the slots [first, first + count) of batch row b, all heads:
 //   out[h * ld + i] = sim_hi * scale[h]  (scale == nullptr: sim_hi), or -inf where keep_b[i] is false
 // (masked slots are not read). cosine: sim = k.m / (|k|' |m|') as math::similarity_row; dot: k.m.
