@@ -17,6 +17,8 @@ import argparse
 import importlib
 import sys
 
+from .checkpoints import CheckpointError
+
 # command name -> module: `check` belongs to the op library, the others to the application
 COMMANDS = {
     "check": "memops.check",
@@ -46,8 +48,21 @@ def build_parser():
     return parser
 
 
+def given_options(name, argv):
+    """The destinations of the options the command line of command `name` gives explicitly (so that a
+    resumed run can tell an option given again from its default)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _module(name).add_arguments(parser)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    given, _ = parser.parse_known_args(argv[argv.index(name) + 1:])
+    return set(vars(given))
+
+
 def main(argv=None):
     """Parse `argv` (default sys.argv[1:]), run the command, return its exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -61,5 +76,28 @@ def main(argv=None):
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(args._run(args) or 0)
+    args._given = given_options(args.command, argv)
+    try:
+        return int(args._run(args) or 0)
+    except CheckpointError as e:
+        print(e, file=sys.stderr)
+        return 2
 
+
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def console():
+    """The `memops` console script and `python -m memops`: main(), with a user's mistake (a bad option
+    value, a malformed or missing file) printed as one line instead of a traceback (MEMOPS_TRACEBACK=1
+    shows it)."""
+    import os
+
+    try:
+        return main()
+    except USER_ERRORS as e:
+        if os.environ.get("MEMOPS_TRACEBACK", "0") not in ("", "0"):
+            raise
+        message = str(e) if str(e).startswith("memops") else f"memops: {e}"
+        print(message, file=sys.stderr)
+        return 2

@@ -17,7 +17,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..nn import NTM, NLIClassifier, SequenceClassifier
 from .tasks import TASKS as NTM_TASKS
@@ -77,6 +76,14 @@ class Recipe:
     def evaluate(self, model, batches, device):
         """{field: value} for eval_fields, over `batches`."""
         raise NotImplementedError
+
+    def count(self, batch):
+        """How many sequences (examples) `batch` holds."""
+        return int(batch.labels.numel())
+
+    def shard(self, batch, start, stop):
+        """Sequences start..stop-1 of `batch` (batch-first fields; time-major recipes override)."""
+        return type(batch)(*(t[start:stop] for t in batch))
 
     def describe(self):
         return self.task_name
@@ -171,6 +178,12 @@ class NTMRecipe(Recipe):
         count = max(count, 1)
         return {"eval_bits": totals["bits"] / count, "eval_bit_errors": totals["bit_errors"] / count,
                 "reference_bits": None if reference is None else reference / count}
+
+    def count(self, batch):
+        return int(batch.inputs.shape[1])
+
+    def shard(self, batch, start, stop):
+        return type(batch)(*(t[:, start:stop] for t in batch))  # time-major: (T, B, ...)
 
     def summary(self, r):
         text = f"eval {r['eval_bits']:.3g} bits/seq, {r['eval_bit_errors']:.3g} bit errors"
@@ -342,6 +355,8 @@ class TextRecipe(ClassifierRecipe):
         recipe = cls(task, {"vocab": [Vocab.PAD, Vocab.UNK], "train": os.path.abspath(train_path), "dev": os.path.abspath(dev_path),
                             "glove": args.glove})
         examples = recipe.load(train_path)
+        if not examples:
+            raise ValueError(f"memops train {task}: the training file {train_path} has no examples")
         recipe.vocab = Vocab.build([t for e in examples for t in cls.tokens(e)], min_freq=1, max_size=args.vocab_size)
         recipe.state["vocab"] = recipe.vocab.to_list()
         recipe.train_set = examples
@@ -380,7 +395,10 @@ class TextRecipe(ClassifierRecipe):
         if unknown:
             raise TypeError(f"{self.task_name}: unexpected keyword argument '{sorted(unknown)[0]}' "
                             f"(known: data, a file to evaluate on)")
-        dev = self.load(overrides.get("data", self.state["dev"]))[:sequences]
+        path = overrides.get("data", self.state["dev"])
+        dev = self.load(path)[:sequences]
+        if not dev:
+            raise ValueError(f"memops: the evaluation file {path} has no examples")
         return [self.collate(dev[i:i + 64]) for i in range(0, len(dev), 64)]
 
 

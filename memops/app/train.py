@@ -26,17 +26,28 @@ for every run with that seed; on text files the dev file), a checkpoint is writt
 learning_curve.png are updated. Files in OUT: checkpoint.pt (the latest: weights, optimizer, step,
 data-generator state; --resume continues exactly where it stopped), best.pt (the same, from the
 evaluation with the lowest cost so far: NTM training has spikes, so evaluate and plot this one),
-metrics.csv, learning_curve.png. Checkpoints load weights-only: opening one never executes code.
-A step whose loss or gradient is not finite is skipped (counted in the csv); 10 in a row stop training.
+metrics.csv, learning_curve.png. Checkpoints load weights-only (opening one never executes code) and
+carry the run's whole configuration and a checksum of their tensor data. A step whose loss or gradient
+is not finite is skipped (counted in the csv); 10 in a row stop training.
+
+Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes checkpoint.pt, prints how to resume and
+exits with 130 / 143. `--resume` restores every option of the run; an option given again with another
+value is refused, except those that may change (--steps, the progress, device, backend and threads).
+
+Several processes: `torchrun --nproc_per_node K -m memops train TASK ...` trains with
+DistributedDataParallel (gloo on CPU, nccl on CUDA); --batch-size is per process, rank 0 writes the files.
 """
 
+import argparse
 import csv
 import math
 import os
 import sys
 import time
 
-from .checkpoints import FORMAT, load_checkpoint, save_checkpoint
+import signal
+
+from .checkpoints import CheckpointError, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .progress import Progress, csv_fields, duration, format_value, plot_learning_curve, rewrite_metrics
 
 HELP = "train a model on a task: an NTM on a paper task (copy, ...), an NSE on nse-recall, nse-nli, nse-classify"
@@ -50,6 +61,27 @@ def _task_names():
     from .recipes import RECIPES
 
     return sorted(RECIPES)
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_float(text):
+    value = float(text)
+    if not value >= 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
 
 
 def parse_task_options(pairs):
@@ -96,29 +128,33 @@ def add_run_arguments(parser):
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--backend", default=None,
                         help="memops backend for the model's ops (default: auto; see `memops check --help`)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for torch (default: torch's choice)")
 
 
 def add_arguments(parser):
     parser.add_argument("task", choices=_task_names())
     parser.add_argument("--out", default=None, help="output directory (default: runs/TASK-seedSEED)")
-    parser.add_argument("--steps", type=int, default=20000, help="training steps, in all (default: 20000)")
-    parser.add_argument("--batch-size", type=int, default=16, help="sequences per step (default: 16)")
+    parser.add_argument("--steps", type=positive_int, default=20000, help="training steps, in all (default: 20000)")
+    parser.add_argument("--batch-size", type=positive_int, default=16,
+                        help="sequences per step (per process under torchrun; default: 16)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/checkpoint.pt with its settings (only --steps and the progress, "
-                             "device, backend and thread options apply)")
+                        help="continue from OUT/checkpoint.pt with every option of that run (only --steps and "
+                             "the progress, device, backend and thread options may change)")
     add_run_arguments(parser)
     o = parser.add_argument_group("optimiser")
-    o.add_argument("--lr", type=float, default=None, help="learning rate (default: the paper's for the task)")
-    o.add_argument("--momentum", type=float, default=0.9, help="RMSProp momentum (NTM tasks)")
-    o.add_argument("--decay", type=float, default=0.95, help="RMSProp decay of the squared-gradient average")
-    o.add_argument("--clip", type=float, default=10.0, help="clip each gradient element to [-CLIP, CLIP]; 0: off")
+    o.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the paper's for the task)")
+    o.add_argument("--momentum", type=non_negative_float, default=0.9, help="RMSProp momentum (NTM tasks)")
+    o.add_argument("--decay", type=non_negative_float, default=0.95,
+                   help="RMSProp decay of the squared-gradient average")
+    o.add_argument("--clip", type=non_negative_float, default=10.0,
+                   help="clip each gradient element to [-CLIP, CLIP]; 0: off")
     e = parser.add_argument_group("progress")
-    e.add_argument("--eval-every", type=int, default=500, help="steps between evaluations and checkpoints")
-    e.add_argument("--eval-sequences", type=int, default=None,
+    e.add_argument("--eval-every", type=positive_int, default=500, help="steps between evaluations and checkpoints")
+    e.add_argument("--eval-sequences", type=positive_int, default=None,
                    help="size of the fixed evaluation set (default: 256; on text files the whole dev file)")
-    e.add_argument("--log-every", type=int, default=50, help="steps between progress lines / csv rows")
+    e.add_argument("--log-every", type=positive_int, default=50, help="steps between progress lines / csv rows")
     e.add_argument("--stop-at", type=float, default=None, metavar="COST",
                    help="stop once the evaluation cost (bits per sequence; NSE: loss) is below COST")
     e.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
@@ -127,84 +163,210 @@ def add_arguments(parser):
                         help="override a task setting, e.g. max_length=10 (repeatable)")
 
 
+# Options a resumed run may change; every other one is the run's own (restored from the checkpoint).
+MAY_CHANGE = {"steps", "device", "backend", "threads", "no_progress", "log_every", "stop_at", "resume", "out"}
+
+
+def run_config(args):
+    """The run's configuration, as a checkpoint stores it: every option of the command line."""
+    return {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("task_options", "command")}
+
+
+def _fail(message):
+    print(f"memops train: {message}", file=sys.stderr)
+    return 2
+
+
+def _prepare_out(out, resume):
+    """None if OUT can take this run, else why not."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        return f"--out {out} is a file, not a directory"
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".memops-write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        return f"cannot write to --out {out}: {e.strerror or e}"
+    if not resume:
+        for name in ("checkpoint.pt", "metrics.csv"):
+            if os.path.exists(os.path.join(out, name)):
+                return (f"{os.path.join(out, name)} exists (another run's); pass --resume to continue that run "
+                        f"or choose another --out")
+    return None
+
+
+class _Interrupt:
+    """SIGINT / SIGTERM: note it and let the current step finish (a second Ctrl-C stops at once)."""
+
+    CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+    def __init__(self):
+        self.signum = None
+        self.previous = {}
+
+    def __enter__(self):
+        for signum in self.CODES:
+            try:
+                self.previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: no handlers, as before
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    @property
+    def code(self):
+        return self.CODES.get(self.signum, 0)
+
+
 # -------------------------------------------------------------------------------------------- train
 
 def run(args):
+    try:
+        return _train(args)
+    except CheckpointError as e:
+        return _fail(str(e))
+
+
+def _train(args):
     import torch
 
+    from .distributed import World, weighted_mean
     from .recipes import recipe_class
 
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or os.path.join("runs", f"{args.task}-seed{args.seed}")
-    os.makedirs(out, exist_ok=True)
     ckpt_path, best_path = os.path.join(out, "checkpoint.pt"), os.path.join(out, "best.pt")
     metrics_path, curve_path = os.path.join(out, "metrics.csv"), os.path.join(out, "learning_curve.png")
-    device = torch.device(args.device)
-    args.task_options = parse_task_options(args.task_option)
+    world = World(args.device)
+    device = world.device
+
+    if world.main:
+        problem = _prepare_out(out, args.resume)
+        if problem is None and args.resume and not os.path.exists(ckpt_path):
+            problem = f"--resume: no checkpoint to resume at {ckpt_path}"
+    else:
+        problem = None
+    problem = world.gather(problem)[0]
+    if problem:
+        world.close()
+        return _fail(problem)
 
     if args.resume:
-        ckpt = load_checkpoint(ckpt_path, device)
+        ckpt = load_checkpoint(ckpt_path, "cpu")
         if ckpt["task"] != args.task:
-            print(f"memops train: {ckpt_path} was trained on {ckpt['task']!r}, not {args.task!r}", file=sys.stderr)
-            return 2
+            world.close()
+            return _fail(f"{ckpt_path} was trained on {ckpt['task']!r}, not {args.task!r}")
+        config = ckpt["config"]
+        given = getattr(args, "_given", set())
+        changed = sorted(k for k in given if k not in MAY_CHANGE and k in config and getattr(args, k) != config[k])
+        if changed:
+            world.close()
+            return _fail("--resume continues the run with its own options; these differ from it: "
+                         + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)} (the run's: {config[k]})"
+                                     for k in changed))
+        if config.get("world_size", 1) != world.size:
+            world.close()
+            return _fail(f"{ckpt_path} was trained by {config.get('world_size', 1)} processes; resume it with "
+                         f"as many (torchrun --nproc_per_node {config.get('world_size', 1)})")
+        for k, v in config.items():
+            if k not in MAY_CHANGE or k not in given:
+                setattr(args, k, v)
+        args.task_options = parse_task_options(args.task_option)
         recipe = recipe_class(args.task).restore(args.task, ckpt["recipe"])
-        seed, batch_size, hyper = ckpt["seed"], ckpt["batch_size"], ckpt["hyper"]
+        hyper = ckpt["hyper"]
     else:
-        if os.path.exists(ckpt_path):
-            print(f"memops train: {ckpt_path} exists; pass --resume to continue it or choose another --out",
-                  file=sys.stderr)
-            return 2
-        ckpt, seed, batch_size = None, args.seed, args.batch_size
+        ckpt = None
+        args.task_options = parse_task_options(args.task_option)
         recipe = recipe_class(args.task).create(args.task, args)
         hyper = recipe.hyper(args)
+    seed, batch_size = args.seed, args.batch_size
+    config = dict(run_config(args), world_size=world.size)
+    if world.main:
+        remove_stale_temporaries(out)
 
+    # every rank: the same parameters at the start (DDP broadcasts rank 0's), its own torch RNG stream
     torch.manual_seed(seed)
     model = recipe.build(backend=args.backend).to(device)
+    torch.manual_seed(seed + 1_000_003 * world.rank)
     optimizer = recipe.optimizer(model.parameters(), hyper)
-    data = torch.Generator().manual_seed(seed)
+    data = torch.Generator().manual_seed(seed)  # the same on every rank: each takes its slice
     step, sequences, wall, nonfinite, best = 0, 0, 0.0, 0, math.inf
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         data.set_state(ckpt["data_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        torch.set_rng_state(ckpt["torch_rng"][world.rank])
         step, sequences, wall = ckpt["step"], ckpt["sequences"], ckpt["wall_s"]
         nonfinite, best = ckpt["nonfinite_steps"], ckpt["best"]
+    trained = world.wrap(model)
     fields = csv_fields(recipe)
-    rewrite_metrics(metrics_path, fields, step)
+    if world.main:
+        rewrite_metrics(metrics_path, fields, step)
     evaluation = recipe.eval_batches(args.eval_sequences, seed)
+    if not evaluation:
+        world.close()
+        return _fail(f"the evaluation set of {args.task} is empty")
+    my_evaluation = evaluation[world.rank::world.size]
     params = sum(p.numel() for p in model.parameters())
     settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in hyper.items())
-    print(f"memops train {recipe.describe()}\n  model {type(model).__name__} ({params} parameters): "
-          f"{recipe.state['model']}"
-          f"\n  backend {args.backend or 'auto'}, device {device}, {settings}, batch {batch_size}, seed {seed}; "
-          f"{'resuming at step ' + str(step) if ckpt else 'from scratch'} -> {out}", file=sys.stderr)
+    if world.main:
+        procs = f" x {world.size} processes" if world.size > 1 else ""
+        print(f"memops train {recipe.describe()}\n  model {type(model).__name__} ({params} parameters): "
+              f"{recipe.state['model']}"
+              f"\n  backend {args.backend or 'auto'}, device {device}, {settings}, batch {batch_size}{procs}, "
+              f"seed {seed}; {'resuming at step ' + str(step) if ckpt else 'from scratch'} -> {out}", file=sys.stderr)
 
     def checkpoint(is_best):
+        rng_states = world.gather(torch.get_rng_state())
+        if not world.main:
+            return
         payload = {
-            "format": FORMAT, "task": args.task, "recipe": recipe.state, "model": model.state_dict(),
+            "task": args.task, "config": config, "recipe": recipe.state, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "hyper": hyper, "seed": seed, "batch_size": batch_size,
             "step": step, "sequences": sequences, "wall_s": wall, "nonfinite_steps": nonfinite,
-            "data_rng": data.get_state(), "torch_rng": torch.get_rng_state(), "eval": last_eval, "best": best,
+            "data_rng": data.get_state(), "torch_rng": rng_states, "eval": last_eval, "best": best,
         }
         save_checkpoint(ckpt_path, payload)
         if is_best:
             save_checkpoint(best_path, payload)
 
-    progress = Progress(args.steps, step, args.no_progress)
+    def evaluate():
+        model.eval()
+        mine = recipe.evaluate(model, my_evaluation, device) if my_evaluation else {f: 0.0 for f in recipe.eval_fields}
+        return weighted_mean(world, mine, sum(recipe.count(b) for b in my_evaluation))
+
+    progress = Progress(args.steps, step, args.no_progress) if world.main else None
     window, in_a_row, last_eval, status = [], 0, None, 0
     t_last = time.perf_counter()
-    with open(metrics_path, "a", newline="") as csv_file:
-        writer = csv.DictWriter(csv_file, fieldnames=fields)
+    csv_file = open(metrics_path, "a", newline="") if world.main else None
+    writer = csv.DictWriter(csv_file, fieldnames=fields) if csv_file else None
+    with _Interrupt() as interrupt:
         while step < args.steps:
-            model.train()
-            loss, value = recipe.loss(model, recipe.sample(batch_size, data), device)
+            trained.train()
+            batch = recipe.sample(batch_size * world.size, data)
+            if world.size > 1:
+                batch = recipe.shard(batch, world.rank * batch_size, (world.rank + 1) * batch_size)
+            loss, value = recipe.loss(trained, batch, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grads = [p.grad for p in model.parameters() if p.grad is not None]
-            # one device sync for all gradients, not one per parameter
+            # one device sync for all gradients, not one per parameter; the ranks agree on every decision
             finite = math.isfinite(value) and bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+            value, n_finite, stop = world.sum([value if finite else 0.0, float(finite),
+                                               float(interrupt.signum is not None)])
+            finite = n_finite == world.size
+            value /= world.size
             if finite:
                 if hyper["clip"] > 0:
                     torch.nn.utils.clip_grad_value_(model.parameters(), hyper["clip"])
@@ -214,46 +376,64 @@ def run(args):
             else:
                 nonfinite += 1
                 in_a_row += 1
-                progress.message(f"step {step + 1}: loss or gradient not finite; step skipped ({nonfinite} so far)")
+                if world.main:
+                    progress.message(f"step {step + 1}: loss or gradient not finite; step skipped "
+                                     f"({nonfinite} so far)")
                 if in_a_row >= MAX_NONFINITE_IN_A_ROW:
-                    progress.message(f"memops train: {in_a_row} non-finite steps in a row; stopping")
+                    if world.main:
+                        progress.message(f"memops train: {in_a_row} non-finite steps in a row; stopping")
                     status = 1
             step += 1
-            sequences += batch_size
+            sequences += batch_size * world.size
             now = time.perf_counter()
             wall += now - t_last
             t_last = now
 
+            if stop:
+                checkpoint(is_best=False)
+                if world.main:
+                    progress.message(f"memops train: interrupted after step {step}; checkpoint written to "
+                                     f"{ckpt_path}\n  resume with: memops train {args.task} --out {out} --resume")
+                status = interrupt.code or 130
+                break
             do_eval = step % args.eval_every == 0 or step == args.steps or status
             if step % args.log_every == 0 or do_eval:
                 row = {"step": step, "sequences": sequences, "wall_s": round(wall, 2),
-                       recipe.train_field: sum(window) / len(window) if window else None, "nonfinite_steps": nonfinite}
+                       recipe.train_field: sum(window) / len(window) if window else None,
+                       "nonfinite_steps": nonfinite}
                 window = []
                 if do_eval:
-                    model.eval()
-                    last_eval = recipe.evaluate(model, evaluation, device)
+                    last_eval = evaluate()
                     row.update(last_eval)
-                writer.writerow({k: format_value(row.get(k)) for k in fields})
-                csv_file.flush()
-                train_value = row[recipe.train_field]
-                status_fields = [f"loss {train_value:.3g} {recipe.train_unit}" if train_value is not None else "loss -"]
-                if last_eval:
-                    status_fields.append(recipe.summary(last_eval))
-                progress.update(step, status_fields, final=step == args.steps)
+                if world.main:
+                    writer.writerow({k: format_value(row.get(k)) for k in fields})
+                    csv_file.flush()
+                    train_value = row[recipe.train_field]
+                    status_fields = [f"loss {train_value:.3g} {recipe.train_unit}" if train_value is not None
+                                     else "loss -"]
+                    if last_eval:
+                        status_fields.append(recipe.summary(last_eval))
+                    progress.update(step, status_fields, final=step == args.steps)
                 if do_eval:
                     cost = last_eval[recipe.primary]
                     is_best = cost < best
                     best = min(best, cost)
                     checkpoint(is_best)
-                    plot_learning_curve(metrics_path, curve_path, f"{type(model).__name__} on {args.task}", recipe)
+                    if world.main:
+                        plot_learning_curve(metrics_path, curve_path, f"{type(model).__name__} on {args.task}",
+                                            recipe)
                     t_last = time.perf_counter()  # wall_s counts training time, not evaluation
                     if args.stop_at is not None and cost < args.stop_at:
-                        progress.message(f"evaluation cost {cost:.4g} < {args.stop_at:g} at step {step}; stopping")
+                        if world.main:
+                            progress.message(f"evaluation cost {cost:.4g} < {args.stop_at:g} at step {step}; "
+                                             "stopping")
                         break
             if status:
                 break
-    if last_eval:
+    if csv_file:
+        csv_file.close()
+    if last_eval and world.main and not interrupt.signum:
         print(f"memops train {args.task}: step {step}, {sequences} sequences, {duration(wall)} training; "
               f"{recipe.summary(last_eval)}; non-finite steps {nonfinite}", file=sys.stderr)
+    world.close()
     return status
-
