@@ -8,15 +8,17 @@ Backends:
                interpreter (TRITON_INTERPRET=1 set before triton is first imported);
   "reference"  the pure-PyTorch specification (memops.reference): slow, always there.
 
-Choice, first that applies: the op's `backend=` argument; `with memops.backend(name):`;
-memops.set_backend(name); the MEMOPS_BACKEND environment variable (read at import); "auto", which
-takes, on CUDA tensors, the first of cuda (C++) -> triton -> reference that can run, and on CPU
-tensors cpp -> reference (never the interpreter: it is for tests, and slow).
+Choice, first that applies: the op's `backend=` argument; `with memops.backend(name):` (this thread);
+memops.set_backend(name) (every thread); the MEMOPS_BACKEND environment variable (read at import);
+"auto", which takes, on CUDA tensors, the first of cuda (C++) -> triton -> reference that can run, and
+on CPU tensors cpp -> reference (never the interpreter: it is for tests, and slow); under torch.func
+transforms "auto" takes the reference, whose autograd torch.func can transform.
 Asking for a backend that cannot run the call raises an error that says why.
 """
 
 import contextlib
 import os
+import threading
 
 import torch
 
@@ -25,7 +27,8 @@ from . import _library
 BACKENDS = ("auto", "cpp", "cuda", "triton", "reference")
 
 _ENV_BACKEND = os.environ.get("MEMOPS_BACKEND", "").strip().lower() or None
-_forced = None  # set by set_backend / the backend() context manager
+_forced = None  # set by set_backend: the process's default
+_context = threading.local()  # `with backend(name)`: this thread's choice (.name), None outside a block
 
 _triton_ops = None  # torch.ops.memops_triton once memops.triton is imported
 _triton_error = None
@@ -83,10 +86,22 @@ def available_backends(device="cpu"):
     return names + ["reference"]
 
 
+def _functorch_active():
+    """Whether a torch.func transform (grad, vmap, jacrev, ...) is running (never inside a compiled graph)."""
+    return not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+
+
 def select(backend, tensor):
     """The implementation ("cpp", "triton" or "reference") that runs an op on `tensor`'s device."""
-    name = backend or _forced or _ENV_BACKEND or "auto"
+    name = backend or getattr(_context, "name", None) or _forced or _ENV_BACKEND or "auto"
     device_type = tensor.device.type
+    if name in ("auto", "cpp", "cuda") and _functorch_active():
+        # the compiled ops' autograd is C++ (torch::autograd::Function), which torch.func cannot transform
+        if name == "auto":
+            return "reference"
+        raise RuntimeError(f"memops: backend {name!r} cannot run under torch.func transforms (grad, vmap, "
+                           "jacrev, ...): its backward is a C++ autograd function; use backend='reference' "
+                           "(or the default, 'auto', which takes the reference under torch.func)")
     if name == "auto":
         if _cpp_has(device_type):
             return "cpp"
@@ -122,20 +137,20 @@ def set_backend(name):
 
 
 def get_backend():
-    """The backend name in force when an op is called without `backend=` ("auto" if none is set)."""
-    return _forced or _ENV_BACKEND or "auto"
+    """The backend name in force in this thread when an op is called without `backend=` ("auto" if none)."""
+    return getattr(_context, "name", None) or _forced or _ENV_BACKEND or "auto"
 
 
 @contextlib.contextmanager
 def backend(name):
-    """`with memops.backend("triton"): ...` runs the ops inside on that backend."""
-    global _forced
-    previous = _forced
-    _forced = _check_name(name)
+    """`with memops.backend("triton"): ...` runs the ops of this thread inside the block on that backend
+    (other threads keep theirs; memops.set_backend sets the default of every thread)."""
+    previous = getattr(_context, "name", None)
+    _context.name = _check_name(name)
     try:
         yield
     finally:
-        _forced = previous
+        _context.name = previous
 
 
 if _ENV_BACKEND is not None:

@@ -12,16 +12,16 @@ accuracy) over --sequences sequences drawn from --seed.
 import json
 
 from .checkpoints import model_from_checkpoint
-from .train import add_run_arguments, parse_task_options
+from .train import add_run_arguments, parse_task_options, positive_int
 
 HELP = "evaluate a checkpoint on fresh sequences (e.g. --length 40 80 for generalisation)"
 
 
 def add_arguments(parser):
     parser.add_argument("checkpoint")
-    parser.add_argument("--length", type=int, nargs="+", default=None,
+    parser.add_argument("--length", type=positive_int, nargs="+", default=None,
                         help="sequence lengths to test (the task's `length` setting); default: the training lengths")
-    parser.add_argument("--sequences", type=int, default=None,
+    parser.add_argument("--sequences", type=positive_int, default=None,
                         help="sequences per length (default: 256; on text files the whole file)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the evaluation sequences (default: 1)")
     parser.add_argument("--task-option", action="append", metavar="NAME=VALUE", help="override a task setting")

@@ -14,7 +14,7 @@ Default output: next to the checkpoint, as plot.png.
 import os
 
 from .checkpoints import model_from_checkpoint
-from .train import add_run_arguments, parse_task_options
+from .train import add_run_arguments, parse_task_options, positive_int
 
 HELP = "draw one sequence through a trained model: NTM weightings and memory, NSE attention (PNG)"
 
@@ -22,7 +22,7 @@ HELP = "draw one sequence through a trained model: NTM weightings and memory, NS
 def add_arguments(parser):
     parser.add_argument("checkpoint")
     parser.add_argument("--out", default=None, help="PNG path (default: plot.png beside the checkpoint)")
-    parser.add_argument("--length", type=int, default=None, help="the task's `length` setting for the sample")
+    parser.add_argument("--length", type=positive_int, default=None, help="the task's `length` setting for the sample")
     parser.add_argument("--seed", type=int, default=1, help="seed of the sample (default: 1)")
     parser.add_argument("--head", type=int, default=0, help="which read / write head to show (default: 0)")
     parser.add_argument("--task-option", action="append", metavar="NAME=VALUE", help="override a task setting")
@@ -48,13 +48,15 @@ def draw(model, batch, path, title, head=0):
     unscored = ~mask[:T]
     target = torch.where(unscored[None, :], torch.nan, target)
     output = torch.where(unscored[None, :], torch.nan, output)
-    write_w = trace.write_weights[:T, 0, min(head, trace.write_weights.shape[2] - 1)].float().cpu().T
-    read_w = trace.read_weights[:T, 0, min(head, trace.read_weights.shape[2] - 1)].float().cpu().T
+    # a head index past one kind's count shows that kind's last head, and says so
+    write_head, read_head = min(head, trace.write_weights.shape[2] - 1), min(head, trace.read_weights.shape[2] - 1)
+    write_w = trace.write_weights[:T, 0, write_head].float().cpu().T
+    read_w = trace.read_weights[:T, 0, read_head].float().cpu().T
     memory = state.memory[0].float().cpu()
 
     panels = [("input", inputs, "Greys"), ("target", target, "Greys"), ("output", output, "Greys"),
-              (f"write weighting (head {head})", write_w, "viridis"),
-              (f"read weighting (head {head})", read_w, "viridis")]
+              (f"write weighting (head {write_head})", write_w, "viridis"),
+              (f"read weighting (head {read_head})", read_w, "viridis")]
     heights = [max(p[1].shape[0], 4) for p in panels[:3]] + [40, 40, 40]
     fig, axes = plt.subplots(6, 1, figsize=(9, 13), dpi=90, gridspec_kw={"height_ratios": heights})
     for ax, (name, data, cmap) in zip(axes, panels):
@@ -137,6 +139,12 @@ def run(args):
         batch = recipe.eval_batches(1, args.seed, **overrides)[0]
         drawn = draw_nse_recall(model.cpu(), recipe.task, batch, path, f"NSE on {ckpt['task']}{suffix}")
     elif isinstance(recipe, NTMRecipe):
+        cell = model.cell
+        heads = max(cell.read_heads, cell.write_heads)
+        if not 0 <= args.head < heads:
+            print(f"memops plot: --head {args.head}: the model has {cell.read_heads} read and "
+                  f"{cell.write_heads} write heads (--head 0 to {heads - 1})", file=sys.stderr)
+            return 2
         task = recipe.task
         batch = task.sample(1, generator=generator, **merge_task_options(task, recipe.options, overrides))
         drawn = draw(model, batch, path, f"NTM on {task.name}{suffix}", args.head)

@@ -47,7 +47,7 @@ import time
 
 import signal
 
-from .checkpoints import CheckpointError, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .checkpoints import CheckpointError, checksum, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .progress import Progress, csv_fields, duration, format_value, plot_learning_curve, rewrite_metrics
 
 HELP = "train a model on a task: an NTM on a paper task (copy, ...), an NSE on nse-recall, nse-nli, nse-classify"
@@ -329,6 +329,10 @@ def _train(args):
 
     def checkpoint(is_best):
         rng_states = world.gather(torch.get_rng_state())
+        # every rank's parameters, by checksum: data parallelism keeps them identical, or something broke
+        replicas = world.gather(checksum({"model": model.state_dict()}))
+        if len(set(replicas)) > 1:
+            raise RuntimeError(f"memops train: the ranks' parameters differ at step {step}: {replicas}")
         if not world.main:
             return
         payload = {
@@ -336,6 +340,7 @@ def _train(args):
             "optimizer": optimizer.state_dict(), "hyper": hyper, "seed": seed, "batch_size": batch_size,
             "step": step, "sequences": sequences, "wall_s": wall, "nonfinite_steps": nonfinite,
             "data_rng": data.get_state(), "torch_rng": rng_states, "eval": last_eval, "best": best,
+            "replicas": replicas,
         }
         save_checkpoint(ckpt_path, payload)
         if is_best:

@@ -72,7 +72,12 @@ class NSE(nn.Module):
     def __init__(self, input_size, hidden_size=None, *, vocab_size=None, own_memory=True, extra_memories=0,
                  pool="last", dropout=0.0, backend=None):
         super().__init__()
-        hidden_size = hidden_size or input_size
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if (value is not None or name == "input_size") and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"NSE: {name} must be a positive int{' or None' * (name == 'hidden_size')}, "
+                                 f"got {value!r}")
+        hidden_size = input_size if hidden_size is None else hidden_size
         if pool not in POOLING:
             raise ValueError(f"NSE: pool must be one of {', '.join(POOLING)}, got {pool!r}")
         if extra_memories < 0 or own_memory + extra_memories < 1:
@@ -110,11 +115,14 @@ class NSE(nn.Module):
                 raise ValueError("NSE: mask must mark a prefix of each sequence (valid steps first, then padding)")
         elif lengths is not None:
             lengths = torch.as_tensor(lengths, device=x.device)
+            if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
+                raise TypeError(f"NSE: lengths must be integers (an int64 tensor or a list of ints), got {lengths.dtype}")
             if lengths.shape != (B,) or (lengths < 0).any() or (lengths > T).any():
                 raise ValueError(f"NSE: lengths must have shape ({B},) with values in [0, {T}]")
         else:
             lengths = torch.full((B,), T, device=x.device)
-        return self.dropout(self.project(x)), lengths.to(x.device)
+        # the memory is kept in the parameters' dtype, also where autocast lowered the projection
+        return self.dropout(self.project(x)).to(self.compose[0].weight.dtype), lengths.to(x.device)
 
     def forward(self, x, lengths=None, *, mask=None, memories=None, state=None, return_attention=False):
         """x (B,T,input_size) or ids (B,T); lengths (B,) or mask (B,T); memories: K pairs
@@ -134,7 +142,7 @@ class NSE(nn.Module):
             if memory.dim() != 3 or memory.shape[0] != B or memory.shape[2] != D:
                 raise ValueError(f"NSE: memories[{k}] must have shape (B, N, D) = ({B}, N, {D}), got "
                                  f"{tuple(memory.shape)}")
-            banks.append([memory, slots])
+            banks.append([memory.to(x.dtype), slots])
 
         zeros = x.new_zeros(B, D)
         beta = x.new_ones(B, 1)  # NSE addresses by the plain dot product
@@ -143,7 +151,7 @@ class NSE(nn.Module):
         for t in range(T):
             active = valid[:, t, None]  # (B,1): sequences that have a step t
             hr_new, cr_new = self.read_lstm(x[:, t], (hr, cr))
-            key = hr_new[:, None, :]  # (B,1,D)
+            key = hr_new[:, None, :].to(x.dtype)  # (B,1,D)
             reads, weights = [], []
             for memory, slots in banks:
                 z = ops.content_address(memory, key, beta, mask=slots, similarity="dot", backend=self.backend)
@@ -154,7 +162,7 @@ class NSE(nn.Module):
             for k, (bank, z) in enumerate(zip(banks, weights)):
                 if return_attention:
                     attention[k].append(z[:, 0] * active)
-                written = ops.write(bank[0], z, None, hw_new[:, None, :], backend=self.backend)
+                written = ops.write(bank[0], z, None, hw_new[:, None, :].to(x.dtype), backend=self.backend)
                 bank[0] = torch.where(active[..., None], written, bank[0])
             hr, cr = torch.where(active, hr_new, hr), torch.where(active, cr_new, cr)
             hw, cw = torch.where(active, hw_new, hw), torch.where(active, cw_new, cw)

@@ -154,7 +154,7 @@ class NTMCell(nn.Module):
         W, R, Hw, S = self.memory_width, self.read_heads, self.write_heads, self.shift_width
         h, controller = self._controller(torch.cat([x, state.reads.reshape(B, R * W)], dim=1), state.controller)
 
-        p = self.heads(h)
+        p = self.heads(h).to(state.memory.dtype)  # autocast may have lowered it: the ops take the memory's dtype
         address, rest = p.split([(R + Hw) * self.address_params, Hw * 2 * W], dim=1)
         keys, beta, gate, shift, gamma = address.view(B, R + Hw, self.address_params).split([W, 1, 1, S, 1], dim=-1)
         erase, add = rest.view(B, Hw, 2 * W).split([W, W], dim=-1)

@@ -245,6 +245,8 @@ def test_load_glove_exact_match_wins_and_word2vec_header(tmp_path):
     ("cat 1 2", 2, ["expected 4 fields (a word and 3 numbers), got 3"]),
     ("cat 1 abc 2", 2, ["'abc' is not a number"]),
     ("cat 1 nan 2", 2, ["not a finite number"]),
+    ("cat 1 2 3 4", 2, ["expected 4 fields (a word and 3 numbers), got 5"]),  # one number too many
+    ("dog 1 2 3 4 5", 2, ["expected 4 fields (a word and 3 numbers), got 6"]),  # not even a vocab word
 ])
 def test_load_glove_malformed(tmp_path, bad, line, words):
     path = write(tmp_path, "glove.txt", f"the 0.1 0.2 0.3\n{bad}\nman 4 5 6\n")
@@ -255,6 +257,15 @@ def test_load_glove_malformed(tmp_path, bad, line, words):
     with pytest.raises(DataFormatError) as e:
         load_glove(path, vocab, dim=300)
     check_error(e, path, 1, "expected 301 fields (a word and 300 numbers), got 4")
+
+
+def test_load_glove_infers_dim_and_refuses_other_lengths(tmp_path):
+    """Without dim=, the first vector's length is the dimension; a longer vector is an error, not a
+    word "cat 1" with a shorter vector."""
+    path = write(tmp_path, "glove.txt", "the 0.1 0.2\ncat 1 2 3\ndog 4 5 6\n")
+    with pytest.raises(DataFormatError) as e:
+        load_glove(path, Vocab.from_list(["<pad>", "<unk>", "the", "cat", "dog"]))
+    check_error(e, path, 2, "expected 3 fields (a word and 2 numbers), got 4")
 
 
 def test_load_glove_empty(tmp_path):

@@ -251,3 +251,33 @@ def test_learns_recall():
     trained, accuracy = eval_loss()
     assert untrained > 2.0
     assert trained < 1.0 and accuracy > 0.6, f"recall did not learn: loss {trained:.3g}, accuracy {accuracy:.3g}"
+
+
+def test_runs_under_autocast():
+    torch.manual_seed(9)
+    nse = MMANSE(4, 6)
+    x, lengths, memory = torch.randn(2, 3, 4), torch.tensor([3, 1]), torch.randn(2, 5, 6)
+    full = nse(x, lengths, memories=[(memory, None)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = nse(x, lengths, memories=[(memory, None)])
+    assert out.memory.dtype == torch.float32
+    out.pooled.float().sum().backward()
+    torch.testing.assert_close(out.pooled.float(), full.pooled, atol=0.1, rtol=0.1)
+
+
+@pytest.mark.parametrize("make, error, words", [
+    (lambda: NSE(0), ValueError, "input_size must be a positive int"),
+    (lambda: NSE(None), ValueError, "input_size must be a positive int"),
+    (lambda: NSE(4, 0), ValueError, "hidden_size must be a positive int or None"),
+    (lambda: NSE(4.5), ValueError, "input_size must be a positive int"),
+])
+def test_sizes_must_be_positive(make, error, words):
+    with pytest.raises(error, match=words):
+        make()
+
+
+@pytest.mark.parametrize("lengths", [torch.tensor([2.0, 1.0]), torch.tensor([True, False]), [1.5, 2]],
+                         ids=["float", "bool", "fractional-list"])
+def test_lengths_must_be_integers(lengths):
+    with pytest.raises(TypeError, match="NSE: lengths must be integers"):
+        NSE(4)(torch.randn(2, 3, 4), lengths)

@@ -225,3 +225,18 @@ def test_learns_copy():
                 best = min(best, sequence_cost(ntm(evaluation.inputs)[0], evaluation)["bits"])
     assert untrained > 20
     assert best < 2.0, f"copy did not learn: {best:.3g} bits per sequence (untrained {untrained:.3g})"
+
+
+def test_runs_under_autocast():
+    """Under torch.autocast (bfloat16 on the CPU) the Linear layers give bfloat16; the module hands
+    the ops their inputs in the memory's dtype, and the result stays close to full precision."""
+    torch.manual_seed(8)
+    ntm = tiny(read_heads=2, write_heads=1)
+    x = torch.randn(4, 3, 3)
+    y_full, _ = ntm(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, state = ntm(x)
+    assert state.memory.dtype == torch.float32
+    y.float().sum().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in ntm.parameters())
+    torch.testing.assert_close(y.float(), y_full, atol=0.1, rtol=0.1)

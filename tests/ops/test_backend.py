@@ -336,3 +336,61 @@ def test_set_debug_flag_round_trip():
     assert ops._debug is True
     memops.set_debug(False)
     assert ops._debug is False
+
+
+def test_context_manager_is_per_thread(built):
+    """Two threads interleaving `with memops.backend(...)` blocks each see their own choice and leave
+    nothing behind (the blocks used to share one process-global setting)."""
+    import threading
+
+    barrier = threading.Barrier(2)
+    seen = {}
+
+    def worker(name):
+        with memops.backend(name):
+            barrier.wait()  # both threads are inside their blocks
+            seen[name] = (memops.get_backend(), which(read_call()))
+            barrier.wait()
+        seen[name + " after"] = memops.get_backend()
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in ("reference", "cpp")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert seen["reference"] == ("reference", "reference") and seen["cpp"] == ("cpp", "cpp")
+    assert seen["reference after"] == seen["cpp after"] == "auto"
+    assert memops.get_backend() == "auto"
+
+
+def test_set_backend_is_every_threads_default(built):
+    import threading
+
+    memops.set_backend("reference")
+    try:
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("b", (memops.get_backend(), which(read_call()))))
+        t.start()
+        t.join(timeout=60)
+        assert out["b"] == ("reference", "reference")
+    finally:
+        memops.set_backend(None)
+
+
+def test_torch_func_takes_the_reference_under_auto(built):
+    """torch.func cannot transform the compiled ops' C++ autograd: "auto" takes the reference there,
+    and an explicit "cpp" says what to do instead."""
+    tensors, _ = make_inputs("read", B=2, H=2, N=4, W=3)
+    memory, weights = tensors.values()
+
+    def loss(m):
+        return memops.read(m, weights).sum()
+
+    grad = torch.func.grad(loss)(memory)
+    torch.testing.assert_close(grad, weights.sum(1)[:, :, None].expand_as(memory))
+    batched = torch.func.vmap(lambda m, w: memops.read(m[None], w[None])[0])(memory, weights)
+    torch.testing.assert_close(batched, weights @ memory)
+    with pytest.raises(RuntimeError, match="use backend='reference'"):
+        torch.func.grad(lambda m: memops.read(m, weights, backend="cpp").sum())(memory)
+    # outside torch.func "auto" is the compiled op again
+    assert which(lambda: memops.read(memory, weights)) == "cpp"

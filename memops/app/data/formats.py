@@ -197,13 +197,25 @@ def _is_count_dim_header(fields: List[str]) -> bool:
     return len(fields) == 2 and all(f.isdigit() for f in fields)
 
 
+def _numbers_after_first_word(line, word_fields):
+    """Whether the fields that would join the first one into a word with spaces are all numbers: then
+    the line is a vector of another length, not a multi-word token (GloVe 840B's have words there)."""
+    parts = line.split(" ", word_fields)[1:word_fields]
+    try:
+        [float(p) for p in parts]
+    except ValueError:
+        return False
+    return True
+
+
 def load_glove(path, vocab: Vocab, *, dim: Optional[int] = None) -> Tuple[torch.Tensor, int]:
     """Embedding matrix (len(vocab), dim) float32 for `vocab` from a GloVe text file.
 
     Format: "word v1 ... vd" per line, separated by single spaces (trailing spaces ignored). A first
     line "count dim" (two integers: the word2vec / fastText .vec header) is skipped and gives dim.
-    Otherwise `dim` is taken from the first vector line unless given. Lines with more than d+1
-    fields are a word containing spaces (GloVe 840B has some); fewer is an error.
+    Otherwise `dim` is taken from the first vector line unless given. A line with more than d+1
+    fields is a word containing spaces (GloVe 840B has some) if those extra fields are words; if they
+    are all numbers it is a vector of another length, an error, as is a line with fewer fields.
 
     A vocab token gets the vector of the same word in the file, else of the first word in the file
     equal to it ignoring case (so a lowercased vocabulary still finds "Paris" in a cased file).
@@ -244,7 +256,7 @@ def load_glove(path, vocab: Vocab, *, dim: Optional[int] = None) -> Tuple[torch.
             if dim < 1:
                 raise _error(path, lineno, "expected a word and at least one number, got 1 field")
         n_fields = line.count(" ") + 1
-        if n_fields < dim + 1:
+        if n_fields < dim + 1 or (n_fields > dim + 1 and _numbers_after_first_word(line, n_fields - dim)):
             raise _error(path, lineno, f"expected {dim + 1} fields (a word and {dim} numbers), got {n_fields}")
         head = line[: line.find(" ")]
         if n_fields == dim + 1 and head not in exact and head.lower() not in folded:
