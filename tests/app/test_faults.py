@@ -239,6 +239,18 @@ def test_empty_training_or_dev_file_is_an_error(tmp_path):
     assert code == 2 and "dev.tsv has no examples" in err and "Traceback" not in err
 
 
+def test_empty_nli_dev_file_is_an_error(tmp_path):
+    """nse-nli used to exit 0 with "dev loss 0" on an empty dev file."""
+    data = tmp_path / "snli"
+    data.mkdir()
+    pair = '{"sentence1": "a man sleeps", "sentence2": "a person rests", "gold_label": "entailment"}\n'
+    (data / "snli_train.jsonl").write_text(pair * 2)
+    (data / "snli_dev.jsonl").write_text("")
+    code, _, err = cli("train", "nse-nli", "--data", data, "--out", tmp_path / "o", "--steps", "1",
+                       "--hidden-size", "8", "--embed-size", "8")
+    assert code == 2 and "snli_dev.jsonl has no examples" in err and "Traceback" not in err
+
+
 def test_plot_refuses_a_head_the_model_does_not_have(good_checkpoint, tmp_path, capsys):
     assert main(["plot", str(good_checkpoint), "--head", "5", "--out", str(tmp_path / "p.png")]) == 2
     assert "--head 5: the model has 1 read and 1 write heads" in capsys.readouterr().err
