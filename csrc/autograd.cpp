@@ -41,6 +41,26 @@ class ContentAddress : public torch::autograd::Function<ContentAddress> {
   }
 };
 
+class ContentScores : public torch::autograd::Function<ContentScores> {
+ public:
+  static T forward(AutogradContext* ctx, const T& memory, const T& keys, const T& beta, const OT& mask,
+                   c10::string_view similarity, double eps) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    // Inputs only: the backward recomputes the similarities.
+    ctx->save_for_backward({memory, keys, beta, mask.value_or(T())});
+    ctx->saved_data["similarity"] = std::string(similarity);
+    ctx->saved_data["eps"] = eps;
+    return memops::content_scores(memory, keys, beta, mask, similarity, eps);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    auto [gm, gk, gb] = memops::content_scores_backward(
+        grads[0], s[0], s[1], s[2], saved_optional(s[3]), ctx->saved_data["similarity"].toStringRef(),
+        ctx->saved_data["eps"].toDouble());
+    return {gm, gk, gb, T(), T(), T()};
+  }
+};
+
 class Shift : public torch::autograd::Function<Shift> {
  public:
   static T forward(AutogradContext* ctx, const T& weights, const T& kernel) {
@@ -140,6 +160,10 @@ TORCH_LIBRARY_IMPL(memops, Autograd, m) {
                                c10::string_view similarity, double eps) {
     return ContentAddress::apply(memory, keys, beta, mask, similarity, eps);
   });
+  m.impl("content_scores", [](const T& memory, const T& keys, const T& beta, const OT& mask,
+                              c10::string_view similarity, double eps) {
+    return ContentScores::apply(memory, keys, beta, mask, similarity, eps);
+  });
   m.impl("shift", [](const T& weights, const T& kernel) { return Shift::apply(weights, kernel); });
   m.impl("sharpen", [](const T& weights, const T& gamma) { return Sharpen::apply(weights, gamma); });
   m.impl("ntm_address", [](const T& memory, const T& keys, const T& beta, const T& gate, const T& kernel,
@@ -158,6 +182,12 @@ TORCH_LIBRARY_IMPL(memops, Autograd, m) {
     refuse_double_backward("content_address", grad, memory, keys, beta, mask, weights);
     at::AutoDispatchBelowADInplaceOrView guard;
     return memops::content_address_backward(grad, memory, keys, beta, mask, weights, similarity, eps);
+  });
+  m.impl("_content_scores_backward", [](const T& grad, const T& memory, const T& keys, const T& beta,
+                                        const OT& mask, c10::string_view similarity, double eps) {
+    refuse_double_backward("content_scores", grad, memory, keys, beta, mask);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return memops::content_scores_backward(grad, memory, keys, beta, mask, similarity, eps);
   });
   m.impl("_shift_backward", [](const T& grad, const T& weights, const T& kernel) {
     refuse_double_backward("shift", grad, weights, kernel);

@@ -13,6 +13,12 @@ TORCH_LIBRARY(memops, m) {
   m.def("_content_address_backward(Tensor grad, Tensor memory, Tensor keys, Tensor beta, Tensor? mask, "
         "Tensor weights, str similarity, float eps) -> (Tensor, Tensor, Tensor)");
 
+  // content_address without the softmax: beta * sim, masked slots 0 (MemN2N's linear start).
+  m.def("content_scores(Tensor memory, Tensor keys, Tensor beta, Tensor? mask, str similarity, "
+        "float eps) -> Tensor");
+  m.def("_content_scores_backward(Tensor grad, Tensor memory, Tensor keys, Tensor beta, Tensor? mask, "
+        "str similarity, float eps) -> (Tensor, Tensor, Tensor)");
+
   m.def("shift(Tensor weights, Tensor kernel) -> Tensor");
   m.def("_shift_backward(Tensor grad, Tensor weights, Tensor kernel) -> (Tensor, Tensor)");
 
@@ -61,6 +67,20 @@ std::tuple<T, T, T> content_address_backward(const T& grad, const T& memory, con
                 std::tuple<T, T, T>(const T&, const T&, const T&, const T&, const OT&, const T&,
                                     c10::string_view, double));
   return op.call(grad, memory, keys, beta, mask, weights, similarity, eps);
+}
+
+T content_scores(const T& memory, const T& keys, const T& beta, const OT& mask, c10::string_view similarity,
+                 double eps) {
+  MEMOPS_HANDLE("content_scores", T(const T&, const T&, const T&, const OT&, c10::string_view, double));
+  return op.call(memory, keys, beta, mask, similarity, eps);
+}
+
+std::tuple<T, T, T> content_scores_backward(const T& grad, const T& memory, const T& keys, const T& beta,
+                                            const OT& mask, c10::string_view similarity, double eps) {
+  MEMOPS_HANDLE("_content_scores_backward",
+                std::tuple<T, T, T>(const T&, const T&, const T&, const T&, const OT&, c10::string_view,
+                                    double));
+  return op.call(grad, memory, keys, beta, mask, similarity, eps);
 }
 
 T shift(const T& weights, const T& kernel) {

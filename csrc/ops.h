@@ -15,6 +15,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> content_address_backward(
     const at::Tensor& grad, const at::Tensor& memory, const at::Tensor& keys, const at::Tensor& beta,
     const c10::optional<at::Tensor>& mask, const at::Tensor& weights, c10::string_view similarity, double eps);
 
+at::Tensor content_scores(const at::Tensor& memory, const at::Tensor& keys, const at::Tensor& beta,
+                          const c10::optional<at::Tensor>& mask, c10::string_view similarity, double eps);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> content_scores_backward(
+    const at::Tensor& grad, const at::Tensor& memory, const at::Tensor& keys, const at::Tensor& beta,
+    const c10::optional<at::Tensor>& mask, c10::string_view similarity, double eps);
+
 at::Tensor shift(const at::Tensor& weights, const at::Tensor& kernel);
 std::tuple<at::Tensor, at::Tensor> shift_backward(const at::Tensor& grad, const at::Tensor& weights,
                                                   const at::Tensor& kernel);

@@ -127,6 +127,22 @@ inline void check_content_address(const at::Tensor& memory, const at::Tensor& ke
   check_similarity(op, similarity, eps);
 }
 
+// content_scores takes content_address's arguments (its scores before the softmax).
+inline void check_content_scores(const at::Tensor& memory, const at::Tensor& keys, const at::Tensor& beta,
+                                 const c10::optional<at::Tensor>& mask, c10::string_view similarity,
+                                 double eps) {
+  const char* op = "content_scores";
+  Dims dims(op);
+  check_first_float(op, memory, "memory");
+  check_float_like(op, keys, "keys", memory, "memory");
+  check_float_like(op, beta, "beta", memory, "memory");
+  dims.check(memory, "memory", "BNW");
+  dims.check(keys, "keys", "BHW");
+  dims.check(beta, "beta", "BH");
+  check_mask(op, mask, memory, dims);
+  check_similarity(op, similarity, eps);
+}
+
 inline void check_shift(const at::Tensor& weights, const at::Tensor& kernel) {
   const char* op = "shift";
   Dims dims(op);

@@ -14,7 +14,7 @@ import importlib
 
 from . import _library, reference
 from ._backend import available_backends, backend, get_backend, set_backend
-from .ops import content_address, ntm_address, read, set_debug, sharpen, shift, write
+from .ops import content_address, content_scores, ntm_address, read, set_debug, sharpen, shift, write
 
 __version__ = "0.1.0"
 build_info = _library.build_info
@@ -32,6 +32,7 @@ def __getattr__(name):
 
 __all__ = [
     "content_address",
+    "content_scores",
     "shift",
     "sharpen",
     "ntm_address",

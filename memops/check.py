@@ -62,6 +62,8 @@ class Case:
 CASES = [
     Case("content_address[cosine,mask]", "content_address", dict(similarity="cosine"), mask=True),
     Case("content_address[dot,mask]", "content_address", dict(similarity="dot"), mask=True),
+    Case("content_scores[dot,mask]", "content_scores", dict(similarity="dot"), mask=True),
+    Case("content_scores[cosine,mask]", "content_scores", dict(similarity="cosine"), mask=True),
     Case("shift[S=3]", "shift"),
     Case("shift[S>N]", "shift", wide=True),
     Case("sharpen", "sharpen"),

@@ -54,6 +54,22 @@ def content_address(memory, keys, beta, *, mask=None, similarity="cosine", eps=1
     return lib.content_address(memory, keys, beta, mask, similarity, eps)
 
 
+def content_scores(memory, keys, beta, *, mask=None, similarity="dot", eps=1e-8, backend=None):
+    """Content scores: beta * sim(key, slot), content_address without the softmax.
+
+    memory (B,N,W), keys (B,H,W), beta (B,H), mask (B,N) bool or None -> scores (B,H,N). The linear
+    start of End-to-End Memory Networks (attention without its softmax for the first epochs), and
+    logits for a caller's own normalisation. similarity as in content_address, but "dot" by default
+    (memory networks). Slots where mask is False score exactly 0 (not -inf: the scores are used as
+    weights) and pass no gradient.
+    """
+    args = dict(memory=memory, keys=keys, beta=beta, mask=mask, similarity=similarity, eps=eps)
+    lib = _library_of("content_scores", backend, args)
+    if lib is None:
+        return reference.content_scores(memory, keys, beta, mask=mask, similarity=similarity, eps=eps)
+    return lib.content_scores(memory, keys, beta, mask, similarity, eps)
+
+
 def shift(weights, kernel, *, backend=None):
     """Circular convolution of each weighting with its shift kernel.
 
@@ -119,4 +135,4 @@ def write(memory, weights, erase, add, *, backend=None):
     return lib.write(memory, weights, erase, add)
 
 
-__all__ = ["content_address", "shift", "sharpen", "ntm_address", "read", "write", "set_debug"]
+__all__ = ["content_address", "content_scores", "shift", "sharpen", "ntm_address", "read", "write", "set_debug"]

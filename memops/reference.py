@@ -30,6 +30,19 @@ def content_address(memory, keys, beta, *, mask=None, similarity="cosine", eps=1
     return torch.softmax(logits, dim=-1) * keep
 
 
+def content_scores(memory, keys, beta, *, mask=None, similarity="dot", eps=1e-8):
+    """beta[b,h] * sim(keys[b,h], memory[b,i]) -> (B,H,N): content_address without the softmax (the
+    linear start of memory networks). Slots where mask (B,N) is False are exactly 0."""
+    if similarity == "cosine":
+        k_norm = keys.norm(dim=-1).clamp_min(eps)  # (B,H)
+        m_norm = memory.norm(dim=-1).clamp_min(eps)  # (B,N)
+        sim = (keys @ memory.transpose(1, 2)) / (k_norm[:, :, None] * m_norm[:, None, :])
+    else:
+        sim = keys @ memory.transpose(1, 2)
+    scores = beta[:, :, None] * sim
+    return scores if mask is None else scores.masked_fill(~mask[:, None, :], 0.0)
+
+
 def shift(weights, kernel):
     """Circular convolution: out[i] = sum_j weights[(i - (j - S//2)) mod N] * kernel[j].
 
@@ -74,4 +87,4 @@ def write(memory, weights, erase, add):
     return memory * keep + (w * add[:, :, None, :]).sum(dim=1)
 
 
-__all__ = ["content_address", "shift", "sharpen", "ntm_address", "read", "write"]
+__all__ = ["content_address", "content_scores", "shift", "sharpen", "ntm_address", "read", "write"]

@@ -29,7 +29,7 @@ def _values(op, name, shape, gen, W):
         t = randn()
         # W = 1: the cosine is sign(k m), flat, with gradients exactly 0; what any implementation
         # computes there is rounding noise of size ~eps |dsim| / |x|, unbounded for tiny |x|
-        return t.sign() * (0.5 + t.abs()) if W == 1 and op in ("content_address", "ntm_address") else t
+        return t.sign() * (0.5 + t.abs()) if W == 1 and op in ("content_address", "content_scores", "ntm_address") else t
     if name in ("weights", "prev_weights", "kernel"):
         return torch.softmax(1.5 * randn(), dim=-1)
     if name == "beta":
@@ -56,7 +56,7 @@ def sample_mask(kind, B, N, gen):
     return mask
 
 
-def sample_inputs(op, B=2, H=3, N=5, W=4, S=3, *, seed=0, mask=None, similarity="cosine", erase=True,
+def sample_inputs(op, B=2, H=3, N=5, W=4, S=3, *, seed=0, mask=None, similarity=None, erase=True,
                   eps=1e-8, dtype=torch.float64, device="cpu"):
     """(tensors, options) for `memops.<op>(*tensors.values(), **options)`: tensors {name: tensor} in
     schema order (write's erase is None when erase=False), drawn in float64 from `seed` and then cast;
@@ -74,8 +74,8 @@ def sample_inputs(op, B=2, H=3, N=5, W=4, S=3, *, seed=0, mask=None, similarity=
     if "mask" in spec.options:
         m = sample_mask(mask, B, N, gen)
         options["mask"] = None if m is None else m.to(device)
-    if "similarity" in spec.options:
-        options["similarity"] = similarity
+    if "similarity" in spec.options:  # default: the op's own (dot for content_scores)
+        options["similarity"] = similarity or ("dot" if op == "content_scores" else "cosine")
     if "eps" in spec.options:
         options["eps"] = eps
     return tensors, options

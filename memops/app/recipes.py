@@ -471,8 +471,10 @@ class TextClassifyRecipe(TextRecipe):
         return model(batch.ids.to(device), batch.lengths.to(device))
 
 
+from .babi import BabiRecipe  # noqa: E402  (its module subclasses Recipe, defined above)
+
 RECIPES = {**{name: NTMRecipe for name in NTM_TASKS}, "nse-recall": RecallRecipe, "nse-nli": NLIRecipe,
-           "nse-classify": TextClassifyRecipe}
+           "nse-classify": TextClassifyRecipe, "babi": BabiRecipe}
 
 
 def recipe_class(task):

@@ -113,7 +113,8 @@ def add_model_arguments(parser):
     g.add_argument("--shift-width", type=int, metavar="S", help="odd number of allowed shifts")
     g.add_argument("--memory-init", choices=["constant", "learned", "random"], help="default: constant")
     n = parser.add_argument_group("NSE tasks (nse-recall, nse-nli, nse-classify)")
-    n.add_argument("--model", choices=["nse", "lstm"], default=None, help="the encoder (default: nse)")
+    n.add_argument("--model", choices=["nse", "lstm", "memn2n", "memnn"], default=None,
+                   help="the encoder (default: nse); babi: memn2n (default) or memnn")
     n.add_argument("--hidden-size", type=int, default=None, help="default: 64 for nse-recall, 300 on text files")
     n.add_argument("--embed-size", type=int, default=None, help="word vectors on text files (default: 300)")
     n.add_argument("--dropout", type=float, default=0.0)
@@ -159,6 +160,9 @@ def add_arguments(parser):
                    help="stop once the evaluation cost (bits per sequence; NSE: loss) is below COST")
     e.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
     add_model_arguments(parser)
+    from .babi import add_arguments as add_babi_arguments
+
+    add_babi_arguments(parser)
     parser.add_argument("--task-option", action="append", metavar="NAME=VALUE",
                         help="override a task setting, e.g. max_length=10 (repeatable)")
 

@@ -3,11 +3,15 @@
     NTMCell, NTM                   the Neural Turing Machine (memops.nn.ntm)
     NSE, MMANSE, SharedMemoryNSE   Neural Semantic Encoders (memops.nn.nse)
     SequenceClassifier, NLIClassifier   the NSE paper's text classifiers (memops.nn.classifiers)
+    MemN2N                         End-to-End Memory Networks (memops.nn.memn2n)
+    MemNN                          strongly supervised Memory Networks (memops.nn.memnn)
 """
 
 from .classifiers import NLIClassifier, SequenceClassifier
+from .memn2n import MemN2N
+from .memnn import MemNN
 from .nse import MMANSE, NSE, NSEOutput, SharedMemoryNSE
 from .ntm import NTM, NTMCell, NTMState, NTMTrace
 
 __all__ = ["NTM", "NTMCell", "NTMState", "NTMTrace", "NSE", "MMANSE", "SharedMemoryNSE", "NSEOutput",
-           "SequenceClassifier", "NLIClassifier"]
+           "SequenceClassifier", "NLIClassifier", "MemN2N", "MemNN"]

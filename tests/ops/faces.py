@@ -118,6 +118,7 @@ def test_gradcheck_one_seed(op, backend, device):
 
 SMALL_TILES = {  # module globals of memops/triton/<op>.py, shrunk so that rows and widths span blocks
     "content_address": dict(_TILE=64, _ROW_CAP=16),
+    "content_scores": dict(_BLOCK_N=16, _MAX_W=16),
     "ntm_address": dict(_ROW_CAP=16),
     "sharpen": dict(_ROW_CAP=16),
     "shift": dict(_ROW_CAP=16, _TILE=64),

@@ -15,8 +15,8 @@ from memops.spec import OPS
 
 
 def make_step(backend):
-    """One NTM step (address -> read -> write), then the memory-network side on the new memory, with
-    every op on `backend`."""
+    """One NTM step (address -> read -> write), then the memory-network side on the new memory (also
+    the scores without softmax), with every op on `backend`."""
 
     def step(memory, keys, beta, gate, kernel, gamma, prev_weights, erase, add, query, query_beta, mask):
         w = memops.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, backend=backend)
@@ -27,7 +27,8 @@ def make_step(backend):
         s = memops.shift(c, kernel, backend=backend)
         p = memops.sharpen(s, gamma, backend=backend)
         r2 = memops.read(memory, p, backend=backend)
-        return r, memory, w, p, r2
+        q = memops.content_scores(memory, query, query_beta, mask=mask, backend=backend)  # MemN2N's linear start
+        return r, memory, w, p, r2, q
 
     return step
 

@@ -1,0 +1,213 @@
+"""The bAbI recipe: `memops train babi --model memn2n|memnn --task N|all --data DIR [--size 1k|10k]`.
+
+Defaults are the MemN2N paper's (Sukhbaatar et al. 2015, section 4.2): SGD, lr 0.01 halved every 25
+epochs to 100 epochs, gradient-norm clipping to 40, batch 32, d = 20 (single task) or 50 (--task
+all), 3 hops, position encoding, temporal encoding, adjacent tying, linear start and random noise.
+An epoch is len(train) / batch steps (batches are drawn at random); the model is evaluated on the
+held-out 10% of the training file(s) once an epoch, and best.pt is the epoch with the lowest
+validation error. Linear start ends at the first evaluation whose validation loss is not below the
+best so far (the softmax is back from the next step on).
+"""
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+from ..nn import MemN2N, MemNN
+from .data.babi import BabiBatch, BabiVocab, encode, load_babi_task, read_babi, split_validation
+from .recipes import Recipe
+
+
+def add_arguments(parser):
+    g = parser.add_argument_group("babi (MemN2N / MemNN on the bAbI tasks)")
+    g.add_argument("--task", dest="babi_task", default=None, metavar="N|all",
+                   help="bAbI task 1..20, or all (joint training); default 1")
+    g.add_argument("--size", choices=["1k", "10k"], default=None,
+                   help="with --data holding en/ and en-10k/: which training set (default: the files in DIR)")
+    g.add_argument("--hops", type=int, default=None, help="MemN2N hops (default 3)")
+    g.add_argument("--encoding", choices=["bow", "position"], default=None, help="default: position")
+    g.add_argument("--tying", choices=["adjacent", "layer-wise"], default=None, help="default: adjacent")
+    g.add_argument("--no-temporal", action="store_true", help="MemN2N without temporal encoding")
+    g.add_argument("--no-linear-start", action="store_true", help="MemN2N without linear start")
+    g.add_argument("--random-noise", type=float, default=None, help="fraction of empty memories (default 0.1)")
+    g.add_argument("--epochs", type=int, default=None, help="default 100 (sets --steps)")
+    g.add_argument("--memory-size", type=int, default=None, help="the most recent sentences kept (default 50)")
+
+
+class ScheduledSGD(torch.optim.SGD):
+    """SGD with the MemN2N schedule: gradients clipped to norm `max_norm`, lr = base_lr / 2^(step //
+    halve_every). The step count is a param-group entry, so it is in state_dict and survives --resume."""
+
+    def __init__(self, params, lr, halve_every, max_norm):
+        super().__init__(params, lr=lr)
+        for group in self.param_groups:
+            group.update(base_lr=lr, halve_every=int(halve_every), max_norm=float(max_norm), done=0)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            if group["max_norm"] > 0:
+                torch.nn.utils.clip_grad_norm_([p for p in group["params"] if p.grad is not None], group["max_norm"])
+            group["lr"] = group["base_lr"] * 0.5 ** (group["done"] // group["halve_every"])
+            group["done"] += 1
+        return super().step(closure)
+
+
+class BabiRecipe(Recipe):
+    """MemN2N (weakly supervised: answers only) or MemNN (strongly supervised: supporting facts too)."""
+
+    eval_fields = ("eval_loss", "eval_error")
+    primary = "eval_error"
+    curve_label = "loss (nats)"
+
+    def __init__(self, task, state):
+        super().__init__(task, state)
+        self.vocab = BabiVocab.from_dict(state["vocab"])
+        self.train_set = None
+        self.eval_task = state["task"]
+
+    @classmethod
+    def create(cls, task, args):
+        if not args.data:
+            raise ValueError("memops train babi: --data DIR is required (a directory of bAbI "
+                             "qa<N>_*_train.txt files, or one holding en/ and en-10k/ with --size)")
+        babi_task = args.babi_task or "1"
+        if babi_task != "all":
+            if not babi_task.isdigit() or not 1 <= int(babi_task) <= 20:
+                raise ValueError(f"memops train babi: --task must be 1..20 or all, got {babi_task!r}")
+            babi_task = int(babi_task)
+        train, valid = load_babi_task(args.data, babi_task, args.size)
+        if not train or not valid:
+            raise ValueError(f"memops train babi: task {babi_task} in {args.data} has too few questions")
+        vocab = BabiVocab.build(train + valid)
+        kind = args.model or "memn2n"
+        if kind not in ("memn2n", "memnn"):
+            raise ValueError(f"memops train babi: --model must be memn2n or memnn, got {kind!r}")
+        d = args.embed_size or (50 if babi_task == "all" else 20)
+        memory_size = args.memory_size or 50
+        model = {"vocab_size": len(vocab.words), "num_answers": len(vocab.answers), "embed_size": d,
+                 "memory_size": memory_size}
+        if kind == "memn2n":
+            model.update(hops=args.hops or 3, encoding=args.encoding or "position", temporal=not args.no_temporal,
+                         tying=args.tying or "adjacent", linear_start=not args.no_linear_start,
+                         random_noise=0.1 if args.random_noise is None else args.random_noise)
+        # the paper's schedule, in steps: 100 epochs of len(train) / 32 questions
+        given = getattr(args, "_given", set())
+        if "batch_size" not in given:
+            args.batch_size = 32
+        epoch = math.ceil(len(train) / args.batch_size)
+        if "steps" not in given:
+            args.steps = (args.epochs or 100) * epoch
+        if "eval_every" not in given:
+            args.eval_every = epoch
+        if "clip" not in given:
+            args.clip = 0.0  # MemN2N clips the gradient's norm (ScheduledSGD), not its elements
+        state = {"kind": kind, "model": model, "vocab": vocab.to_dict(), "data": os.path.abspath(args.data),
+                 "task": babi_task, "size": args.size, "epoch_steps": epoch,
+                 "linear_start": {"best": None, "pending": False}}
+        recipe = cls(task, state)
+        recipe.train_set = train
+        return recipe
+
+    # -- model and optimiser
+    def hyper(self, args):
+        return {"optimizer": "sgd", "lr": args.lr if args.lr is not None else 0.01, "clip": args.clip,
+                "max_norm": 40.0, "halve_every": 25 * self.state["epoch_steps"]}
+
+    def optimizer(self, params, hyper):
+        return ScheduledSGD(params, hyper["lr"], hyper["halve_every"], hyper["max_norm"])
+
+    def build(self, backend=None):
+        if self.state["kind"] == "memnn":
+            return MemNN(**self.state["model"], backend=backend)
+        return MemN2N(**self.state["model"], backend=backend)
+
+    def describe(self):
+        s = self.state
+        return (f"babi task {s['task']} ({s['kind']}): {s['data']}{' ' + s['size'] if s['size'] else ''}, "
+                f"{len(self.vocab.words)} words, {len(self.vocab.answers)} answers")
+
+    # -- data
+    def _train_set(self):
+        if self.train_set is None:
+            s = self.state
+            self.train_set, _ = load_babi_task(s["data"], s["task"], s["size"])
+        return self.train_set
+
+    def _encode(self, examples):
+        return encode(examples, self.vocab, memory_size=self.state["model"]["memory_size"])
+
+    def sample(self, batch_size, generator):
+        train = self._train_set()
+        picks = torch.randint(0, len(train), (batch_size,), generator=generator).tolist()
+        return self._encode([train[i] for i in picks])
+
+    def eval_batches(self, sequences, seed, **overrides):
+        """The held-out 10% of the training file(s); data=FILE: that file's held-out 10% if it is a
+        *_train.txt file (split=all: every question), else every question of it."""
+        unknown = set(overrides) - {"data", "split"}
+        if unknown:
+            raise TypeError(f"babi: unexpected option '{sorted(unknown)[0]}' (known: data=FILE, split=valid|all)")
+        if "data" in overrides:
+            path = str(overrides["data"])
+            examples = read_babi(path)
+            split = overrides.get("split", "valid" if path.endswith("_train.txt") else "all")
+            if split not in ("valid", "all"):
+                raise ValueError(f"babi: split must be 'valid' or 'all', got {split!r}")
+            if split == "valid":
+                examples = split_validation(examples)[1]
+            self.eval_task = examples[0].task if examples else os.path.basename(path)
+        else:
+            s = self.state
+            _, examples = load_babi_task(s["data"], s["task"], s["size"])
+        examples = examples[:sequences] if sequences else examples
+        if not examples:
+            raise ValueError("memops: no bAbI questions to evaluate")
+        return [self._encode(examples[i:i + 256]) for i in range(0, len(examples), 256)]
+
+    # -- loss and evaluation
+    def _end_linear_start_if_due(self, model):
+        ls = self.state["linear_start"]
+        if ls["pending"]:
+            getattr(model, "module", model).end_linear_start()
+            ls["pending"] = False
+
+    def loss(self, model, batch, device):
+        self._end_linear_start_if_due(model)
+        batch = BabiBatch(*(t.to(device) for t in batch))
+        inner = getattr(model, "module", model)
+        # summed over the batch, as the paper's code (lr 0.01 is a step size for the sum)
+        if self.state["kind"] == "memnn":
+            loss = inner.loss(batch.story, batch.question, batch.supports, batch.labels) * len(batch.labels)
+        else:
+            loss = F.cross_entropy(model(batch.story, batch.question), batch.labels, ignore_index=-1,
+                                   reduction="sum")
+        return loss, loss.item() / max(len(batch.labels), 1)
+
+    def evaluate(self, model, batches, device):
+        total, errors, count = 0.0, 0, 0
+        with torch.no_grad():
+            for batch in batches:
+                batch = BabiBatch(*(t.to(device) for t in batch))
+                logits = model(batch.story, batch.question).float()
+                known = batch.labels >= 0
+                if known.any():
+                    total += F.cross_entropy(logits[known], batch.labels[known], reduction="sum").item()
+                errors += int((logits.argmax(-1) != batch.labels).sum())
+                count += batch.labels.numel()
+        result = {"eval_loss": total / max(count, 1), "eval_error": errors / max(count, 1)}
+        ls = self.state["linear_start"]
+        if getattr(model, "linear_start", False) and not ls["pending"]:
+            if ls["best"] is not None and result["eval_loss"] >= ls["best"]:
+                ls["pending"] = True  # from the next training step on (this checkpoint stays linear)
+            ls["best"] = result["eval_loss"] if ls["best"] is None else min(ls["best"], result["eval_loss"])
+        self.last_counts = {"questions": count, "errors": errors}
+        return result
+
+    def count(self, batch):
+        return int(batch.labels.numel())
+
+    def summary(self, r):
+        return f"valid loss {r['eval_loss']:.3g}, error {100 * r['eval_error']:.1f}%"
