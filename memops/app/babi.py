@@ -5,8 +5,9 @@ epochs to 100 epochs, gradient-norm clipping to 40, batch 32, d = 20 (single tas
 all), 3 hops, position encoding, temporal encoding, adjacent tying, linear start and random noise.
 An epoch is len(train) / batch steps (batches are drawn at random); the model is evaluated on the
 held-out 10% of the training file(s) once an epoch, and best.pt is the epoch with the lowest
-validation error. Linear start ends at the first evaluation whose validation loss is not below the
-best so far (the softmax is back from the next step on).
+validation error. Linear start, as the paper's code: the first 20 epochs without the hops' softmax at
+lr 0.005, then the softmax back and the 100 epochs above (120 in all; --ls-epochs 0 or
+--no-linear-start: 100). The loss is the cross-entropy summed over the batch, as in that code.
 """
 
 import math
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from ..nn import MemN2N, MemNN
 from .data.babi import BabiBatch, BabiVocab, encode, load_babi_task, read_babi, split_validation
-from .recipes import Recipe
+from .recipes import RECIPES, Recipe
 
 
 def add_arguments(parser):
@@ -32,25 +33,33 @@ def add_arguments(parser):
     g.add_argument("--no-temporal", action="store_true", help="MemN2N without temporal encoding")
     g.add_argument("--no-linear-start", action="store_true", help="MemN2N without linear start")
     g.add_argument("--random-noise", type=float, default=None, help="fraction of empty memories (default 0.1)")
-    g.add_argument("--epochs", type=int, default=None, help="default 100 (sets --steps)")
+    g.add_argument("--epochs", type=int, default=None, help="default 100, after linear start (sets --steps)")
+    g.add_argument("--ls-epochs", type=int, default=None, help="epochs of linear start (default 20)")
     g.add_argument("--memory-size", type=int, default=None, help="the most recent sentences kept (default 50)")
 
 
 class ScheduledSGD(torch.optim.SGD):
-    """SGD with the MemN2N schedule: gradients clipped to norm `max_norm`, lr = base_lr / 2^(step //
-    halve_every). The step count is a param-group entry, so it is in state_dict and survives --resume."""
+    """SGD with the MemN2N schedule: gradients clipped to norm `max_norm`; for the first `ls_steps`
+    steps (linear start) lr = ls_lr, then lr = base_lr / 2^(steps since // halve_every). The step
+    count is a param-group entry, so it is in state_dict and survives --resume."""
 
-    def __init__(self, params, lr, halve_every, max_norm):
+    def __init__(self, params, lr, halve_every, max_norm, ls_steps=0, ls_lr=None):
         super().__init__(params, lr=lr)
         for group in self.param_groups:
-            group.update(base_lr=lr, halve_every=int(halve_every), max_norm=float(max_norm), done=0)
+            group.update(base_lr=lr, halve_every=int(halve_every), max_norm=float(max_norm), done=0,
+                         ls_steps=int(ls_steps), ls_lr=lr if ls_lr is None else ls_lr)
+
+    @property
+    def steps_done(self):
+        return self.param_groups[0]["done"]
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
             if group["max_norm"] > 0:
                 torch.nn.utils.clip_grad_norm_([p for p in group["params"] if p.grad is not None], group["max_norm"])
-            group["lr"] = group["base_lr"] * 0.5 ** (group["done"] // group["halve_every"])
+            after = group["done"] - group["ls_steps"]
+            group["lr"] = group["ls_lr"] if after < 0 else group["base_lr"] * 0.5 ** (after // group["halve_every"])
             group["done"] += 1
         return super().step(closure)
 
@@ -90,6 +99,7 @@ class BabiRecipe(Recipe):
         model = {"vocab_size": len(vocab.words), "num_answers": len(vocab.answers), "embed_size": d,
                  "memory_size": memory_size}
         if kind == "memn2n":
+            model.update(answer_words=[vocab.words.encode(a.split(",")) for a in vocab.answers])
             model.update(hops=args.hops or 3, encoding=args.encoding or "position", temporal=not args.no_temporal,
                          tying=args.tying or "adjacent", linear_start=not args.no_linear_start,
                          random_noise=0.1 if args.random_noise is None else args.random_noise)
@@ -98,26 +108,34 @@ class BabiRecipe(Recipe):
         if "batch_size" not in given:
             args.batch_size = 32
         epoch = math.ceil(len(train) / args.batch_size)
+        ls_epochs = 0 if kind != "memn2n" or not model["linear_start"] else (
+            20 if args.ls_epochs is None else args.ls_epochs)
+        if kind == "memn2n" and ls_epochs == 0:
+            model["linear_start"] = False
         if "steps" not in given:
-            args.steps = (args.epochs or 100) * epoch
+            args.steps = (ls_epochs + (args.epochs or 100)) * epoch
         if "eval_every" not in given:
             args.eval_every = epoch
         if "clip" not in given:
             args.clip = 0.0  # MemN2N clips the gradient's norm (ScheduledSGD), not its elements
         state = {"kind": kind, "model": model, "vocab": vocab.to_dict(), "data": os.path.abspath(args.data),
                  "task": babi_task, "size": args.size, "epoch_steps": epoch,
-                 "linear_start": {"best": None, "pending": False}}
+                 "ls_epochs": ls_epochs}
         recipe = cls(task, state)
         recipe.train_set = train
         return recipe
 
     # -- model and optimiser
     def hyper(self, args):
-        return {"optimizer": "sgd", "lr": args.lr if args.lr is not None else 0.01, "clip": args.clip,
-                "max_norm": 40.0, "halve_every": 25 * self.state["epoch_steps"]}
+        lr = args.lr if args.lr is not None else 0.01
+        return {"optimizer": "sgd", "lr": lr, "clip": args.clip, "max_norm": 40.0,
+                "halve_every": 25 * self.state["epoch_steps"],
+                "ls_steps": self.state["ls_epochs"] * self.state["epoch_steps"], "ls_lr": lr / 2}
 
     def optimizer(self, params, hyper):
-        return ScheduledSGD(params, hyper["lr"], hyper["halve_every"], hyper["max_norm"])
+        self._optimizer = ScheduledSGD(params, hyper["lr"], hyper["halve_every"], hyper["max_norm"],
+                                       hyper.get("ls_steps", 0), hyper.get("ls_lr"))
+        return self._optimizer
 
     def build(self, backend=None):
         if self.state["kind"] == "memnn":
@@ -147,6 +165,14 @@ class BabiRecipe(Recipe):
     def eval_batches(self, sequences, seed, **overrides):
         """The held-out 10% of the training file(s); data=FILE: that file's held-out 10% if it is a
         *_train.txt file (split=all: every question), else every question of it."""
+        examples = self.eval_examples(**overrides)
+        examples = examples[:sequences] if sequences else examples
+        if not examples:
+            raise ValueError("memops: no bAbI questions to evaluate")
+        return [self._encode(examples[i:i + 256]) for i in range(0, len(examples), 256)]
+
+    def eval_examples(self, **overrides):
+        """The BabiExamples eval_batches encodes (same options)."""
         unknown = set(overrides) - {"data", "split"}
         if unknown:
             raise TypeError(f"babi: unexpected option '{sorted(unknown)[0]}' (known: data=FILE, split=valid|all)")
@@ -162,17 +188,15 @@ class BabiRecipe(Recipe):
         else:
             s = self.state
             _, examples = load_babi_task(s["data"], s["task"], s["size"])
-        examples = examples[:sequences] if sequences else examples
-        if not examples:
-            raise ValueError("memops: no bAbI questions to evaluate")
-        return [self._encode(examples[i:i + 256]) for i in range(0, len(examples), 256)]
+        return examples
 
     # -- loss and evaluation
     def _end_linear_start_if_due(self, model):
-        ls = self.state["linear_start"]
-        if ls["pending"]:
-            getattr(model, "module", model).end_linear_start()
-            ls["pending"] = False
+        inner = getattr(model, "module", model)
+        optimizer = getattr(self, "_optimizer", None)
+        if getattr(inner, "linear_start", False) and optimizer is not None \
+                and optimizer.steps_done >= optimizer.param_groups[0]["ls_steps"]:
+            inner.end_linear_start()
 
     def loss(self, model, batch, device):
         self._end_linear_start_if_due(model)
@@ -198,16 +222,50 @@ class BabiRecipe(Recipe):
                 errors += int((logits.argmax(-1) != batch.labels).sum())
                 count += batch.labels.numel()
         result = {"eval_loss": total / max(count, 1), "eval_error": errors / max(count, 1)}
-        ls = self.state["linear_start"]
-        if getattr(model, "linear_start", False) and not ls["pending"]:
-            if ls["best"] is not None and result["eval_loss"] >= ls["best"]:
-                ls["pending"] = True  # from the next training step on (this checkpoint stays linear)
-            ls["best"] = result["eval_loss"] if ls["best"] is None else min(ls["best"], result["eval_loss"])
         self.last_counts = {"questions": count, "errors": errors}
         return result
+
+    def eval_details(self):
+        counts = getattr(self, "last_counts", {"questions": 0, "errors": 0})
+        return {"task": self.eval_task, **counts, "error_rate": counts["errors"] / max(counts["questions"], 1)}
 
     def count(self, batch):
         return int(batch.labels.numel())
 
     def summary(self, r):
         return f"valid loss {r['eval_loss']:.3g}, error {100 * r['eval_error']:.1f}%"
+
+
+def draw_attention(model, recipe, example, path, title):
+    """The MemN2N paper's picture for one question: the story's sentences (newest at the bottom), the
+    attention of every hop over them, the supporting facts marked; False if matplotlib is missing."""
+    from .plotting import pyplot, save
+
+    plt = pyplot()
+    if plt is None:
+        return False
+    batch = recipe._encode([example])
+    with torch.no_grad():
+        logits, attention = model(batch.story, batch.question, return_attention=True)
+    M = min(len(example.story), recipe.state["model"]["memory_size"])
+    att = attention[0, :, :M].flip(-1).T.float().cpu()  # (sentences oldest first, hops)
+    sentences = [" ".join(s) for s in example.story[-M:]]
+    first = len(example.story) - M
+    support = {i - first for i in example.supports if i >= first}
+    answer = recipe.vocab.answers[int(logits.argmax(-1))]
+    fig, ax = plt.subplots(figsize=(4 + 0.9 * att.shape[1], 1.2 + 0.32 * M), dpi=90)
+    ax.imshow(att.numpy(), aspect="auto", interpolation="nearest", cmap="Blues", vmin=0,
+              vmax=max(float(att.max()), 1e-6))
+    for i in range(M):
+        for h in range(att.shape[1]):
+            ax.text(h, i, f"{att[i, h]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(att.shape[1]), [f"hop {h + 1}" for h in range(att.shape[1])])
+    ax.set_yticks(range(M), [("* " if i in support else "") + s for i, s in enumerate(sentences)], fontsize=8)
+    ax.set_xlabel(f"{' '.join(example.question)}?  answer: {example.answer_text}, predicted: {answer}"
+                  + ("" if getattr(model, "linear_start", False) is False else " (linear start: scores)"))
+    ax.set_title(title + "  (* supporting fact)", fontsize=9)
+    save(fig, path)
+    return True
+
+
+RECIPES["babi"] = BabiRecipe

@@ -25,6 +25,9 @@ def add_arguments(parser):
                         help="sequences per length (default: 256; on text files the whole file)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the evaluation sequences (default: 1)")
     parser.add_argument("--task-option", action="append", metavar="NAME=VALUE", help="override a task setting")
+    parser.add_argument("--data", default=None,
+                        help="a data file to evaluate on (the same as --task-option data=FILE; babi: a bAbI file, "
+                             "of which a *_train.txt file's held-out 10%%)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON lines")
     add_run_arguments(parser)
 
@@ -36,6 +39,8 @@ def run(args):
         torch.set_num_threads(args.threads)
     model, recipe, ckpt = model_from_checkpoint(args.checkpoint, args.device, args.backend)
     overrides = parse_task_options(args.task_option)
+    if args.data is not None:
+        overrides["data"] = args.data
     fields = list(recipe.eval_fields)
     if not args.json:
         print(f"{recipe.describe()}\ncheckpoint at step {ckpt['step']} ({ckpt['sequences']} sequences); "
@@ -45,8 +50,12 @@ def run(args):
         options = overrides if length is None else dict(overrides, length=length)
         result = recipe.evaluate(model, recipe.eval_batches(args.sequences, args.seed, **options), args.device)
         if args.json:
-            print(json.dumps({"task": ckpt["task"], "step": ckpt["step"], "length": length, **result}), flush=True)
+            print(json.dumps({"task": ckpt["task"], "step": ckpt["step"], "length": length, **result,
+                              **recipe.eval_details()}), flush=True)
         else:
             cells = ["" if result[f] is None else f"{result[f]:.4g}" for f in fields]
             print(f"{'training' if length is None else length:>10} " + " ".join(f"{c:>16}" for c in cells), flush=True)
+            details = recipe.eval_details()
+            if details:
+                print("  " + ", ".join(f"{k} {v}" for k, v in details.items()), flush=True)
     return 0

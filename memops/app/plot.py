@@ -26,6 +26,9 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=1, help="seed of the sample (default: 1)")
     parser.add_argument("--head", type=int, default=0, help="which read / write head to show (default: 0)")
     parser.add_argument("--task-option", action="append", metavar="NAME=VALUE", help="override a task setting")
+    parser.add_argument("--data", default=None, help="babi: a bAbI file to take the story from (default: the "
+                                                      "run's validation questions)")
+    parser.add_argument("--question", type=int, default=0, help="babi: which question of --data (default: 0)")
     add_run_arguments(parser)
 
 
@@ -135,7 +138,17 @@ def run(args):
         overrides["length"] = args.length
     generator = torch.Generator().manual_seed(args.seed)
     suffix = f", step {ckpt['step']}" + (f", length {args.length}" if args.length else "")
-    if isinstance(recipe, RecallRecipe) and recipe.state["model"]["encoder"] == "nse":
+    if ckpt["task"] == "babi" and recipe.state["kind"] == "memn2n":
+        from .babi import draw_attention
+
+        examples = recipe.eval_examples(**({"data": args.data} if args.data else {}))
+        if not 0 <= args.question < len(examples):
+            print(f"memops plot: --question {args.question}: there are {len(examples)} questions (0 to "
+                  f"{len(examples) - 1})", file=sys.stderr)
+            return 2
+        drawn = draw_attention(model.cpu(), recipe, examples[args.question], path,
+                               f"MemN2N, bAbI task {examples[args.question].task}{suffix}")
+    elif isinstance(recipe, RecallRecipe) and recipe.state["model"]["encoder"] == "nse":
         batch = recipe.eval_batches(1, args.seed, **overrides)[0]
         drawn = draw_nse_recall(model.cpu(), recipe.task, batch, path, f"NSE on {ckpt['task']}{suffix}")
     elif isinstance(recipe, NTMRecipe):

@@ -34,12 +34,15 @@ class MemN2N(nn.Module):
     memory; tying "adjacent" (A^{k+1} = C^k, B = A^1) or "layer-wise" (A^k, C^k shared by all hops,
     u^{k+1} = H u^k + o^k); linear_start (LS): the hops' softmax left out until end_linear_start();
     random_noise (RN): at training time, a fraction of empty memories inserted among the sentences'
-    time indices. The answer layer W is a separate (d x num_answers) map (answers are classes, so list
-    answers such as "n,w" are one class). Weights start from N(0, 0.1) as in the paper.
+    time indices. Answers are classes (a list answer such as "n,w" is one); with answer_words (each
+    class's word ids) and adjacent tying the answer layer is the paper's W^T = C^K (a class's row: the
+    sum of its words' rows of C^K), else a separate (d x num_answers) map. Weights start from
+    N(0, 0.1) as in the paper.
     """
 
     def __init__(self, vocab_size, num_answers, embed_size=20, hops=3, memory_size=50, encoding="position",
-                 temporal=True, tying="adjacent", linear_start=False, random_noise=0.1, backend=None):
+                 temporal=True, tying="adjacent", linear_start=False, random_noise=0.1, answer_words=None,
+                 backend=None):
         super().__init__()
         if encoding not in ("bow", "position"):
             raise ValueError(f"MemN2N: encoding must be 'bow' or 'position', got {encoding!r}")
@@ -58,7 +61,18 @@ class MemN2N(nn.Module):
         self.times = nn.ParameterList(nn.Parameter(torch.empty(self.time_slots, embed_size))
                                       for _ in range(hops + 1 if tying == "adjacent" else 2)) if temporal else None
         self.H = nn.Linear(embed_size, embed_size, bias=False) if tying == "layer-wise" else None
-        self.W = nn.Linear(embed_size, num_answers, bias=False)
+        if answer_words is not None and tying == "adjacent":
+            # W^T = C^K: an answer's output row is the sum of its words' rows of the last output table
+            if len(answer_words) != num_answers:
+                raise ValueError(f"MemN2N: answer_words must list the words of each of the {num_answers} answers, "
+                                 f"got {len(answer_words)}")
+            width = max([len(a) for a in answer_words] + [1])
+            ids = torch.tensor([list(a) + [0] * (width - len(a)) for a in answer_words], dtype=torch.long)
+            self.register_buffer("answer_ids", ids.reshape(num_answers, width), persistent=False)
+            self.W = None
+        else:
+            self.answer_ids = None
+            self.W = nn.Linear(embed_size, num_answers, bias=False)
         self.register_buffer("linear", torch.tensor(bool(linear_start)))
         for p in self.parameters():
             nn.init.normal_(p, 0.0, 0.1)
@@ -116,5 +130,8 @@ class MemN2N(nn.Module):
             o = ops.read(out, p, backend=self.backend)[:, 0]  # (B, d)
             u = (self.H(u) if self.H is not None else u) + o
             attention.append(p[:, 0])
-        logits = self.W(u)
+        if self.W is None:
+            logits = u @ self.embeddings[-1](self.answer_ids).sum(1).T
+        else:
+            logits = self.W(u)
         return (logits, torch.stack(attention, 1)) if return_attention else logits
