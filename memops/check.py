@@ -23,7 +23,7 @@ import time
 import torch
 
 from . import _backend, ops
-from .testing import TOLERANCES, device_name, errors, git_commit, sample_inputs
+from .testing import GRADCHECK, TOLERANCES, device_name, errors, git_commit, sample_inputs
 from ._library import build_info
 
 # ---------------------------------------------------------------------------------------------------
@@ -35,8 +35,6 @@ SHAPES = {
     "odd": (dict(B=3, H=3, N=13, W=7, S=3), True),
 }
 GRADCHECK_SHAPE = dict(B=2, H=2, N=5, W=3, S=3)
-
-GRADCHECK = dict(eps=1e-6, atol=1e-5, rtol=1e-3)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
           "bfloat16": torch.bfloat16}

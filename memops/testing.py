@@ -100,6 +100,9 @@ TOLERANCES = {
 # reference itself makes in that dtype on the same values (no worse than the eager code, within 3x).
 SLACK_FACTOR = 3.0
 
+# torch.autograd.gradcheck in float64 (its own defaults, written down: the tests and `memops check` share them)
+GRADCHECK = dict(eps=1e-6, atol=1e-5, rtol=1e-3)
+
 
 def allowance(expected, dtype, scale=1.0, slack=0.0):
     """(atol, rtol) for `expected` (float64) under the table: atol already scaled by its magnitude."""
@@ -164,5 +167,5 @@ def git_commit(repo=CHECKOUT, exclude=("benchmarks/results",)):
     return head + ("-dirty" if status.strip() else "")
 
 
-__all__ = ["sample_inputs", "sample_mask", "TOLERANCES", "SLACK_FACTOR", "allowance", "errors",
+__all__ = ["sample_inputs", "sample_mask", "TOLERANCES", "SLACK_FACTOR", "GRADCHECK", "allowance", "errors",
            "device_name", "git_commit"]

@@ -16,7 +16,7 @@ import torch
 import memops
 from memops import _library
 from memops.spec import SPECS
-from memops.testing import SLACK_FACTOR, allowance, sample_inputs
+from memops.testing import GRADCHECK, SLACK_FACTOR, allowance, sample_inputs
 
 EXTENSION_BUILT = _library.AVAILABLE
 REQUIRE_EXTENSION = os.environ.get("MEMOPS_REQUIRE_EXTENSION", "0").strip() not in ("", "0")
@@ -237,7 +237,7 @@ def gradcheck_op(op, tensors, kwargs, backend="cpp", **gradcheck_kwargs):
         t.update(zip(names, xs))
         return call(op, t, kwargs, backend)
 
-    assert torch.autograd.gradcheck(fn, inputs, **gradcheck_kwargs)
+    assert torch.autograd.gradcheck(fn, inputs, **{**GRADCHECK, **gradcheck_kwargs})
 
 
 def lib_of(backend):
