@@ -5,7 +5,8 @@
 
 Each restart is `memops train babi --task N --seed S` (the paper's settings; 1 thread); the restart
 whose best.pt has the lowest validation error (ties: the lower validation loss) is copied to
-SHIP/qaN.pt, and SHIP/results.json records every restart's error, loss, epochs, time and command.
+SHIP/qaN.pt, and SHIP/results.json records every restart's error, loss, epochs, time and command
+(a later invocation with other seeds adds its restarts to those recorded).
 Extra arguments after `--` go to `memops train` (e.g. -- --size 10k).
 """
 
@@ -70,6 +71,9 @@ def main():
                          "out": out, "command": " ".join(command)})
             print(f"task {task} seed {seed}: valid error {100 * runs[-1]['valid_error']:.1f}% "
                   f"(epoch {runs[-1]['best_epoch']}), {runs[-1]['wall_s']:.0f} s", flush=True)
+        seeds = {r["seed"] for r in runs}
+        runs += [r for r in results.get(str(task), {}).get("restarts", []) if r["seed"] not in seeds]
+        runs.sort(key=lambda r: r["seed"])
         if not runs:
             continue
         best = min(runs, key=lambda r: (r["valid_error"], r["valid_loss"]))

@@ -92,11 +92,17 @@ class MemN2N(nn.Module):
         """(input memory index A, output memory index C) of a hop into self.embeddings / self.times."""
         return (hop, hop + 1) if self.tying == "adjacent" else (0, 1)
 
-    def _encode(self, ids, which):
+    def _weights(self, ids):
+        """The PE weights of `ids` (..., L) -> (..., L, d), or None for bag of words."""
+        if self.encoding != "position":
+            return None
+        return position_encoding(ids.ne(0).sum(-1), ids.shape[-1], self.embed_size)
+
+    def _encode(self, ids, which, weights):
         """Sentence embeddings: sum over words of the embedding (PE-weighted). ids (..., L) -> (..., d)."""
         e = self.embeddings[which](ids)  # (..., L, d), padding rows are zero
-        if self.encoding == "position":
-            e = e * position_encoding(ids.ne(0).sum(-1), ids.shape[-1], self.embed_size).to(e.dtype)
+        if weights is not None:
+            e = e * weights.to(e.dtype)
         return e.sum(-2)
 
     def _time_index(self, B, M, device):
@@ -114,13 +120,14 @@ class MemN2N(nn.Module):
         if M > self.time_slots and self.temporal:
             raise ValueError(f"MemN2N: story has {M} sentences, more than memory_size {self.memory_size}")
         keep = story.ne(0).any(-1)  # (B, M) sentence mask
-        u = self._encode(question, 0 if self.tying == "adjacent" else 2)  # B = A^1 (adjacent) or its own
+        u = self._encode(question, 0 if self.tying == "adjacent" else 2, self._weights(question))  # B = A^1 or its own
+        pe = self._weights(story)  # computed once for every table
         times = self._time_index(B, M, story.device) if self.temporal else None
         ones = u.new_ones(B, 1)
         attention = []
         for hop in range(self.hops):
             a, c = self._layers(hop)
-            m, out = self._encode(story, a), self._encode(story, c)  # (B, M, d)
+            m, out = self._encode(story, a, pe), self._encode(story, c, pe)  # (B, M, d)
             if self.temporal:
                 m, out = m + self.times[a][times], out + self.times[c][times]
             if self.linear_start:
