@@ -83,7 +83,7 @@ def test_vocab_and_padding(tmp_path):
     assert vocab.answers == ["apple,football", "bathroom", "hallway"]
     assert BabiVocab.from_dict(vocab.to_dict()).answers == vocab.answers
     batch = encode(ex, vocab, memory_size=2)
-    assert batch.story.shape == (3, 2, 5) and batch.question.shape == (3, 4)
+    assert batch.story.shape == (3, 2, 6) and batch.question.shape == (3, 4)  # L: the longest sentence
     # slot 0 is the most recent statement; older ones beyond memory_size are dropped
     assert vocab.words.decode(batch.story[1, 0, :5].tolist()) == ["daniel", "went", "back", "to", "the"]
     assert batch.story[0, 1, 0] == vocab.words.encode(["mary"])[0]
@@ -94,6 +94,7 @@ def test_vocab_and_padding(tmp_path):
     assert batch.task.tolist() == [1, 1, 1]
     # a shorter story is padded with empty sentences (all zeros)
     assert torch.equal(encode(ex[:1], vocab).story[0], encode(ex, vocab).story[0, :2, :5])
+    assert (encode(ex, vocab).story[0, :2, 5:] == 0).all()
 
 
 def test_find_and_joint_loading(tmp_path):

@@ -115,6 +115,7 @@ def find_babi_file(directory, task: int, split: str = "train", size: Optional[st
     """The qa<task>_*_<split>.txt file in `directory` (or in its en/ for size "1k", en-10k/ for "10k")."""
     if size not in (None, "1k", "10k"):
         raise ValueError(f"size must be '1k' or '10k', got {size!r}")
+    directory = os.fspath(directory)
     candidates = [directory]
     if size is not None:
         sub = "en" if size == "1k" else "en-10k"
