@@ -6,6 +6,7 @@
 #include "common.cuh"
 // (one include per op family, added with its kernels)
 #include "content_address_kernels.cuh"
+#include "content_scores_kernels.cuh"
 #include "ntm_address_kernels.cuh"
 #include "read_kernels.cuh"
 #include "sharpen_kernels.cuh"
@@ -19,6 +20,7 @@ template <typename T>
 void list_every_kernel(KernelList& out) {
   (void)out;
   list_content_address_kernels<T>(out);
+  list_content_scores_kernels<T>(out);
   list_ntm_address_kernels<T>(out);
   list_read_kernels<T>(out);
   list_sharpen_kernels<T>(out);
