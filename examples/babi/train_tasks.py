@@ -38,9 +38,10 @@ def main():
     parser.add_argument("--runs", default="runs/babi-1k")
     parser.add_argument("--ship", default=None, help="copy each task's best checkpoint here as qaN.pt")
     parser.add_argument("--name", default="qa{task}.pt", help="file name in --ship (default qa{task}.pt)")
+    parser.add_argument("--results-name", default="results.json", help="in --ship (else --runs)")
     parser.add_argument("extra", nargs="*")
     args = parser.parse_args()
-    results_path = os.path.join(args.ship, "results.json") if args.ship else os.path.join(args.runs, "results.json")
+    results_path = os.path.join(args.ship or args.runs, args.results_name)
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
     for task in parse_tasks(args.tasks):
         runs = []

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..nn import MemN2N, MemNN
 from .data.babi import BabiBatch, BabiVocab, encode, load_babi_task, read_babi, split_validation
-from .recipes import RECIPES, Recipe
+from .recipes import Recipe
 
 
 def add_arguments(parser):
@@ -266,6 +266,3 @@ def draw_attention(model, recipe, example, path, title):
     ax.set_title(title + "  (* supporting fact)", fontsize=9)
     save(fig, path)
     return True
-
-
-RECIPES["babi"] = BabiRecipe

@@ -475,14 +475,20 @@ class TextClassifyRecipe(TextRecipe):
         return model(batch.ids.to(device), batch.lengths.to(device))
 
 
+# A "module:Class" entry is imported when first asked for (memops.app.babi subclasses Recipe: importing
+# it from here at load time would be an import cycle).
 RECIPES = {**{name: NTMRecipe for name in NTM_TASKS}, "nse-recall": RecallRecipe, "nse-nli": NLIRecipe,
-           "nse-classify": TextClassifyRecipe}
-
-from . import babi as _babi  # noqa: E402,F401  (adds "babi": BabiRecipe, a subclass of Recipe above)
+           "nse-classify": TextClassifyRecipe, "babi": "memops.app.babi:BabiRecipe"}
 
 
 def recipe_class(task):
     try:
-        return RECIPES[task]
+        cls = RECIPES[task]
     except KeyError:
         raise ValueError(f"memops: unknown task {task!r}; tasks: {', '.join(sorted(RECIPES))}") from None
+    if isinstance(cls, str):
+        import importlib
+
+        module, _, name = cls.partition(":")
+        cls = RECIPES[task] = getattr(importlib.import_module(module), name)
+    return cls
