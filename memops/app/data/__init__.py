@@ -14,11 +14,15 @@
 - `load_tsv(path)`: "text<TAB>label" files (GLUE SST-2) -> (TextExample list, label names).
 - `load_glove(path, vocab)`: GloVe / word2vec text vectors -> embedding matrix, found count.
 - `pad_batch_ids(id_lists)`: right-padded LongTensor batch and lengths.
+- bAbI (memops.app.data.babi): `read_babi(path)` -> BabiExample (story, question, answer, supporting
+  facts, task), `load_babi_task(dir, task or "all")` -> the 90% / 10% split, `BabiVocab`, `encode_babi` (padded tensors).
 Malformed files raise DataFormatError (a ValueError) with "path:line: what is wrong".
 """
 
 from .formats import (NLI_LABELS, NLIExample, TextExample, load_glove, load_nli_jsonl,
                       load_tsv)
+from .babi import BabiBatch, BabiExample, BabiVocab, find_babi_file, load_babi_task, read_babi, split_validation
+from .babi import encode as encode_babi
 from .lines import DataFormatError
 from .text import Vocab, pad_batch_ids, tokenize
 
@@ -33,4 +37,12 @@ __all__ = [
     "load_tsv",
     "load_glove",
     "DataFormatError",
+    "BabiExample",
+    "BabiVocab",
+    "BabiBatch",
+    "read_babi",
+    "find_babi_file",
+    "load_babi_task",
+    "split_validation",
+    "encode_babi",
 ]
