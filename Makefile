@@ -8,15 +8,18 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+# 1: also build memops._cuda_emu, the CUDA kernels in a CPU emulator (backend "cuda_emu"; needs the CUDA
+# headers, found next to nvcc), and make its tests required. Default: 1 where nvcc is found.
+CUDA_EMU ?= $(if $(shell command -v nvcc 2>/dev/null),1,0)
 
 .PHONY: setup demo test check clean
 
 setup: $(VENV)/.memops-installed
 
-$(VENV)/.memops-installed: pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
+$(VENV)/.memops-installed: pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh csrc/cuda/emu/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)" ninja wheel "setuptools>=64"
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test]"
+	MEMOPS_CUDA_EMU=$(CUDA_EMU) $(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test]"
 	touch $@
 
 check: setup
@@ -31,7 +34,7 @@ demo: check
 	@echo "demo done: runs/demo/learning_curve.png and runs/demo/plot.png"
 
 test: setup
-	MEMOPS_REQUIRE_EXTENSION=1 $(BIN)/python -m pytest tests
+	MEMOPS_REQUIRE_EXTENSION=1 MEMOPS_REQUIRE_CUDA_EMU=$(CUDA_EMU) $(BIN)/python -m pytest tests
 
 clean:
 	rm -rf $(VENV) build runs/demo

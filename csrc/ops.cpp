@@ -43,9 +43,11 @@ TORCH_LIBRARY(memops, m) {
 namespace memops {
 namespace {
 
-// `op`: the typed dispatcher handle of memops::<name>, looked up once.
+// `op`: the typed dispatcher handle of memops::<name>, looked up once. (The emulated CUDA build
+// compiles this file with -Dmemops=memops_cuda_emu: the namespace string follows the macro.)
 #define MEMOPS_HANDLE(name, ...)                                                                  \
-  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("memops::" name, "")    \
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(                        \
+                             C10_STRINGIZE(memops) "::" name, "")                                \
                              .typed<__VA_ARGS__>();                                              \
   (void)0
 

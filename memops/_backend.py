@@ -6,7 +6,9 @@ Backends:
   "cuda"       the same extension's CUDA kernels by name: "cpp", refused for tensors not on CUDA;
   "triton"     the Triton kernels (memops.triton): CUDA tensors, or CPU tensors in Triton's
                interpreter (TRITON_INTERPRET=1 set before triton is first imported);
-  "reference"  the pure-PyTorch specification (memops.reference): slow, always there.
+  "reference"  the pure-PyTorch specification (memops.reference): slow, always there;
+  "cuda_emu"   a test backend: the CUDA kernels and launchers run by a CPU emulator on CPU tensors
+               (memops._emu; built with MEMOPS_CUDA_EMU=1), never chosen by "auto".
 
 Choice, first that applies: the op's `backend=` argument; `with memops.backend(name):` (this thread);
 memops.set_backend(name) (every thread); the MEMOPS_BACKEND environment variable (read at import);
@@ -24,7 +26,7 @@ import torch
 
 from . import _library
 
-BACKENDS = ("auto", "cpp", "cuda", "triton", "reference")
+BACKENDS = ("auto", "cpp", "cuda", "triton", "reference", "cuda_emu")
 
 _ENV_BACKEND = os.environ.get("MEMOPS_BACKEND", "").strip().lower() or None
 _forced = None  # set by set_backend: the process's default
@@ -56,6 +58,24 @@ def triton_ops():
         except ImportError as e:
             _triton_error = e
     return _triton_ops
+
+
+_emu = None  # memops._emu once a call asks for "cuda_emu"
+
+
+def emu_why_not(device_type):
+    """None if the emulated CUDA kernels (backend "cuda_emu") can run on tensors of device_type here,
+    else the reason. (After the first call a plain global read, which torch.compile traces.)"""
+    global _emu
+    if _emu is None:
+        from . import _emu as module
+
+        _emu = module
+    if not _emu.AVAILABLE:
+        return f"the CUDA emulator is not built ({_emu.LOAD_ERROR}); {_emu.BUILD_HINT}"
+    if device_type not in ("cpu", "meta"):
+        return f"it runs on CPU tensors, got {device_type} tensors"
+    return None
 
 
 def _triton_interpret():
@@ -95,7 +115,7 @@ def select(backend, tensor):
     """The implementation ("cpp", "triton" or "reference") that runs an op on `tensor`'s device."""
     name = backend or getattr(_context, "name", None) or _forced or _ENV_BACKEND or "auto"
     device_type = tensor.device.type
-    if name in ("auto", "cpp", "cuda") and _functorch_active():
+    if name in ("auto", "cpp", "cuda", "cuda_emu") and _functorch_active():
         # the compiled ops' autograd is C++ (torch::autograd::Function), which torch.func cannot transform
         if name == "auto":
             return "reference"
@@ -126,6 +146,11 @@ def select(backend, tensor):
         return "triton"
     if name == "reference":
         return "reference"
+    if name == "cuda_emu":
+        why = emu_why_not(device_type)
+        if why is not None:
+            raise RuntimeError(f"memops: backend 'cuda_emu' cannot run this call: {why}")
+        return "cuda_emu"
     _check_name(name)
     raise AssertionError(name)
 

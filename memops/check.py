@@ -286,6 +286,8 @@ def run(args):
                              f"(available on {device.type} in this build: {', '.join(available)})")
             if name == "auto":
                 name = _backend.select("auto", torch.empty(0, device=device))
+            if name == "cuda_emu" and _backend.emu_why_not(device.type) is None:
+                available = available + ["cuda_emu"]  # a test backend: checked only when named
             if name not in available:
                 hint = ""
                 if name == "cpp" and not build_info()["built"]:

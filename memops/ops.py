@@ -3,7 +3,7 @@
 Shapes: B batch, H heads, N memory slots, W slot width, S shift width (odd). Shapes are exact (no
 broadcasting); every floating input gets a gradient. B = 0 gives an empty result. The CPU kernels take
 float32 and float64; the CUDA and Triton kernels also float16 and bfloat16 (accumulating in float32).
-Each op takes `backend=` ("auto", "cpp", "cuda", "triton", "reference"; see memops._backend).
+Each op takes `backend=` ("auto", "cpp", "cuda", "triton", "reference", "cuda_emu"; see memops._backend).
 
 Bad shapes, dtypes and devices raise ValueError / TypeError naming the argument and the shape it
 should have. Value ranges (gamma >= 1, weights >= 0, gate in [0, 1], finite inputs) are checked only
@@ -36,6 +36,8 @@ def _library_of(op, backend, args):
         return None
     if impl == "triton":
         return _backend.triton_ops()
+    if impl == "cuda_emu":
+        return torch.ops.memops_cuda_emu
     return torch.ops.memops
 
 

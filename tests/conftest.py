@@ -2,13 +2,16 @@
 
 `target`: THE backend x device fixture. Every op test that takes `backend` and `device` runs once per
 target: cpp-cpu (the C++ kernels), triton-cpu (the Triton kernels in Triton's interpreter), cpp-cuda
-(the CUDA kernels), triton-cuda. A target that cannot run here skips with the reason (no GPU, no
+(the CUDA kernels), triton-cuda, cuda_emu-cpu (the CUDA kernels in the CPU emulator, memops._emu). A target that cannot run here skips with the reason (no GPU, no
 build; under MEMOPS_REQUIRE_EXTENSION=1, as in CI, a missing build fails instead).
 
 Markers choose the targets of a test where the full set does not fit:
-  full_grid         too slow for Triton's interpreter: not collected for triton-cpu
-  interpreter_only  the interpreter's smaller stand-in for a full grid: collected for triton-cpu only
-  gpu               GPU-specific (half types, sizes past one block, ...): collected for cuda targets only
+  full_grid         too slow for Triton's interpreter and the CUDA emulator: not collected for
+                    triton-cpu and cuda_emu-cpu
+  interpreter_only  the smaller stand-in for a full grid: collected for triton-cpu and cuda_emu-cpu only
+  gpu               GPU-specific (half types, sizes past one block, ...): collected for cuda targets and
+                    for the CUDA emulator (cuda_emu-cpu), which runs the same kernels
+  cuda_device       needs a real CUDA device (device mismatch, ...): collected for cuda targets only
 
 Without a GPU, TRITON_INTERPRET=1 is set before anything imports triton, so the Triton kernels run on
 CPU tensors. Every test starts with automatic backend choice and debug mode off, and leaves them so.
@@ -40,17 +43,27 @@ class Target(NamedTuple):
     def interpreter(self):
         return self.backend == "triton" and self.device == "cpu"
 
+    @property
+    def emulator(self):
+        return self.backend == "cuda_emu"
+
+    @property
+    def slow(self):
+        """Runs the kernels in an interpreter or emulator: the stand-ins instead of the full grids."""
+        return self.interpreter or self.emulator
+
     def __str__(self):
         return f"{self.backend}-{self.device}"
 
 
-TARGETS = [Target("cpp", "cpu"), Target("triton", "cpu"), Target("cpp", "cuda"), Target("triton", "cuda")]
+TARGETS = [Target("cpp", "cpu"), Target("triton", "cpu"), Target("cpp", "cuda"), Target("triton", "cuda"),
+           Target("cuda_emu", "cpu")]
 
 
 @pytest.fixture(params=TARGETS, ids=str)
 def target(request):
     require_device(request.param.device)
-    require_backend(request.param.backend, request.param.device)
+    require_backend(request.param.backend, request.param.device, getattr(request.module, "OP", None))
     return request.param
 
 
@@ -81,11 +94,13 @@ def _keep(item):
     target = getattr(getattr(item, "callspec", None), "params", {}).get("target")
     if target is None:
         return True
-    if item.get_closest_marker("full_grid") and target.interpreter:
+    if item.get_closest_marker("full_grid") and target.slow:
         return False
-    if item.get_closest_marker("interpreter_only") and not target.interpreter:
+    if item.get_closest_marker("interpreter_only") and not target.slow:
         return False
-    if item.get_closest_marker("gpu") and target.device != "cuda":
+    if item.get_closest_marker("gpu") and target.device != "cuda" and not target.emulator:
+        return False
+    if item.get_closest_marker("cuda_device") and target.device != "cuda":
         return False
     return True
 

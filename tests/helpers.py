@@ -20,6 +20,7 @@ from memops.testing import GRADCHECK, SLACK_FACTOR, allowance, sample_inputs
 
 EXTENSION_BUILT = _library.AVAILABLE
 REQUIRE_EXTENSION = os.environ.get("MEMOPS_REQUIRE_EXTENSION", "0").strip() not in ("", "0")
+REQUIRE_CUDA_EMU = os.environ.get("MEMOPS_REQUIRE_CUDA_EMU", "0").strip() not in ("", "0")
 
 # The sizes that break naive kernels (CONVENTIONS.md, "Tests").
 SLOTS = (1, 3, 127, 128, 129)
@@ -43,12 +44,24 @@ def extension_missing_reason():
             f"To run these tests, {_library.BUILD_HINT}")
 
 
-def require_backend(backend, device="cpu"):
-    """Skip the calling test when `backend` cannot run on `device` here.
+def require_backend(backend, device="cpu", op=None):
+    """Skip the calling test when `backend` cannot run on `device` here (or has no kernels for `op`).
 
-    A missing extension is a skip, except under MEMOPS_REQUIRE_EXTENSION=1 (CI), where it fails.
+    A missing extension is a skip, except under MEMOPS_REQUIRE_EXTENSION=1 (CI), where it fails; a
+    missing CUDA emulator likewise under MEMOPS_REQUIRE_CUDA_EMU=1.
     """
     if backend == "reference":
+        return
+    if backend == "cuda_emu":
+        from memops import _backend, _emu
+
+        why = _backend.emu_why_not(device)
+        if why is not None and REQUIRE_CUDA_EMU and not _emu.AVAILABLE:
+            pytest.fail(f"MEMOPS_REQUIRE_CUDA_EMU=1 but {why}", pytrace=False)
+        if why is not None:
+            pytest.skip(f"the cuda_emu backend cannot run on {device} here: {why}")
+        if op is not None and not _emu.has_kernel(op):
+            pytest.skip(f"{op} has no CUDA kernels (csrc/cuda/{op}.cu) in the emulated build")
         return
     if backend == "triton":
         from memops import _backend
@@ -242,7 +255,7 @@ def gradcheck_op(op, tensors, kwargs, backend="cpp", **gradcheck_kwargs):
 
 def lib_of(backend):
     """The torch.ops namespace of a backend's registered ops (the same schemas)."""
-    return torch.ops.memops_triton if backend == "triton" else torch.ops.memops
+    return {"triton": torch.ops.memops_triton, "cuda_emu": torch.ops.memops_cuda_emu}.get(backend, torch.ops.memops)
 
 
 def schema_args(op, tensors, kwargs):

@@ -49,15 +49,13 @@ at::Tensor content_address(const at::Tensor& memory_, const at::Tensor& keys_, c
       constexpr int G = decltype(g)::value, V = decltype(v)::value;
       auto kernel = &content_address_fwd_kernel<T, G, V>;
       C10_CUDA_CHECK(content::allow_smem(kernel, smem));
-      kernel<<<grid_of(B * chunks), threads, smem, on.stream>>>(
-          mem, in_ptr<scalar_t>(keys), in_ptr<scalar_t>(beta), keep, H, N, W, chunk, chunks, cosine, A(eps),
-          out_ptr<scalar_t>(out), logits_ptr, part_ptr);
-      MEMOPS_CHECK_LAUNCH();
+      launch_kernel(kernel, grid_of(B * chunks), threads, smem, on.stream, mem, in_ptr<scalar_t>(keys),
+          in_ptr<scalar_t>(beta), keep, H, N, W, chunk, chunks, cosine, A(eps), out_ptr<scalar_t>(out),
+          logits_ptr, part_ptr);
     });
     if (!fused) {
-      content_address_softmax_kernel<T><<<grid_of(B * H * chunks), content::kThreads, 0, on.stream>>>(
-          logits_ptr, part_ptr, N, chunk, chunks, out_ptr<scalar_t>(out));
-      MEMOPS_CHECK_LAUNCH();
+      launch_kernel(content_address_softmax_kernel<T>, grid_of(B * H * chunks), content::kThreads, 0,
+          on.stream, logits_ptr, part_ptr, N, chunk, chunks, out_ptr<scalar_t>(out));
     }
   });
   return out;
@@ -107,10 +105,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> content_address_backward(
       stats = at::empty({B, H, 2}, acc_options(memory));
       args = at::empty({B, H}, memory.options().dtype(at::kLong));
       part = at::empty({B, chunks, H, W + 1}, acc_options(memory));
-      content_address_stats_kernel<T><<<grid_of(B * H), content::kRowThreads, 0, on.stream>>>(
+      launch_kernel(content_address_stats_kernel<T>, grid_of(B * H), content::kRowThreads, 0, on.stream,
           in_ptr<scalar_t>(grad), in_ptr<scalar_t>(weights), N, stats.mutable_data_ptr<A>(),
           args.mutable_data_ptr<int64_t>());
-      MEMOPS_CHECK_LAUNCH();
     }
     const A* stats_ptr = fused ? nullptr : stats.const_data_ptr<A>();
     const int64_t* args_ptr = fused ? nullptr : args.const_data_ptr<int64_t>();
@@ -119,17 +116,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> content_address_backward(
       constexpr int G = decltype(g)::value, V = decltype(v)::value;
       auto kernel = &content_address_bwd_kernel<T, G, V>;
       C10_CUDA_CHECK(content::allow_smem(kernel, smem));
-      kernel<<<grid_of(B * chunks), threads, smem, on.stream>>>(
-          in_ptr<scalar_t>(grad), mem, in_ptr<scalar_t>(keys), in_ptr<scalar_t>(beta), in_ptr<scalar_t>(weights),
-          H, N, W, chunk, chunks, cosine, A(eps), stats_ptr, args_ptr, gmem, out_ptr<scalar_t>(grad_keys),
+      launch_kernel(kernel, grid_of(B * chunks), threads, smem, on.stream, in_ptr<scalar_t>(grad), mem,
+          in_ptr<scalar_t>(keys), in_ptr<scalar_t>(beta), in_ptr<scalar_t>(weights), H, N, W, chunk, chunks,
+          cosine, A(eps), stats_ptr, args_ptr, gmem, out_ptr<scalar_t>(grad_keys),
           out_ptr<scalar_t>(grad_beta), part_ptr);
-      MEMOPS_CHECK_LAUNCH();
     });
     if (!fused) {
-      content::key_grad_finalize_kernel<T><<<grid_of(B * H), content::kThreads, 0, on.stream>>>(
+      launch_kernel(content::key_grad_finalize_kernel<T>, grid_of(B * H), content::kThreads, 0, on.stream,
           in_ptr<scalar_t>(keys), in_ptr<scalar_t>(beta), part_ptr, nullptr, H, W, chunks, cosine, A(eps),
           out_ptr<scalar_t>(grad_keys), out_ptr<scalar_t>(grad_beta));
-      MEMOPS_CHECK_LAUNCH();
     }
   });
   return {grad_memory, grad_keys, grad_beta};

@@ -26,11 +26,10 @@ at::Tensor content_scores(const at::Tensor& memory_, const at::Tensor& keys_, co
   MEMOPS_DISPATCH_CUDA(memory.scalar_type(), "content_scores", [&] {
     using T = storage_t<scalar_t>;
     using A = acc_t<T>;
-    content_scores_forward_kernel<T><<<scores_grid(total), kScoresThreads, 0, on.stream>>>(
+    launch_kernel(content_scores_forward_kernel<T>, scores_grid(total), kScoresThreads, 0, on.stream,
         in_ptr<scalar_t>(memory), in_ptr<scalar_t>(keys), in_ptr<scalar_t>(beta),
         mask.has_value() ? mask->const_data_ptr<bool>() : nullptr, out_ptr<scalar_t>(out), H, N, W, total,
         similarity == "cosine", static_cast<A>(eps));
-    MEMOPS_CHECK_LAUNCH();
   });
   return out;
 }
@@ -64,18 +63,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> content_scores_backward(
     A* kn = key_norm.mutable_data_ptr<A>();
     A* mn = slot_norm.mutable_data_ptr<A>();
     const A e = static_cast<A>(eps);
-    content_scores_similarity_kernel<T><<<scores_grid(B * H * N), kScoresThreads, 0, on.stream>>>(
+    launch_kernel(content_scores_similarity_kernel<T>, scores_grid(B * H * N), kScoresThreads, 0, on.stream,
         mem, k, s, kn, mn, H, N, W, B * H * N, cosine, e);
-    MEMOPS_CHECK_LAUNCH();
     const int64_t key_total = B * H * std::max<int64_t>(W, 1);
-    content_scores_key_grad_kernel<T><<<scores_grid(key_total), kScoresThreads, 0, on.stream>>>(
+    launch_kernel(content_scores_key_grad_kernel<T>, scores_grid(key_total), kScoresThreads, 0, on.stream,
         g, mem, k, be, keep, s, kn, mn, out_ptr<scalar_t>(grad_keys), out_ptr<scalar_t>(grad_beta), H, N, W,
         key_total, cosine, e);
-    MEMOPS_CHECK_LAUNCH();
     if (W > 0) {
-      content_scores_memory_grad_kernel<T><<<scores_grid(B * N * W), kScoresThreads, 0, on.stream>>>(
+      launch_kernel(content_scores_memory_grad_kernel<T>, scores_grid(B * N * W), kScoresThreads, 0, on.stream,
           g, mem, k, be, keep, s, kn, mn, out_ptr<scalar_t>(grad_memory), H, N, W, B * N * W, cosine, e);
-      MEMOPS_CHECK_LAUNCH();
     }
   });
   return {grad_memory, grad_keys, grad_beta};

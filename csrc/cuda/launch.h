@@ -7,9 +7,11 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#ifndef MEMOPS_CUDA_EMU
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#endif
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <torch/library.h>
@@ -63,11 +65,24 @@ storage_t<scalar_t>* out_ptr(at::Tensor& t) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 // The device of `t` made current for the scope, and its current stream.
+#ifndef MEMOPS_CUDA_EMU
 struct OnDevice {
   c10::cuda::CUDAGuard guard;
   cudaStream_t stream;
   explicit OnDevice(const at::Tensor& t) : guard(t.device()), stream(c10::cuda::getCurrentCUDAStream()) {}
 };
+#else  // the CPU emulator (csrc/cuda/emu/): CPU tensors, no device, no stream
+struct OnDevice {
+  cudaStream_t stream = nullptr;
+  explicit OnDevice(const at::Tensor&) {}
+};
+#define C10_CUDA_CHECK(expr)                                                                      \
+  do {                                                                                           \
+    const cudaError_t memops_err = (expr);                                                       \
+    TORCH_CHECK(memops_err == cudaSuccess, "CUDA error: ", cudaGetErrorString(memops_err), " (", #expr, ")"); \
+  } while (0)
+#define C10_CUDA_KERNEL_LAUNCH_CHECK() (void)0
+#endif
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -90,6 +105,20 @@ inline dim3 grid_of(int64_t x, int64_t y = 1) {
 
 // Call after every <<<...>>>: raises with the CUDA error where the launch failed.
 #define MEMOPS_CHECK_LAUNCH() C10_CUDA_KERNEL_LAUNCH_CHECK()
+
+// Every kernel launch of the launchers: kernel<<<grid, block, smem, stream>>>(args...) and the
+// launch check; in the emulated build (MEMOPS_CUDA_EMU) the emulator runs the grid on the CPU, so
+// the launch planning it checks is the GPU's.
+template <typename... P, typename... Args>
+void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args... args) {
+#ifdef MEMOPS_CUDA_EMU
+  (void)stream;
+  emu::launch(kernel, grid, block, smem, args...);
+#else
+  kernel<<<grid, block, smem, stream>>>(args...);
+  MEMOPS_CHECK_LAUNCH();
+#endif
+}
 
 }  // namespace cuda
 }  // namespace memops

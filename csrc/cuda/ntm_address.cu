@@ -59,11 +59,10 @@ at::Tensor ntm_address(const at::Tensor& memory_, const at::Tensor& keys_, const
         constexpr int G = decltype(g)::value, V = decltype(v)::value;
         auto kernel = &ntm_address_fwd_kernel<T, G, V>;
         C10_CUDA_CHECK(content::allow_smem(kernel, fused_smem));
-        kernel<<<grid_of(B), threads, fused_smem, on.stream>>>(
-            mem, in_ptr<scalar_t>(in.keys), in_ptr<scalar_t>(in.beta), in_ptr<scalar_t>(in.gate),
-            in_ptr<scalar_t>(in.kernel), in_ptr<scalar_t>(in.gamma), in_ptr<scalar_t>(in.prev), H, N, W, S,
-            A(eps), out_ptr<scalar_t>(out));
-        MEMOPS_CHECK_LAUNCH();
+        launch_kernel(kernel, grid_of(B), threads, fused_smem, on.stream, mem, in_ptr<scalar_t>(in.keys),
+            in_ptr<scalar_t>(in.beta), in_ptr<scalar_t>(in.gate), in_ptr<scalar_t>(in.kernel),
+            in_ptr<scalar_t>(in.gamma), in_ptr<scalar_t>(in.prev), H, N, W, S, A(eps),
+            out_ptr<scalar_t>(out));
       });
       return;
     }
@@ -77,15 +76,13 @@ at::Tensor ntm_address(const at::Tensor& memory_, const at::Tensor& keys_, const
       constexpr int G = decltype(g)::value, V = decltype(v)::value;
       auto kernel = &ntm_address_sims_kernel<T, G, V>;
       C10_CUDA_CHECK(content::allow_smem(kernel, smem));
-      kernel<<<grid_of(B * chunks), threads, smem, on.stream>>>(mem, in_ptr<scalar_t>(in.keys), H, N, W, chunk,
-                                                                 chunks, A(eps), sims.mutable_data_ptr<A>());
-      MEMOPS_CHECK_LAUNCH();
+      launch_kernel(kernel, grid_of(B * chunks), threads, smem, on.stream, mem, in_ptr<scalar_t>(in.keys), H,
+          N, W, chunk, chunks, A(eps), sims.mutable_data_ptr<A>());
     });
-    ntm_address_fwd_row_kernel<T><<<grid_of(B * H), content::kRowThreads, 0, on.stream>>>(
+    launch_kernel(ntm_address_fwd_row_kernel<T>, grid_of(B * H), content::kRowThreads, 0, on.stream,
         sims.mutable_data_ptr<A>(), in_ptr<scalar_t>(in.beta), in_ptr<scalar_t>(in.gate),
         in_ptr<scalar_t>(in.kernel), in_ptr<scalar_t>(in.gamma), in_ptr<scalar_t>(in.prev), N, S,
         scratch.mutable_data_ptr<A>(), out_ptr<scalar_t>(out));
-    MEMOPS_CHECK_LAUNCH();
   });
   return out;
 }
@@ -128,13 +125,12 @@ ntm_address_backward(const at::Tensor& grad_, const at::Tensor& memory_, const a
         constexpr int G = decltype(g)::value, V = decltype(v)::value;
         auto kernel = &ntm_address_bwd_kernel<T, G, V>;
         C10_CUDA_CHECK(content::allow_smem(kernel, fused_smem));
-        kernel<<<grid_of(B), threads, fused_smem, on.stream>>>(
-            in_ptr<scalar_t>(grad), mem, in_ptr<scalar_t>(in.keys), in_ptr<scalar_t>(in.beta),
-            in_ptr<scalar_t>(in.gate), in_ptr<scalar_t>(in.kernel), in_ptr<scalar_t>(in.gamma),
-            in_ptr<scalar_t>(in.prev), in_ptr<scalar_t>(out), H, N, W, S, A(eps), gmem,
-            out_ptr<scalar_t>(grad_keys), out_ptr<scalar_t>(grad_beta), out_ptr<scalar_t>(grad_gate),
-            out_ptr<scalar_t>(grad_kernel), out_ptr<scalar_t>(grad_gamma), out_ptr<scalar_t>(grad_prev));
-        MEMOPS_CHECK_LAUNCH();
+        launch_kernel(kernel, grid_of(B), threads, fused_smem, on.stream, in_ptr<scalar_t>(grad), mem,
+            in_ptr<scalar_t>(in.keys), in_ptr<scalar_t>(in.beta), in_ptr<scalar_t>(in.gate),
+            in_ptr<scalar_t>(in.kernel), in_ptr<scalar_t>(in.gamma), in_ptr<scalar_t>(in.prev),
+            in_ptr<scalar_t>(out), H, N, W, S, A(eps), gmem, out_ptr<scalar_t>(grad_keys),
+            out_ptr<scalar_t>(grad_beta), out_ptr<scalar_t>(grad_gate), out_ptr<scalar_t>(grad_kernel),
+            out_ptr<scalar_t>(grad_gamma), out_ptr<scalar_t>(grad_prev));
       });
       return;
     }
@@ -155,31 +151,28 @@ ntm_address_backward(const at::Tensor& grad_, const at::Tensor& memory_, const a
       constexpr int G = decltype(g)::value, V = decltype(v)::value;
       auto kernel = &ntm_address_sims_kernel<T, G, V>;
       C10_CUDA_CHECK(content::allow_smem(kernel, sims_smem));
-      kernel<<<grid_of(B * chunks), content::kThreads, sims_smem, on.stream>>>(
-          mem, in_ptr<scalar_t>(in.keys), H, N, W, chunk, chunks, A(eps), sims.mutable_data_ptr<A>());
-      MEMOPS_CHECK_LAUNCH();
+      launch_kernel(kernel, grid_of(B * chunks), content::kThreads, sims_smem, on.stream, mem,
+          in_ptr<scalar_t>(in.keys), H, N, W, chunk, chunks, A(eps), sims.mutable_data_ptr<A>());
     });
-    ntm_address_bwd_row_kernel<T><<<grid_of(B * H), content::kRowThreads, 0, on.stream>>>(
-        sims.const_data_ptr<A>(), in_ptr<scalar_t>(grad), in_ptr<scalar_t>(in.keys), in_ptr<scalar_t>(in.beta),
-        in_ptr<scalar_t>(in.gate), in_ptr<scalar_t>(in.kernel), in_ptr<scalar_t>(in.gamma),
-        in_ptr<scalar_t>(in.prev), in_ptr<scalar_t>(out), N, W, S, A(eps), scratch.mutable_data_ptr<A>(),
-        dsim.mutable_data_ptr<A>(), kcoef.mutable_data_ptr<A>(), out_ptr<scalar_t>(grad_beta),
-        out_ptr<scalar_t>(grad_gate), out_ptr<scalar_t>(grad_kernel), out_ptr<scalar_t>(grad_gamma),
-        out_ptr<scalar_t>(grad_prev));
-    MEMOPS_CHECK_LAUNCH();
+    launch_kernel(ntm_address_bwd_row_kernel<T>, grid_of(B * H), content::kRowThreads, 0, on.stream,
+        sims.const_data_ptr<A>(), in_ptr<scalar_t>(grad), in_ptr<scalar_t>(in.keys),
+        in_ptr<scalar_t>(in.beta), in_ptr<scalar_t>(in.gate), in_ptr<scalar_t>(in.kernel),
+        in_ptr<scalar_t>(in.gamma), in_ptr<scalar_t>(in.prev), in_ptr<scalar_t>(out), N, W, S, A(eps),
+        scratch.mutable_data_ptr<A>(), dsim.mutable_data_ptr<A>(), kcoef.mutable_data_ptr<A>(),
+        out_ptr<scalar_t>(grad_beta), out_ptr<scalar_t>(grad_gate), out_ptr<scalar_t>(grad_kernel),
+        out_ptr<scalar_t>(grad_gamma), out_ptr<scalar_t>(grad_prev));
     content::with_slot_shape<T>(shape, [&](auto g, auto v) {
       constexpr int G = decltype(g)::value, V = decltype(v)::value;
       auto kernel = &ntm_address_grad_kernel<T, G, V>;
       C10_CUDA_CHECK(content::allow_smem(kernel, grad_smem));
-      kernel<<<grid_of(B * chunks), threads, grad_smem, on.stream>>>(
-          mem, in_ptr<scalar_t>(in.keys), H, N, W, chunk, chunks, A(eps), sims.const_data_ptr<A>(),
+      launch_kernel(kernel, grid_of(B * chunks), threads, grad_smem, on.stream, mem,
+          in_ptr<scalar_t>(in.keys), H, N, W, chunk, chunks, A(eps), sims.const_data_ptr<A>(),
           dsim.const_data_ptr<A>(), gmem, part.mutable_data_ptr<A>());
-      MEMOPS_CHECK_LAUNCH();
     });
-    content::key_grad_finalize_kernel<T><<<grid_of(B * H), content::kThreads, 0, on.stream>>>(
-        in_ptr<scalar_t>(in.keys), in_ptr<scalar_t>(in.beta), part.const_data_ptr<A>(), kcoef.const_data_ptr<A>(),
-        H, W, chunks, true, A(eps), out_ptr<scalar_t>(grad_keys), out_ptr<scalar_t>(grad_beta));
-    MEMOPS_CHECK_LAUNCH();
+    launch_kernel(content::key_grad_finalize_kernel<T>, grid_of(B * H), content::kThreads, 0, on.stream,
+        in_ptr<scalar_t>(in.keys), in_ptr<scalar_t>(in.beta), part.const_data_ptr<A>(),
+        kcoef.const_data_ptr<A>(), H, W, chunks, true, A(eps), out_ptr<scalar_t>(grad_keys),
+        out_ptr<scalar_t>(grad_beta));
   });
   return {grad_memory, grad_keys, grad_beta, grad_gate, grad_kernel, grad_gamma, grad_prev};
 }

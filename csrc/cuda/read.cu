@@ -14,14 +14,13 @@ void launch_read_forward(const T* memory, const T* weights, T* out, at::Tensor* 
                          cudaStream_t stream) {
   using A = acc_t<T>;
   A* ws = chunks > 1 ? reinterpret_cast<A*>(partial->mutable_data_ptr()) : nullptr;
-  read_forward_kernel<T, kHT, V><<<grid_of(B * chunks, tiling.tiles), tiling.threads, 0, stream>>>(
+  launch_kernel(read_forward_kernel<T, kHT, V>, grid_of(B * chunks, tiling.tiles), tiling.threads, 0, stream,
       memory, weights, out, ws, H, N, W, chunks, chunk_slots, tiling.CT, tiling.R);
-  MEMOPS_CHECK_LAUNCH();
   if (chunks > 1) {
     const int64_t total = B * H * W;
     const int64_t blocks = std::min<int64_t>(ceil_div(total, kReadThreads), 65536);
-    read_combine_kernel<T><<<grid_of(blocks), kReadThreads, 0, stream>>>(ws, out, H * W, chunks, total);
-    MEMOPS_CHECK_LAUNCH();
+    launch_kernel(read_combine_kernel<T>, grid_of(blocks), kReadThreads, 0, stream, ws, out, H * W, chunks,
+        total);
   }
 }
 
@@ -30,9 +29,8 @@ void launch_read_backward(const T* grad, const T* memory, const T* weights, T* g
                           int64_t B, int64_t H, int64_t N, int64_t W, cudaStream_t stream) {
   const int64_t chunk_slots = kReadBackwardSteps * (kReadThreads / G);
   const int64_t chunks = ceil_div(N, chunk_slots);
-  read_backward_kernel<T, G, kHT><<<grid_of(B * chunks), kReadThreads, 0, stream>>>(
-      grad, memory, weights, grad_memory, grad_weights, H, N, W, chunks, chunk_slots);
-  MEMOPS_CHECK_LAUNCH();
+  launch_kernel(read_backward_kernel<T, G, kHT>, grid_of(B * chunks), kReadThreads, 0, stream, grad, memory,
+      weights, grad_memory, grad_weights, H, N, W, chunks, chunk_slots);
 }
 
 template <typename T, int kHT>

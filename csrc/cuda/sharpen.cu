@@ -30,13 +30,11 @@ at::Tensor sharpen(const at::Tensor& weights_, const at::Tensor& gamma_) {
     using A = acc_t<T>;
     const int64_t cache_bytes = N * static_cast<int64_t>(sizeof(A));
     if (cache_bytes <= kSharpenCacheBytes) {
-      sharpen_forward_kernel<T, true><<<grid_of(rows), threads, static_cast<size_t>(cache_bytes), on.stream>>>(
-          in_ptr<scalar_t>(weights), in_ptr<scalar_t>(gamma), out_ptr<scalar_t>(out), N);
-      MEMOPS_CHECK_LAUNCH();
+      launch_kernel(sharpen_forward_kernel<T, true>, grid_of(rows), threads, static_cast<size_t>(cache_bytes),
+          on.stream, in_ptr<scalar_t>(weights), in_ptr<scalar_t>(gamma), out_ptr<scalar_t>(out), N);
     } else {
-      sharpen_forward_kernel<T, false><<<grid_of(rows), threads, 0, on.stream>>>(
+      launch_kernel(sharpen_forward_kernel<T, false>, grid_of(rows), threads, 0, on.stream,
           in_ptr<scalar_t>(weights), in_ptr<scalar_t>(gamma), out_ptr<scalar_t>(out), N);
-      MEMOPS_CHECK_LAUNCH();
     }
   });
   return out;
@@ -61,10 +59,9 @@ std::tuple<at::Tensor, at::Tensor> sharpen_backward(const at::Tensor& grad_, con
   const int threads = sharpen_threads(N);
   MEMOPS_DISPATCH_CUDA(weights.scalar_type(), "sharpen_backward", [&] {
     using T = storage_t<scalar_t>;
-    sharpen_backward_kernel<T><<<grid_of(rows), threads, 0, on.stream>>>(
-        in_ptr<scalar_t>(grad), in_ptr<scalar_t>(weights), in_ptr<scalar_t>(gamma), in_ptr<scalar_t>(out),
+    launch_kernel(sharpen_backward_kernel<T>, grid_of(rows), threads, 0, on.stream, in_ptr<scalar_t>(grad),
+        in_ptr<scalar_t>(weights), in_ptr<scalar_t>(gamma), in_ptr<scalar_t>(out),
         out_ptr<scalar_t>(grad_weights), out_ptr<scalar_t>(grad_gamma), N);
-    MEMOPS_CHECK_LAUNCH();
   });
   return {grad_weights, grad_gamma};
 }

@@ -27,9 +27,8 @@ at::Tensor shift(const at::Tensor& weights_, const at::Tensor& kernel_) {
   const int64_t chunks = ceil_div(N, threads);
   MEMOPS_DISPATCH_CUDA(weights.scalar_type(), "shift", [&] {
     using T = storage_t<scalar_t>;
-    shift_forward_kernel<T><<<grid_of(rows * chunks), threads, 0, on.stream>>>(
+    launch_kernel(shift_forward_kernel<T>, grid_of(rows * chunks), threads, 0, on.stream,
         in_ptr<scalar_t>(weights), in_ptr<scalar_t>(kernel), out_ptr<scalar_t>(out), N, S, chunks);
-    MEMOPS_CHECK_LAUNCH();
   });
   return out;
 }
@@ -51,10 +50,9 @@ std::tuple<at::Tensor, at::Tensor> shift_backward(const at::Tensor& grad_, const
   const int threads = row_threads(N, kShiftBackwardThreads);
   MEMOPS_DISPATCH_CUDA(weights.scalar_type(), "shift_backward", [&] {
     using T = storage_t<scalar_t>;
-    shift_backward_kernel<T><<<grid_of(rows), threads, 0, on.stream>>>(
-        in_ptr<scalar_t>(grad), in_ptr<scalar_t>(weights), in_ptr<scalar_t>(kernel),
-        out_ptr<scalar_t>(grad_weights), out_ptr<scalar_t>(grad_kernel), N, S);
-    MEMOPS_CHECK_LAUNCH();
+    launch_kernel(shift_backward_kernel<T>, grid_of(rows), threads, 0, on.stream, in_ptr<scalar_t>(grad),
+        in_ptr<scalar_t>(weights), in_ptr<scalar_t>(kernel), out_ptr<scalar_t>(grad_weights),
+        out_ptr<scalar_t>(grad_kernel), N, S);
   });
   return {grad_weights, grad_kernel};
 }

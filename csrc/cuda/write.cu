@@ -26,16 +26,14 @@ void launch_write_backward(const T* grad, const T* memory, const T* weights, con
                         acc_options(like));
     ws = reinterpret_cast<A*>(partial.mutable_data_ptr());
   }
-  write_backward_kernel<T, G, kHT><<<grid_of(B * chunks), kWriteThreads, 0, stream>>>(
-      grad, memory, weights, erase, add, grad_memory, grad_weights, grad_erase, grad_add, ws, H, N, W, chunks,
-      chunk_slots, tile_slots, tiling.CT, tiling.R, tiling.tiles);
-  MEMOPS_CHECK_LAUNCH();
+  launch_kernel(write_backward_kernel<T, G, kHT>, grid_of(B * chunks), kWriteThreads, 0, stream, grad, memory,
+      weights, erase, add, grad_memory, grad_weights, grad_erase, grad_add, ws, H, N, W, chunks, chunk_slots,
+      tile_slots, tiling.CT, tiling.R, tiling.tiles);
   if (chunks > 1) {
     const int64_t total = B * H * W;
     const int64_t blocks = std::min<int64_t>(ceil_div(total, kWriteThreads), 65536);
-    write_combine_kernel<T><<<grid_of(blocks), kWriteThreads, 0, stream>>>(ws, grad_add, grad_erase, H * W,
-                                                                           chunks, total);
-    MEMOPS_CHECK_LAUNCH();
+    launch_kernel(write_combine_kernel<T>, grid_of(blocks), kWriteThreads, 0, stream, ws, grad_add,
+        grad_erase, H * W, chunks, total);
   }
 }
 
@@ -81,13 +79,11 @@ at::Tensor write(const at::Tensor& memory_, const at::Tensor& weights_, const c1
     const int64_t chunks = ceil_div(N, chunk_slots);
     const dim3 grid = grid_of(B * chunks, tiling.tiles);
     if (vec) {
-      write_forward_kernel<T, kV><<<grid, tiling.threads, 0, on.stream>>>(mem, w, e, a, o, H, N, W, chunks,
-                                                                          chunk_slots, tiling.CT, tiling.R);
-      MEMOPS_CHECK_LAUNCH();
+      launch_kernel(write_forward_kernel<T, kV>, grid, tiling.threads, 0, on.stream, mem, w, e, a, o, H, N, W,
+          chunks, chunk_slots, tiling.CT, tiling.R);
     } else {
-      write_forward_kernel<T, 1><<<grid, tiling.threads, 0, on.stream>>>(mem, w, e, a, o, H, N, W, chunks,
-                                                                         chunk_slots, tiling.CT, tiling.R);
-      MEMOPS_CHECK_LAUNCH();
+      launch_kernel(write_forward_kernel<T, 1>, grid, tiling.threads, 0, on.stream, mem, w, e, a, o, H, N, W,
+          chunks, chunk_slots, tiling.CT, tiling.R);
     }
   });
   return out;
