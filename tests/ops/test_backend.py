@@ -165,7 +165,7 @@ def test_environment_variable_is_the_lowest_precedence(built, monkeypatch):
     assert which(read_call()) == "cpp"
 
 
-UNKNOWN = "memops: unknown backend 'triton2'; choose one of auto, cpp, cuda, triton, reference"
+UNKNOWN = "memops: unknown backend 'triton2'; choose one of auto, cpp, cuda, triton, reference, cuda_emu"
 
 
 def test_unknown_backend_names():

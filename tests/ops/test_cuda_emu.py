@@ -166,3 +166,34 @@ def test_every_path_every_schedule(emu, op, case, dtype):
     for (schedule, _, workers), run in zip(schedules[1:], runs[1:]):
         for a, b in zip(runs[0], run):
             assert torch.equal(a, b), f"{op}: {schedule} ({workers} workers) differs from {schedules[0][0]}"
+
+
+# ------------------------------------------------------------------------------------------------
+# the backend: selectable like the others, never chosen by "auto", checked by `memops check`
+
+
+def test_selected_by_name_and_by_context_never_by_auto(emu):
+    import memops
+    from memops import _backend
+
+    memory, weights = torch.randn(2, 5, 3), torch.softmax(torch.randn(2, 4, 5), -1)
+    expected = torch.ops.memops_cuda_emu.read(memory, weights)
+    launches = emu.stats()["launches"]
+    assert torch.equal(memops.read(memory, weights, backend="cuda_emu"), expected)
+    with memops.backend("cuda_emu"):
+        assert memops.get_backend() == "cuda_emu"
+        assert torch.equal(memops.read(memory, weights), expected)
+    assert emu.stats()["launches"] == launches + 2  # both ran the emulated kernel
+    assert _backend.select("auto", memory) != "cuda_emu"
+    assert "cuda_emu" not in memops.available_backends("cpu")
+
+
+def test_memops_check_backend_cuda_emu(emu, capsys):
+    import argparse
+
+    from memops import check
+
+    parser = argparse.ArgumentParser()
+    check.add_arguments(parser)
+    assert check.run(parser.parse_args(["--backend", "cuda_emu", "--dtype", "float32", "--no-gradcheck"])) == 0
+    assert "cuda_emu" in capsys.readouterr().out
