@@ -28,7 +28,7 @@ check: setup
 demo: check
 	$(BIN)/python benchmarks/bench_ops.py --quick --no-csv --ops ntm_address read write --sizes paper
 	rm -rf runs/demo
-	$(BIN)/memops train copy --out runs/demo --steps 1000 --eval-every 250 --task-option max_length=5
+	$(BIN)/memops train copy --out runs/demo --steps 8000 --eval-every 1000 --task-option max_length=5
 	$(BIN)/memops eval runs/demo/best.pt --length 5 10
 	$(BIN)/memops plot runs/demo/best.pt
 	@echo "demo done: runs/demo/learning_curve.png and runs/demo/plot.png"
