@@ -57,7 +57,10 @@ class World:
             dist.barrier()
 
     def close(self):
+        """Leave the group together: a rank that tears gloo down while a peer still writes files and
+        talks to it can abort at exit, so every rank waits for the others first."""
         if self.size > 1 and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 
