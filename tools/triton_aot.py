@@ -142,7 +142,9 @@ def record_launches(call, dims, dtype):
         else:
             shape = [dims[letter] for letter in letters]
             tensors[name] = torch.empty(shape, dtype=dtype, device="meta", requires_grad=True)
-    options = {k: v for k, v in call.variant.items() if k in ("similarity",)}
+    options = {}
+    if "similarity" in call.variant:
+        options["similarity"] = call.variant["similarity"]
     if call.mask:
         options["mask"] = torch.empty(dims["B"], dims["N"], dtype=torch.bool, device="meta")
     with contextlib.ExitStack() as stack:
@@ -275,10 +277,11 @@ def main(argv=None):
         rows.append((launch.name, dtype_name, size, launch.constexprs(), str(r["regs"]),
                      f"{r['spill_stores']}/{r['spill_loads']}", str(r["stack"]), str(r["shared"]), str(r["warps"]),
                      f"{r['seconds']:.1f}"))
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     left = {0, 1, 2, 3}
     for row in [header, *rows]:
-        print("  ".join(str(c).ljust(w) if i in left else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        cells = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells))
 
     ok = [r for r in results if "error" not in r]
     missing = sorted(set(args.kernels or kernels) - {launch.name for launch in _JOBS})
@@ -290,6 +293,10 @@ def main(argv=None):
           + (f"; registers max {max(r['regs'] for r in ok)}, shared memory max "
              f"{max(r['shared'] for r in ok)} B" if ok else "")
           + f"; {sum(r['seconds'] for r in results):.0f} s of compiling, {time.perf_counter() - wall:.0f} s wall")
+    for key, launch, r in zip(keys, _JOBS, results):
+        if "error" not in r and (r["spill_stores"] or r["spill_loads"]):
+            print(f"  spills: {launch.name} {key[1]} {key[0]} [{launch.constexprs()}]: {r['regs']} registers, "
+                  f"{r['spill_stores']} B stored / {r['spill_loads']} B loaded")
     for failure in failures:
         print(f"\nFAILED: {failure}", file=sys.stderr)
     return 1 if failures else 0
