@@ -1,13 +1,20 @@
 """The public op contract of memops.
 
 Shapes: B batch, H heads, N memory slots, W slot width, S shift width (odd). Shapes are exact (no
-broadcasting); every floating input gets a gradient. B = 0 gives an empty result. The CPU kernels take
+broadcasting); every floating input gets a gradient. Any of B, H, N, W of 0 gives an empty result (and
+gradients of the inputs' shapes: zeros where a sum runs over nothing). The CPU kernels take
 float32 and float64; the CUDA and Triton kernels also float16 and bfloat16 (accumulating in float32).
 Each op takes `backend=` ("auto", "cpp", "cuda", "triton", "reference", "cuda_emu"; see memops._backend).
 
 Bad shapes, dtypes and devices raise ValueError / TypeError naming the argument and the shape it
 should have. Value ranges (gamma >= 1, weights >= 0, gate in [0, 1], finite inputs) are checked only
 in debug mode: memops.set_debug(True) or MEMOPS_DEBUG=1.
+
+NaN policy (debug mode off): NaN propagates, as in PyTorch's own ops, on every backend: a NaN input makes
+NaN the outputs it enters (for content_address, sharpen and ntm_address, whose softmax and sharpening
+normalise over a row, the whole (b, h) row), and an Inf that makes the math undefined gives NaN; nothing
+is replaced by zeros. Masked-out slots of content_address and content_scores are not read.
+memops.reference states it.
 """
 
 import os

@@ -4,6 +4,19 @@ Each function here is the definition its kernels are tested against, forward and
 (the gradients are whatever autograd makes of these lines). They are written to be short and plainly
 right, not fast. Shapes: B batch, H heads, N memory slots, W slot width, S shift width (odd).
 They do not validate their inputs; `memops.ops` does that before calling them.
+
+Empty dims: any of B, H, N, W of 0 gives an empty result, and gradients of the inputs' shapes (zeros
+where a sum runs over nothing: W = 0 in read leaves weights (B, H, N) a zero gradient).
+
+NaN policy (with debug mode off; memops.set_debug rejects non-finite inputs instead): NaN propagates, as
+in PyTorch's own ops, and is never replaced. These lines are the rule: a NaN makes NaN every output it
+enters, and the kernels of every backend give NaN in the same places. content_address's softmax and
+sharpen's normalisation take a whole row, so a NaN in any input of a (b, h) row makes that row NaN: its
+key or beta, any slot of its batch row's memory (content_address, ntm_address), its gate, kernel, gamma
+or prev_weights (ntm_address), any of its weights or its gamma (sharpen). content_scores, shift, read and
+write take no row sum: NaN where a NaN term enters. An Inf that makes the math undefined (inf - inf,
+0 * inf, inf / inf) gives NaN the same way. Masked-out slots of content_address and content_scores are
+not read: a NaN there reaches nothing.
 """
 
 import torch
@@ -14,6 +27,8 @@ def content_address(memory, keys, beta, *, mask=None, similarity="cosine", eps=1
 
     cosine: k.m / (max(|k|, eps) * max(|m|, eps)), as torch.nn.functional.cosine_similarity;
     dot: k.m. Slots where mask (B,N) is False get weight 0; a row with no slot left is all zeros.
+    (Entries past the square root of the dtype's range, ~1.8e19 in float32, overflow |k|^2 here; the
+    kernels rescale such vectors and give the cosine this computes in float64.)
     """
     if similarity == "cosine":
         k_norm = keys.norm(dim=-1).clamp_min(eps)  # (B,H)
@@ -58,12 +73,13 @@ def shift(weights, kernel):
 def sharpen(weights, gamma):
     """w^gamma / sum_i w_i^gamma over the last dim, from w / max(w) so no power under- or overflows.
 
-    A row of all zeros returns zeros (and zero gradients).
+    A row of all zeros returns zeros (and zero gradients); a NaN in a row's weights or gamma makes it NaN.
     """
-    w_max = weights.amax(dim=-1, keepdim=True)
+    # max(w, 0): the same where it is > 0, and defined for N = 0; NaN if the row holds a NaN
+    w_max = torch.nn.functional.pad(weights, (0, 1)).amax(dim=-1, keepdim=True)
     u = (weights / torch.where(w_max > 0, w_max, 1.0)) ** gamma[:, :, None]
-    total = u.sum(dim=-1, keepdim=True)
-    return torch.where(total > 0, u / torch.where(total > 0, total, 1.0), 0.0)
+    total = u.sum(dim=-1, keepdim=True)  # >= 1 (u = 1 at the max), 0 for a row of zeros, or NaN
+    return torch.where(total == 0, 0.0, u / torch.where(total == 0, 1.0, total))
 
 
 def ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, *, eps=1e-8):

@@ -67,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> write_backward(
     scalar_t* part = partial.data_ptr<scalar_t>();
     const int64_t HW = H * W;
     at::parallel_for(0, B * chunks, grain(kChunk * H * W), [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> scratch((H + 1) * W);
+      std::vector<scalar_t> scratch((H + 1) * std::max<int64_t>(W, 1));  // (math::write_backward_slot)
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / chunks, first = (task % chunks) * kChunk;
         const int64_t last = std::min(N, first + kChunk);

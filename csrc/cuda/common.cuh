@@ -67,9 +67,9 @@ struct SumOp {
   template <typename A>
   __device__ __forceinline__ A operator()(A a, A b) const { return a + b; }
 };
-struct MaxOp {
+struct MaxOp {  // NaN if either is NaN (math::max_of): a maximum never hides a NaN
   template <typename A>
-  __device__ __forceinline__ A operator()(A a, A b) const { return a > b ? a : b; }
+  __device__ __forceinline__ A operator()(A a, A b) const { return math::max_of(a, b); }
 };
 
 // Reduction over aligned groups of G consecutive lanes (G a power of two, 1..32); every lane of the

@@ -23,6 +23,10 @@ at::Tensor content_address(const at::Tensor& memory_, const at::Tensor& keys_, c
   const bool cosine = similarity == "cosine";
   auto out = at::empty({B, H, N}, memory.options());
   if (out.numel() == 0) return out;
+  if (W == 0) {  // every similarity is 0 (an empty dot product; cosine 0 / eps^2): as for one zero column
+    return content_address(at::zeros({B, N, 1}, memory.options()), at::zeros({B, H, 1}, memory.options()), beta,
+                           mask, similarity, eps);
+  }
   const content::DeviceLimits limits = limits_of(memory);
   MEMOPS_DISPATCH_CUDA(memory.scalar_type(), "content_address", [&] {
     using T = storage_t<scalar_t>;
@@ -77,7 +81,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> content_address_backward(
   const bool cosine = similarity == "cosine";
   auto grad_memory = at::empty_like(memory), grad_keys = at::empty_like(keys);
   auto grad_beta = at::empty_like(beta);
-  if (B * H * N == 0) {  // no weights: every gradient is an empty sum
+  if (B * H * N == 0 || W == 0) {  // no weights, or no columns (every sim is 0): empty sums, or empty
     grad_memory.zero_();
     grad_keys.zero_();
     grad_beta.zero_();

@@ -18,7 +18,27 @@ namespace cuda {
 
 constexpr int kScoresThreads = 256;
 
-// sim of one slot against one key; *key_norm, *slot_norm: the clamped norms (1 for dot).
+// |x| of a W-vector whose plain sum of squares overflowed: math::norm_rescaled (with load<A>, for the half
+// types), s sqrt(sum (x / s)^2), s = max |x|.
+template <typename T, typename A>
+__device__ A scores_norm_rescaled(const T* x, int64_t W) {
+  A s = A(0);
+  for (int64_t c = 0; c < W; ++c) {
+    const A v = load<A>(x + c);
+    s = math::max_of(s, v < A(0) ? -v : v);
+  }
+  if (!(s > A(0)) || !math::is_finite(s)) return s;
+  A q = A(0);
+  for (int64_t c = 0; c < W; ++c) {
+    const A y = load<A>(x + c) / s;
+    q += y * y;
+  }
+  return s * sqrt(q);
+}
+
+// sim of one slot against one key; *key_norm, *slot_norm: the clamped norms (1 for dot). Cosine as
+// math::similarity_row: the plain sums, and where they overflow (entries past the square root of A's
+// range) the norms rescaled and the cosine as math::cosine_rescaled, sum (k / |k|') (m / |m|').
 template <typename T, typename A>
 __device__ __forceinline__ A scores_similarity(const T* m, const T* k, int64_t W, bool cosine, A eps, A* key_norm,
                                                A* slot_norm) {
@@ -34,9 +54,16 @@ __device__ __forceinline__ A scores_similarity(const T* m, const T* k, int64_t W
     *slot_norm = A(1);
     return dot;
   }
-  *key_norm = math::clamped_norm(kk, eps);
-  *slot_norm = math::clamped_norm(mm, eps);
-  return dot / (*key_norm * *slot_norm);
+  const A kn = math::clamp_norm(kk == A(INFINITY) ? scores_norm_rescaled<T, A>(k, W) : sqrt(kk), eps);
+  const A mn = math::clamp_norm(mm == A(INFINITY) ? scores_norm_rescaled<T, A>(m, W) : sqrt(mm), eps);
+  *key_norm = kn;
+  *slot_norm = mn;
+  A sim = dot / (kn * mn);
+  if (!math::is_finite(sim) || !math::is_finite(kn * mn)) {
+    sim = A(0);
+    for (int64_t c = 0; c < W; ++c) sim += (load<A>(k + c) / kn) * (load<A>(m + c) / mn);
+  }
+  return sim;
 }
 
 template <typename T>
@@ -88,9 +115,10 @@ __global__ void __launch_bounds__(kScoresThreads)
       if (keep != nullptr && !keep[b * N + i]) continue;
       const A g = load<A>(grad + row * N + i);
       gbeta += g * sim[row * N + i];
-      if (c < W) acc += be * g / (kn * slot_norm[b * N + i]) * load<A>(memory + (b * N + i) * W + c);
+      if (c < W) acc += be * g / kn / slot_norm[b * N + i] * load<A>(memory + (b * N + i) * W + c);
     }
-    if (cosine && c < W) acc -= math::norm_is_live(kn, eps) * be * gbeta / (kn * kn) * load<A>(keys + row * W + c);
+    // (the norms divided one at a time: their products may overflow)
+    if (cosine && c < W) acc -= math::norm_is_live(kn, eps) * be * gbeta / kn / kn * load<A>(keys + row * W + c);
     if (c < W) store(grad_keys + row * W + c, acc);
     if (c == 0) store(grad_beta + row, gbeta);
   }
@@ -109,11 +137,11 @@ __global__ void __launch_bounds__(kScoresThreads)
     A acc = A(0);
     if (keep == nullptr || keep[slot]) {
       const A mn = slot_norm[slot];
-      const A own = cosine ? math::norm_is_live(mn, eps) * load<A>(memory + t) / (mn * mn) : A(0);
+      const A own = cosine ? math::norm_is_live(mn, eps) * load<A>(memory + t) / mn / mn : A(0);
       for (int64_t h = 0; h < H; ++h) {
         const int64_t row = b * H + h;
         const A dsim = load<A>(beta + row) * load<A>(grad + row * N + i);
-        acc += dsim * load<A>(keys + row * W + c) / (key_norm[row] * mn);
+        acc += dsim * load<A>(keys + row * W + c) / key_norm[row] / mn;
         if (cosine) acc -= dsim * sim[row * N + i] * own;
       }
     }

@@ -45,6 +45,10 @@ at::Tensor ntm_address(const at::Tensor& memory_, const at::Tensor& keys_, const
   const int64_t B = in.B, H = in.H, N = in.N, W = in.W, S = in.S;
   auto out = at::empty({B, H, N}, in.memory.options());
   if (out.numel() == 0) return out;
+  if (W == 0) {  // every similarity is 0 (an empty dot product, 0 / eps^2): as for one zero column
+    const auto zeros = [&](int64_t rows) { return at::zeros({B, rows, 1}, in.memory.options()); };
+    return ntm_address(zeros(N), zeros(H), in.beta, in.gate, in.kernel, in.gamma, in.prev, eps);
+  }
   const content::DeviceLimits limits = limits_of(in.memory);
   MEMOPS_DISPATCH_CUDA(in.memory.scalar_type(), "ntm_address", [&] {
     using T = storage_t<scalar_t>;
@@ -107,6 +111,12 @@ ntm_address_backward(const at::Tensor& grad_, const at::Tensor& memory_, const a
       t->zero_();
     }
     return {grad_memory, grad_keys, grad_beta, grad_gate, grad_kernel, grad_gamma, grad_prev};
+  }
+  if (W == 0) {  // as the forward: one zero column; grad_memory and grad_keys are empty
+    const auto zeros = [&](int64_t rows) { return at::zeros({B, rows, 1}, in.memory.options()); };
+    auto g = ntm_address_backward(grad, zeros(N), zeros(H), in.beta, in.gate, in.kernel, in.gamma, in.prev, out,
+                                  eps);
+    return {grad_memory, grad_keys, std::get<2>(g), std::get<3>(g), std::get<4>(g), std::get<5>(g), std::get<6>(g)};
   }
   const content::DeviceLimits limits = limits_of(in.memory);
   MEMOPS_DISPATCH_CUDA(in.memory.scalar_type(), "ntm_address_backward", [&] {

@@ -64,27 +64,22 @@ __device__ void row_forward(A* C, A* Gd, A* Sh, const T* prev, const T* kern, A 
   __syncthreads();
 }
 
-// math::sharpen_row: out = u / sum u, u = (w / max w)^gamma; an all-zero row gives zeros. w is
-// overwritten with u.
+// math::sharpen_row: out = u / sum u, u = (w / max w)^gamma; an all-zero row gives zeros (sum u = 0),
+// a NaN in the row NaNs. w is overwritten with u.
 template <typename T, typename A>
 __device__ void sharpen_forward(A* w, A gamma, int64_t N, T* out, A* red) {
   A w_max = A(0);
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) w_max = math::max_of(w_max, w[i]);
   w_max = block_max(w_max, red);
-  if (!(w_max > A(0))) {  // uniform
-    for (int64_t i = threadIdx.x; i < N; i += blockDim.x) store(out + i, A(0));
-    __syncthreads();
-    return;
-  }
-  const A inv_max = A(1) / w_max;
+  const A scale = w_max > A(0) ? w_max : A(1), inv_max = A(1) / scale;  // a row of zeros is not scaled
   A total = A(0);
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
-    const A u = pow(w[i] * inv_max, gamma);
+    const A u = pow(math::ratio_to_max(w[i], scale, inv_max), gamma);
     w[i] = u;
     total += u;
   }
   total = block_sum(total, red);
-  const A inv_total = A(1) / total;
+  const A inv_total = total == A(0) ? A(0) : A(1) / total;  // 0: a row of zeros; NaN stays NaN
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) store(out + i, w[i] * inv_total);
   __syncthreads();
 }
@@ -104,24 +99,24 @@ __device__ A row_backward(const A* sim, A* C, A* Gd, A* Sh, A* D, const T* prev,
   A w_max = A(0);
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) w_max = math::max_of(w_max, Sh[i]);
   w_max = block_max(w_max, red);
-  if (w_max > A(0)) {  // uniform
-    const A inv_max = A(1) / w_max;
-    const Centered<A> c = block_centered<A>(p, g, N, red);  // c.arg: p's largest slot, which is w's
+  const Centered<A> cp = block_centered<A>(p, g, N, red);  // cp.arg: p's largest slot, which is w's
+  if (cp.total != A(0)) {  // uniform; sum p = 0: the forward gave zeros (a row of zeros)
+    const A inv_max = w_max > A(0) ? A(1) / w_max : A(1);
     A gg = A(0);
     for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
       const A w = Sh[i];
-      if (w > A(0)) gg += load<A>(p + i) * log(w * inv_max) * (load<A>(g + i) - c.s);
+      if (!(w <= A(0))) gg += load<A>(p + i) * log(w * inv_max) * (load<A>(g + i) - cp.s);
     }
     gg = block_sum(gg, red);
     if (threadIdx.x == 0) store(grad_gamma, gg);
-    const A ratio_at_zero = pow_of_zero(gamma - A(1)) * load<A>(p + c.arg) * inv_max;
+    const A ratio_at_zero = pow_of_zero(gamma - A(1)) * load<A>(p + cp.arg) * inv_max;
     for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
       const A w = Sh[i], pi = load<A>(p + i);
-      if (i == c.arg) {
-        D[i] = gamma * (pi / w) * c.arg_diff;
+      if (i == cp.arg) {
+        D[i] = gamma * (pi / w) * cp.arg_diff;
       } else {
         const A ratio = w > A(0) ? pi / w : ratio_at_zero;
-        D[i] = gamma * ratio * (load<A>(g + i) - c.s);
+        D[i] = gamma * ratio * (load<A>(g + i) - cp.s);
       }
     }
   } else {

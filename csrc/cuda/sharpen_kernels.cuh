@@ -1,7 +1,8 @@
 // sharpen on CUDA: out = u / sum u with u_i = (w_i / max w)^gamma per (b, h) row (math::sharpen_row;
-// an all-zero row gives zeros), and its backward: one block per row, the reductions as block
-// reductions in a fixed order. Saved for backward: the input weights and the output p (as on the
-// CPU): p spares recomputing the powers and their normaliser; the backward recomputes the row max.
+// an all-zero row gives zeros, a NaN in its w or gamma NaNs), and its backward: one block per row,
+// the reductions as block reductions in a fixed order. Saved for backward: the input weights and the
+// output p (as on the CPU): p spares recomputing the powers and their normaliser; the backward
+// recomputes the row max.
 #pragma once
 
 #include <climits>
@@ -75,24 +76,20 @@ __global__ void __launch_bounds__(kSharpenThreads)
   T* o = out + row * N;
   const A g = load<A>(gamma + row);
 
-  A w_max = A(0);  // from 0, as math::sharpen_row: a row with no positive weight gives zeros
+  A w_max = A(0);  // from 0, as math::sharpen_row
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) w_max = math::max_of(w_max, load<A>(w + i));
   w_max = block_max(w_max, scratch);
-  if (!(w_max > A(0))) {  // the same value in every thread: the whole block returns
-    for (int64_t i = threadIdx.x; i < N; i += blockDim.x) store(o + i, A(0));
-    return;
-  }
-  const A inv_max = A(1) / w_max;
+  const A scale = w_max > A(0) ? w_max : A(1), inv_max = A(1) / scale;  // a row of zeros is not scaled
   A total = A(0);
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
-    const A v = pow(load<A>(w + i) * inv_max, g);
+    const A v = pow(math::ratio_to_max(load<A>(w + i), scale, inv_max), g);
     if (kCache) u[i] = v;
     total += v;
   }
   total = block_sum(total, scratch);
-  const A inv_total = A(1) / total;
+  const A inv_total = total == A(0) ? A(0) : A(1) / total;  // 0: a row of zeros; NaN stays NaN
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
-    const A v = kCache ? u[i] : pow(load<A>(w + i) * inv_max, g);
+    const A v = kCache ? u[i] : pow(math::ratio_to_max(load<A>(w + i), scale, inv_max), g);
     store(o + i, v * inv_total);
   }
 }
@@ -100,7 +97,8 @@ __global__ void __launch_bounds__(kSharpenThreads)
 // Backward, math::sharpen_backward_row with block reductions. Sweep 1: max w and p's first largest
 // slot `arg` (ties to the lower index, as CenteredGrad's serial scan); sweep 2: rest = sum_{i != arg} p_i
 // and t = sum_{i != arg} p_i g_i, so the slot that holds almost all the mass gets g_arg rest - t
-// instead of the cancelling g_arg - s; sweep 3: grad_w, and the gamma gradient
+// instead of the cancelling g_arg - s (and where sum p = rest + p_arg is 0, the forward gave zeros:
+// zero gradients); sweep 3: grad_w, and the gamma gradient
 // sum_i p_i log(w_i / max) (g_i - s). At w_i = 0 the ratio p_i / w_i is its limit
 // (w / max)^(gamma - 1) / (max sum u) (0 for gamma > 1, p_arg / max at gamma = 1), taken without pow
 // (sharpen_pow_zero), so it holds under fast math too.
@@ -132,13 +130,8 @@ __global__ void __launch_bounds__(kSharpenThreads)
   }
   w_max = block_max(w_max, scratch);
   arg = sharpen_block_argmax(p_best, arg, scratch, scratch_index);
-  if (!(w_max > A(0))) {  // all-zero row: zero gradients (block-uniform)
-    for (int64_t i = threadIdx.x; i < N; i += blockDim.x) store(gw + i, A(0));
-    if (threadIdx.x == 0) store(grad_gamma + row, A(0));
-    return;
-  }
   if (arg == LLONG_MAX) arg = 0;  // no p compared (NaN): slot 0, as CenteredGrad's scan
-  const A inv_max = A(1) / w_max;
+  const A inv_max = w_max > A(0) ? A(1) / w_max : A(1);  // as the forward's
 
   // Sweep 2: the sums over the slots other than arg.
   A rest = A(0), t = A(0);
@@ -151,6 +144,11 @@ __global__ void __launch_bounds__(kSharpenThreads)
   rest = block_sum(rest, scratch);
   t = block_sum(t, scratch);
   const A p_arg = load<A>(p + arg), g_arg = load<A>(g + arg), w_arg = load<A>(w + arg);
+  if (rest + p_arg == A(0)) {  // sum p = 0: the forward gave zeros (a row of zeros): zero gradients
+    for (int64_t i = threadIdx.x; i < N; i += blockDim.x) store(gw + i, A(0));
+    if (threadIdx.x == 0) store(grad_gamma + row, A(0));
+    return;  // (block-uniform: rest and p_arg are the same in every thread)
+  }
   const A s = t + p_arg * g_arg;          // sum_i p_i g_i
   const A arg_diff = g_arg * rest - t;    // g_arg - s, without the cancellation
   const A ratio_at_zero = sharpen_pow_zero(gm - A(1)) * p_arg * inv_max;
@@ -159,8 +157,8 @@ __global__ void __launch_bounds__(kSharpenThreads)
   A gg = A(0);
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
     const A wi = load<A>(w + i), pi = load<A>(p + i), gi = load<A>(g + i);
-    // (at the maximum log = 0, so g - s needs no care there)
-    if (wi > A(0)) gg += pi * log(wi * inv_max) * (gi - s);
+    // (at the maximum log = 0, so g - s needs no care there; a NaN w takes part)
+    if (!(wi <= A(0))) gg += pi * log(wi * inv_max) * (gi - s);
     A gwi;
     if (i == arg) {
       gwi = gm * (p_arg / w_arg) * arg_diff;  // p's max: w > 0 there

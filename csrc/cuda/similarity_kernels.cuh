@@ -102,7 +102,9 @@ __device__ void load_keys(const T* keys_b, int64_t H, int64_t W, A* ks) {
 }
 
 // |k|' of one key by one warp (every lane gets it); `key` is shared (A) or global (T): the same
-// lane split and warp tree either way, so every kernel gets bitwise the same norm.
+// lane split and warp tree either way, so every kernel gets bitwise the same norm. Where the plain sum
+// of squares overflowed (entries past the square root of A's range), the key is swept again for
+// math::norm_rescaled's s sqrt(sum (k / s)^2), s = max |k| (warp-uniform: every lane holds the sum).
 template <typename A, typename TK>
 __device__ __forceinline__ A warp_key_norm(const TK* key, int64_t W, bool cosine, A eps) {
   const int lane = threadIdx.x % kWarp;
@@ -112,7 +114,110 @@ __device__ __forceinline__ A warp_key_norm(const TK* key, int64_t W, bool cosine
     ss += k * k;
   }
   ss = warp_sum(ss);
-  return cosine ? math::clamped_norm(ss, eps) : A(1);
+  A n = sqrt(ss);
+  if (ss == A(INFINITY)) {
+    A s = A(0);
+    for (int64_t c = lane; c < W; c += kWarp) {
+      const A k = load<A>(key + c);
+      s = math::max_of(s, k < A(0) ? -k : k);
+    }
+    s = group_reduce<kWarp>(s, MaxOp());
+    A q = A(0);
+    if (math::is_finite(s)) {
+      for (int64_t c = lane; c < W; c += kWarp) {
+        const A y = load<A>(key + c) / s;
+        q += y * y;
+      }
+    }
+    q = warp_sum(q);
+    n = math::is_finite(s) ? s * sqrt(q) : s;
+  }
+  return cosine ? math::clamp_norm(n, eps) : A(1);
+}
+
+// The cold paths of group_slot_norm and group_cosines, for rows whose plain sums overflowed: another
+// sweep of the row by the G lanes of its group (as row_dots_partial: V-wide vectors), with one
+// accumulator each so that they add little to the hot loops' registers. Every lane of the warp calls
+// them (full-mask shuffles); `row` is a readable row in every group.
+//   norm: math::norm_rescaled, s sqrt(sum (m / s)^2) with s = max |m|
+//   cosine: math::cosine_rescaled, sum (k / kn) (m / mn) for one key k (shared, A)
+template <int G, int V, typename T, typename A>
+__device__ __forceinline__ A group_norm_rescaled(const T* row, int Wi, int lane) {
+  const int Wv = Wi / V;
+  A s = A(0);
+  for (int v = lane; v < Wv; v += G) {
+    const AlignedVec<T, V> x = load_aligned<T, V>(row + v * V);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const A m = load<A>(&x.v[e]);
+      s = math::max_of(s, m < A(0) ? -m : m);
+    }
+  }
+  s = group_reduce<G>(s, MaxOp());
+  const bool scale = s > A(0) && math::is_finite(s);  // (zeros, inf, NaN: s itself)
+  A q = A(0);
+  if (scale) {
+    for (int v = lane; v < Wv; v += G) {
+      const AlignedVec<T, V> x = load_aligned<T, V>(row + v * V);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const A y = load<A>(&x.v[e]) / s;
+        q += y * y;
+      }
+    }
+  }
+  q = group_sum<G>(q);  // by every lane of the warp, whatever its group's s
+  return scale ? s * sqrt(q) : s;
+}
+template <int G, int V, typename T, typename A>
+__device__ __forceinline__ A group_cosine_rescaled(const T* row, const A* key, A kn, A mn, int Wi, int lane) {
+  const int Wv = Wi / V;
+  A r = A(0);
+  for (int v = lane; v < Wv; v += G) {
+    const AlignedVec<T, V> x = load_aligned<T, V>(row + v * V);
+#pragma unroll
+    for (int e = 0; e < V; ++e) r += (key[v * V + e] / kn) * (load<A>(&x.v[e]) / mn);
+  }
+  return group_sum<G>(r);
+}
+
+// max(|m|, eps) of the memory row of this lane's group from the group's plain sum of squares `sq`
+// (every lane of the group holds it); where that sum overflowed (entries past the square root of A's
+// range), from group_norm_rescaled, a branch the whole warp takes when any of its groups needs it.
+// Every lane of the warp calls this.
+template <int G, int V, typename T, typename A>
+__device__ __forceinline__ A group_slot_norm(const T* row, int Wi, int lane, A sq, A eps) {
+  A n = sqrt(sq);
+  if (__any_sync(0xffffffffu, sq == A(INFINITY))) {
+    const A rescaled = group_norm_rescaled<G, V, T, A>(row, Wi, lane);
+    if (sq == A(INFINITY)) n = rescaled;
+  }
+  return math::clamp_norm(n, eps);
+}
+
+// dot[j] (group-summed k_h.m, h = h0 + j < Hi) -> the cosine k_h.m / (|k_h|' mn) of the row of this
+// lane's group, as math::similarity_row: the plain quotient, and where that is not finite (k.m or the
+// denominator overflowed, or an input is not finite) group_cosine_rescaled, warp-uniform as in
+// group_slot_norm. Every lane of the warp calls this.
+template <int G, int V, typename T, typename A>
+__device__ __forceinline__ void group_cosines(const T* row, const A* ks, const A* kn, int h0, int Hi, int Wi,
+                                              int lane, A mn, A (&dot)[kHeadBatch]) {
+  bool bad = false;
+#pragma unroll
+  for (int j = 0; j < kHeadBatch; ++j) {
+    if (h0 + j < Hi) {
+      dot[j] /= kn[h0 + j] * mn;
+      bad = bad || !math::is_finite(dot[j]) || !math::is_finite(kn[h0 + j] * mn);
+    }
+  }
+  if (!__any_sync(0xffffffffu, bad)) return;
+#pragma unroll  // (dot[] stays in registers only with constant indices)
+  for (int j = 0; j < kHeadBatch; ++j) {
+    if (h0 + j < Hi) {  // uniform: H is the block's
+      const A r = group_cosine_rescaled<G, V, T, A>(row, ks + (h0 + j) * Wi, kn[h0 + j], mn, Wi, lane);
+      if (!math::is_finite(dot[j]) || !math::is_finite(kn[h0 + j] * mn)) dot[j] = r;
+    }
+  }
 }
 
 // kn[h] = |k_h|' (1 for dot) for the H keys in shared memory: warp w takes heads w, w + warps, ...
@@ -200,10 +305,11 @@ template <typename A>
 struct Centered {
   A s, arg_diff;
   int64_t arg;
+  A total;  // sum_j p_j
 };
 template <typename A, typename TP, typename TG>
 __device__ Centered<A> block_centered(const TP* p, const TG* g, int64_t n, A* red) {
-  if (n == 0) return Centered<A>{A(0), A(0), 0};
+  if (n == 0) return Centered<A>{A(0), A(0), 0, A(0)};
   const int64_t arg = block_argmax<A>(p, n);
   A rest = A(0), t = A(0);
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
@@ -215,7 +321,7 @@ __device__ Centered<A> block_centered(const TP* p, const TG* g, int64_t n, A* re
   rest = block_sum(rest, red);
   t = block_sum(t, red);
   const A g_arg = load<A>(g + arg), p_arg = load<A>(p + arg);
-  return Centered<A>{t + p_arg * g_arg, g_arg * rest - t, arg};
+  return Centered<A>{t + p_arg * g_arg, g_arg * rest - t, arg, rest + p_arg};
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -251,17 +357,18 @@ __device__ void similarity_pass(const T* mem_b, const bool* keep_b, const A* ks,
 #pragma unroll
       for (int j = 0; j < kHeadBatch; ++j) dot[j] = A(0);
       if (keep) row_dots_partial<G, V>(row, ks, h0, Hi, Wi, lane, dot, sq);
-      if (h0 == 0 && cosine) mn = math::clamped_norm(group_sum<G>(sq), eps);
+      if (h0 == 0 && cosine) mn = group_slot_norm<G, V>(row, Wi, lane, group_sum<G>(sq), eps);
 #pragma unroll
       for (int j = 0; j < kHeadBatch; ++j) {
         if (h0 + j < Hi) dot[j] = group_sum<G>(dot[j]);  // uniform: H is the block's
       }
+      if (cosine) group_cosines<G, V>(row, ks, kn, h0, Hi, Wi, lane, mn, dot);  // dot[j]: the sims now
       if (lane == 0 && l < count) {
 #pragma unroll
         for (int j = 0; j < kHeadBatch; ++j) {
           const int h = h0 + j;
           if (h >= Hi) break;
-          const A sim = cosine ? dot[j] / (kn[h] * mn) : dot[j];
+          const A sim = dot[j];
           out[h * ld + i] = keep ? (scale ? sim * scale[h] : sim) : A(-INFINITY);
         }
       }
@@ -304,17 +411,18 @@ __device__ void memory_grad_pass(const T* mem_b, T* gmem_b, const A* ks, const A
 #pragma unroll
         for (int j = 0; j < kHeadBatch; ++j) dot[j] = A(0);
         if (valid) row_dots_partial<G, V>(row, ks, h0, Hi, Wi, lane, dot, sq);
-        if (h0 == 0 && cosine) mn = math::clamped_norm(group_sum<G>(sq), eps);
+        if (h0 == 0 && cosine) mn = group_slot_norm<G, V>(row, Wi, lane, group_sum<G>(sq), eps);
 #pragma unroll
         for (int j = 0; j < kHeadBatch; ++j) {
           if (h0 + j < Hi) dot[j] = group_sum<G>(dot[j]);  // uniform: H is the block's
         }
+        if (cosine) group_cosines<G, V>(row, ks, kn, h0, Hi, Wi, lane, mn, dot);  // dot[j]: the sims now
         if (valid) {
 #pragma unroll
           for (int j = 0; j < kHeadBatch; ++j) {
             const int h = h0 + j;
             if (h >= Hi) break;
-            const A sim = cosine ? dot[j] / (kn[h] * mn) : dot[j];
+            const A sim = dot[j];
             const A pi = load<A>(p_b + h * N + i);
             const A dl = i == st_arg[h] ? pi * st_ad[h] : pi * (load<A>(g_b + h * N + i) - st_s[h]);
             const A dsim = dl * bs[h];
@@ -338,8 +446,7 @@ __device__ void memory_grad_pass(const T* mem_b, T* gmem_b, const A* ks, const A
           }
         }
       }
-      sq = group_sum<G>(sq);
-      if (cosine) mn = math::clamped_norm(sq, eps);
+      if (cosine) mn = group_slot_norm<G, V>(row, Wi, lane, group_sum<G>(sq), eps);
       if (valid) {
         for (int h = 0; h < Hi; ++h) {
           const A sim = sim_b[h * N + i], dsim = dsim_b[h * N + i];
@@ -350,7 +457,7 @@ __device__ void memory_grad_pass(const T* mem_b, T* gmem_b, const A* ks, const A
     }
     __syncwarp();  // coef[] of this slot, written by the group's lane 0
     if (valid) {
-      if (cosine) self *= math::norm_is_live(mn, eps) / (mn * mn);
+      if (cosine) self *= math::norm_is_live(mn, eps) / mn / mn;  // (no |m|^2: it may overflow)
       T* grow = gmem_b + i * W;
       for (int v = lane; v < Wv; v += G) {
         const AlignedVec<T, V> x = load_aligned<T, V>(row + v * V);  // the same lane read it just above: L1
@@ -395,7 +502,7 @@ __device__ __forceinline__ A group_total(const A* per_group, int64_t stride, int
 // (cosine; 0 for dot), dsim_sim_h = sum_i dsim_hi sim_hi (math::key_grad_row).
 template <typename A>
 __device__ __forceinline__ A key_coef(bool cosine, A kn, A eps, A dsim_sim) {
-  return cosine ? math::norm_is_live(kn, eps) * dsim_sim / (kn * kn) : A(0);
+  return cosine ? math::norm_is_live(kn, eps) * dsim_sim / kn / kn : A(0);  // (no |k|^2: it may overflow)
 }
 
 // ---------------------------------------------------------------------------------------------------

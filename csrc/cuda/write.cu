@@ -65,6 +65,10 @@ at::Tensor write(const at::Tensor& memory_, const at::Tensor& weights_, const c1
   const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2), H = weights.size(1);
   auto out = at::empty_like(memory);
   if (out.numel() == 0) return out;
+  if (H == 0) {  // no heads: the memory as it is
+    out.copy_(memory);
+    return out;
+  }
   MEMOPS_DISPATCH_CUDA(memory.scalar_type(), "write", [&] {
     using T = storage_t<scalar_t>;
     const T* mem = in_ptr<scalar_t>(memory);

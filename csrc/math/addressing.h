@@ -17,13 +17,25 @@ namespace math {
 // torch.nn.functional.cosine_similarity; dot: sim_i = k.m_i.
 //
 // The slot norms |m_i|' are the same for every head, so they are computed once per batch row
-// (slot_norms) and passed in; the loops that use them run over slots and vectorise.
+// (slot_norms) and passed in; the loops that use them run over slots and vectorise. Vectors with
+// entries past the square root of A's range (~1.8e19 in float) would overflow the plain sums: their
+// norms and cosines are recomputed from scaled entries (norm_rescaled, cosine_rescaled in common.h),
+// so large finite values give the right cosine.
+
+// norm[i]: the sum of squares of slot i on entry, max(|m_i|, eps) on return.
+template <typename T, typename A>
+MEMOPS_HD void clamp_slot_norms(const T* mem, int64_t N, int64_t W, A eps, A* norm) {
+  for (int64_t i = 0; i < N; ++i) norm[i] = clamp_norm(sqrt(norm[i]), eps);
+  for (int64_t i = 0; i < N; ++i) {
+    if (norm[i] == A(INFINITY)) norm[i] = clamp_norm(norm_rescaled<T, A>(mem + i * W, W), eps);
+  }
+}
 
 // norm[i] = max(|m_i|, eps) for the N slots of one batch row.
 template <typename T, typename A>
 MEMOPS_HD void slot_norms(const T* mem, int64_t N, int64_t W, A eps, A* norm) {
   sumsq_rows(mem, N, W, norm);
-  for (int64_t i = 0; i < N; ++i) norm[i] = clamped_norm(norm[i], eps);
+  clamp_slot_norms(mem, N, W, eps, norm);
 }
 
 // d max(|x|, eps) / d|x| from the clamped norm: 1 where |x| > eps, 0 where eps was used instead.
@@ -44,15 +56,21 @@ MEMOPS_HD A similarity_row(const T* mem, const T* key, A* slot_norm, bool norms_
   }
   if (norms_here) {
     dot_sumsq_rows(mem, N, W, key, sim, slot_norm);
-    for (int64_t i = 0; i < N; ++i) slot_norm[i] = clamped_norm(slot_norm[i], eps);
+    clamp_slot_norms(mem, N, W, eps, slot_norm);
   } else {
     dot_rows(mem, N, W, key, sim);
   }
   A kk = A(0);
   MEMOPS_SIMD_SUM(kk)
   for (int64_t c = 0; c < W; ++c) kk += A(key[c]) * A(key[c]);
-  const A key_norm = clamped_norm(kk, eps);
+  const A key_norm = clamp_norm(norm_of(key, W, kk), eps);
   for (int64_t i = 0; i < N; ++i) sim[i] /= key_norm * slot_norm[i];
+  // where k.m_i or the denominator overflowed (or an input is not finite), from k / |k|' and m_i / |m_i|'
+  for (int64_t i = 0; i < N; ++i) {
+    if (!is_finite(sim[i]) || !is_finite(key_norm * slot_norm[i])) {
+      sim[i] = cosine_rescaled(key, key_norm, mem + i * W, slot_norm[i], W);
+    }
+  }
   return key_norm;
 }
 
@@ -88,7 +106,7 @@ MEMOPS_HD void masked_softmax_row(A* x, const bool* keep, int64_t N) {
 template <typename A>
 struct CenteredGrad {
   int64_t arg = 0;
-  Sum<A> s = 0, arg_diff = 0;
+  Sum<A> s = 0, arg_diff = 0, total = 0;  // total: sum_i p_i
 
   template <typename TP, typename TG>
   MEMOPS_HD CenteredGrad(const TP* p, const TG* g, int64_t N) {
@@ -110,6 +128,7 @@ struct CenteredGrad {
     const Sum<A> g_arg = Sum<A>(g[arg]);
     s = t + Sum<A>(p[arg]) * g_arg;
     arg_diff = g_arg * rest - t;
+    total = rest + Sum<A>(p[arg]);
   }
 };
 
@@ -141,7 +160,8 @@ MEMOPS_HD void key_grad_row(const T* mem, const T* key, const A* slot_norm, int6
     Sum<A> dsim_sim = 0;
     MEMOPS_SIMD_SUM(dsim_sim)
     for (int64_t i = 0; i < N; ++i) dsim_sim += dsim[i] * sim[i];
-    const A k_coef = norm_is_live(key_norm, eps) * A(dsim_sim) / (key_norm * key_norm);
+    // (divided twice: |k|^2 may overflow)
+    const A k_coef = norm_is_live(key_norm, eps) * A(dsim_sim) / key_norm / key_norm;
     for (int64_t c = 0; c < W; ++c) grad_key[c] -= k_coef * A(key[c]);
   }
 }
@@ -179,7 +199,7 @@ MEMOPS_HD void memory_grad_slots(const T* mem, const T* keys, int64_t n, int64_t
       for (int64_t i = 0; i < n; ++i) self[i] -= dsim[h * N + i] * sim[h * N + i];
     }
     for (int64_t i = 0; i < n; ++i) {
-      self[i] *= norm_is_live(slot_norm[i], eps) / (slot_norm[i] * slot_norm[i]);
+      self[i] *= norm_is_live(slot_norm[i], eps) / slot_norm[i] / slot_norm[i];
     }
     axpby_rows(mem, n, W, [&](int64_t i) { return head[i]; }, keys, [&](int64_t i) { return self[i]; },
                grad_m);
@@ -197,6 +217,7 @@ MEMOPS_HD void memory_grad_slots(const T* mem, const T* keys, int64_t n, int64_t
 // taken in two straight segments (i < d_j wraps around) so the inner loops have no modulo.
 template <typename T, typename A>
 MEMOPS_HD void shift_row(const T* w, const T* kernel, int64_t N, int64_t S, A* __restrict__ out) {
+  if (N == 0) return;  // nothing to shift (and no offsets mod 0)
   for (int64_t i = 0; i < N; ++i) out[i] = A(0);
   for (int64_t j = 0; j < S; ++j) {
     const int64_t d = shift_offset(j, S, N);
@@ -211,6 +232,10 @@ MEMOPS_HD void shift_row(const T* w, const T* kernel, int64_t N, int64_t S, A* _
 template <typename T, typename TG, typename A>
 MEMOPS_HD void shift_backward_row(const TG* g, const T* w, const T* kernel, int64_t N, int64_t S,
                                   A* __restrict__ grad_w, A* __restrict__ grad_kernel) {
+  if (N == 0) {  // grad_kernel sums over no slots
+    for (int64_t j = 0; j < S; ++j) grad_kernel[j] = A(0);
+    return;
+  }
   for (int64_t i = 0; i < N; ++i) grad_w[i] = A(0);
   for (int64_t j = 0; j < S; ++j) {
     const int64_t d = shift_offset(j, S, N);
@@ -228,24 +253,22 @@ MEMOPS_HD void shift_backward_row(const TG* g, const T* w, const T* kernel, int6
 
 // ---------------------------------------------------------------------------------------------------
 // Sharpen: out_i = w_i^g / sum_j w_j^g, computed as u_i = (w_i / max w)^g, out_i = u_i / sum u. The
-// ratio is unchanged and nothing under- or overflows on the way: u at the maximum is exactly 1, so
-// sum u is in [1, N]. (The usual `w^g / (sum w^g + eps)` is badly off once sum w^g is near eps.)
-// A row of all zeros gives zeros. Weights must be >= 0 and gamma >= 1 (the contract).
+// ratio is unchanged and nothing under- or overflows on the way: u at the maximum is exactly 1 (so
+// gamma = inf gives the one-hot limit), and sum u is in [1, N]. (The usual `w^g / (sum w^g + eps)` is
+// badly off once sum w^g is near eps.) A row of all zeros gives zeros (its sum u is 0); a NaN in w or
+// gamma gives a NaN sum, so a NaN row, as the reference. Weights must be >= 0 and gamma >= 1 (the
+// contract).
 template <typename T, typename A>
 MEMOPS_HD void sharpen_row(const T* w, A gamma, int64_t N, A* out) {
   A w_max = A(0);
   for (int64_t i = 0; i < N; ++i) w_max = max_of(w_max, A(w[i]));
-  if (!(w_max > A(0))) {
-    for (int64_t i = 0; i < N; ++i) out[i] = A(0);
-    return;
-  }
-  const A inv_max = A(1) / w_max;
+  const A scale = w_max > A(0) ? w_max : A(1), inv_max = A(1) / scale;  // a row of zeros: not scaled
   Sum<A> total = 0;
   for (int64_t i = 0; i < N; ++i) {
-    out[i] = pow(A(w[i]) * inv_max, gamma);
+    out[i] = pow(ratio_to_max(A(w[i]), scale, inv_max), gamma);
     total += out[i];
   }
-  const A inv_total = A(1 / total);
+  const A inv_total = total == 0 ? A(0) : A(1 / total);
   for (int64_t i = 0; i < N; ++i) out[i] *= inv_total;
 }
 
@@ -255,26 +278,26 @@ MEMOPS_HD void sharpen_row(const T* w, A gamma, int64_t N, A* out) {
 //   d loss / d gamma = sum_i g_i p_i L_i - s sum_i p_i L_i = sum_i p_i L_i (g_i - s)
 // p_j / w_j needs no power where w_j > 0. At w_j = 0 it is its limit (w_j/max)^(gamma-1) / (max sum u):
 // 0 for gamma > 1, and 1 / sum w at gamma = 1, where sum u = 1 / p[argmax] (u = 1 at the maximum).
-// p_i L_i is 0 where w_i = 0 (its limit). g_j - s: see CenteredGrad. An all-zero row gets
-// zero gradients.
+// p_i L_i is 0 where w_i = 0 (its limit). g_j - s: see CenteredGrad. Where the forward gave zeros (a
+// row of zeros: sum p = 0) the gradients are zero; a NaN row (p NaN) gets NaN gradients.
 // (Where p_j underflows while w_j does not, p_j / w_j loses relative precision, but the gradient
 // there is below ~1e-36 in float, so its absolute error is nil.)
 template <typename T, typename TG, typename A>
 MEMOPS_HD void sharpen_backward_row(const TG* g, const T* w, A gamma, const T* p, int64_t N,
                                     A* grad_w, A* grad_gamma) {
-  A w_max = A(0);
-  for (int64_t i = 0; i < N; ++i) w_max = max_of(w_max, A(w[i]));
-  if (!(w_max > A(0))) {
+  const CenteredGrad<A> c(p, g, N);  // c.arg: p's largest slot, which is w's
+  if (c.total == 0) {
     for (int64_t i = 0; i < N; ++i) grad_w[i] = A(0);
     *grad_gamma = A(0);
     return;
   }
-  const A inv_max = A(1) / w_max;
-  const CenteredGrad<A> c(p, g, N);  // c.arg: p's largest slot, which is w's
+  A w_max = A(0);
+  for (int64_t i = 0; i < N; ++i) w_max = max_of(w_max, A(w[i]));
+  const A inv_max = w_max > A(0) ? A(1) / w_max : A(1);  // as the forward's
   Sum<A> gg = 0;  // sum_i p_i L_i (g_i - s), the form of the gamma gradient with no cancellation
   for (int64_t i = 0; i < N; ++i) {
-    // (at the maximum L = 0, so g - s needs no care there)
-    if (A(w[i]) > A(0)) gg += A(p[i]) * log(A(w[i]) * inv_max) * A(Sum<A>(g[i]) - c.s);
+    // (at the maximum L = 0, so g - s needs no care there; a NaN w takes part)
+    if (!(A(w[i]) <= A(0))) gg += A(p[i]) * log(A(w[i]) * inv_max) * A(Sum<A>(g[i]) - c.s);
   }
   *grad_gamma = A(gg);
   const A ratio_at_zero = pow(A(0), gamma - A(1)) * A(p[c.arg]) * inv_max;

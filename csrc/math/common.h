@@ -38,28 +38,75 @@ MEMOPS_HD int64_t wrap_index(int64_t i, int64_t n) {
 
 // The shift convention: out[i] = sum_j w[(i - (j - S/2)) mod N] * kernel[j], i.e. tap j moves the
 // weighting forward by shift_offset(j) slots. kernel[S/2] keeps the focus where it is, kernel[S/2 + 1]
-// moves it one slot forward (out[i] takes w[i - 1]). S > N wraps.
+// moves it one slot forward (out[i] takes w[i - 1]). S > N wraps. N must be > 0 (callers skip N = 0).
 MEMOPS_HD int64_t shift_offset(int64_t j, int64_t S, int64_t N) {
   return wrap_index(j - S / 2, N);
 }
 
-// Cosine denominators as torch.nn.functional.cosine_similarity: max(|x|, eps).
-template <typename A>
-MEMOPS_HD A clamped_norm(A squared_norm, A eps) {
-  A n = sqrt(squared_norm);
-  return n > eps ? n : eps;
-}
-
+// The larger of a and b, NaN if either is NaN (as torch.max: a maximum never hides a NaN).
 template <typename A>
 MEMOPS_HD A max_of(A a, A b) {
-  return a > b ? a : b;
+  return (a > b || a != a) ? a : b;
+}
+
+// Whether x is a number and not infinite (x - x is NaN for inf and NaN), host and device alike.
+template <typename A>
+MEMOPS_HD bool is_finite(A x) {
+  return x - x == A(0);
+}
+
+// w / w_max as w * inv_max (inv_max = 1 / w_max: no division per element), and exactly 1 at the
+// maximum, so that sharpen's (w / max)^gamma is 1 there for any gamma (inf gives the one-hot limit);
+// inf / inf stays NaN.
+template <typename A>
+MEMOPS_HD A ratio_to_max(A w, A w_max, A inv_max) {
+  return w == w_max ? (is_finite(w_max) ? A(1) : w_max - w_max) : w * inv_max;
+}
+
+// Cosine denominators as torch.nn.functional.cosine_similarity: max(n, eps) of a norm n (NaN stays NaN).
+template <typename A>
+MEMOPS_HD A clamp_norm(A n, A eps) {
+  return n < eps ? eps : n;
+}
+
+// |x| of a W-vector from x / s, s = max_c |x_c|: s sqrt(sum_c (x_c / s)^2), which overflows only where
+// |x| itself does. For the vectors whose plain sum of squares overflowed (an entry past the square root
+// of A's range: ~1.8e19 in float): every caller takes the plain sqrt(sum_c x_c^2) first (one sweep, and
+// the norm the reference computes) and comes here where that is inf. An inf entry gives inf.
+template <typename T, typename A>
+MEMOPS_HD A norm_rescaled(const T* x, int64_t W) {
+  A s = A(0);
+  for (int64_t c = 0; c < W; ++c) s = max_of(s, A(x[c]) < A(0) ? -A(x[c]) : A(x[c]));
+  if (!(s > A(0)) || !is_finite(s)) return s;  // zeros (not reached: the sum overflowed), inf, NaN
+  A q = A(0);
+  for (int64_t c = 0; c < W; ++c) {
+    const A y = A(x[c]) / s;
+    q += y * y;
+  }
+  return s * sqrt(q);
+}
+
+// |x| from its plain sum of squares `sumsq`, rescaled where that overflowed (norm_rescaled).
+template <typename T, typename A>
+MEMOPS_HD A norm_of(const T* x, int64_t W, A sumsq) {
+  return sumsq == A(INFINITY) ? norm_rescaled<T, A>(x, W) : sqrt(sumsq);
+}
+
+// The cosine k.m / (kn mn) of a W-wide pair, kn >= |k| and mn >= |m| (the clamped norms), as
+// sum_c (k_c / kn) (m_c / mn): every factor is at most 1 in size, so nothing overflows where the plain
+// k.m or kn mn did. For the pairs whose plain quotient came out non-finite.
+template <typename TK, typename TM, typename A>
+MEMOPS_HD A cosine_rescaled(const TK* k, A kn, const TM* m, A mn, int64_t W) {
+  A d = A(0);
+  for (int64_t c = 0; c < W; ++c) d += (A(k[c]) / kn) * (A(m[c]) / mn);
+  return d;
 }
 
 // exp(x) for x <= 0, the arguments of a softmax after its max is taken off. On the host, for float:
 // Cody-Waite reduction x = n ln2 + r and Cephes' degree-6 polynomial for e^r, branch-free so a loop
 // over it vectorises (a call to libm's expf does not; this is 3x faster), within 1 ulp (max relative
-// error 7.7e-8 over [-88, 0]). Below -87.34, where e^x falls under FLT_MIN, it gives 0. Needs
-// -fno-trapping-math to vectorise. Device code and double call exp.
+// error 7.7e-8 over [-88, 0]). Below -87.34, where e^x falls under FLT_MIN, it gives 0; NaN gives
+// NaN. Needs -fno-trapping-math to vectorise. Device code and double call exp.
 template <typename A>
 MEMOPS_HD A exp_nonpositive(A x) {
 #if defined(__CUDA_ARCH__)
@@ -67,7 +114,7 @@ MEMOPS_HD A exp_nonpositive(A x) {
 #else
   if constexpr (std::is_same<A, float>::value) {
     const float lo = -87.33654475f;
-    const float xc = x < lo ? lo : x;
+    const float xc = x >= lo ? x : lo;  // (NaN -> lo: no float-to-int conversion of a NaN below)
     const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x log2 e)
     float r = xc - n * 0.693359375f;  // x - n ln2, ln2 in two parts
     r = r - n * -2.12194440e-4f;
@@ -81,7 +128,7 @@ MEMOPS_HD A exp_nonpositive(A x) {
     const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 0]
     float scale;
     std::memcpy(&scale, &bits, sizeof scale);
-    return x < lo ? 0.0f : p * scale;
+    return x >= lo ? p * scale : (x < lo ? 0.0f : x);  // NaN stays NaN
   } else {
     return exp(x);
   }

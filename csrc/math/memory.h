@@ -56,7 +56,7 @@ MEMOPS_HD void write_slot(const T* m, const T* w_col, const T* erase, const T* a
 //   grad_e_hc   += -g_c m_c w_h X_hc          (accumulated over slots in the caller's buffer)
 //   grad_a_hc   += g_c w_h                    (likewise)
 // erase == nullptr means e = 1: then q and X do not depend on c, grad_w[h, i] = g.a_h - X_h (g.m),
-// and there is no grad_e. `scratch` holds (H + 1) * W values.
+// and there is no grad_e. `scratch` holds (H + 1) * max(W, 1) values (H + 1 without erase).
 template <typename T, typename TG, typename A>
 MEMOPS_HD void write_backward_slot(const TG* g, const T* m, const T* w_col, const T* erase,
                                    const T* add, int64_t H, int64_t W, int64_t N,

@@ -111,9 +111,11 @@ def shift_taps(src_row, k_row, i, live, N, S, SIGN: tl.constexpr, ACC: tl.conste
 
 @triton.jit
 def pow_nonneg(x, e):
-    """x^e for x >= 0 (sharpen's ratios to the row max), as exp(e log x); at x = 0 as pow: 0 for
-    e > 0, 1 for e = 0, inf for e < 0."""
-    pos = x > 0
-    xp = tl.exp(e * tl.log(tl.where(pos, x, 1.0)))
-    zero = tl.where(e > 0, 0.0, tl.where(e == 0, 1.0, float("inf")))
-    return tl.where(pos, xp, zero)
+    """x^e for x >= 0 (sharpen's ratios to the row max), as exp(e log x), with pow's special cases:
+    1 at x = 1 for any e (inf and NaN too); at x = 0: 0 for e > 0, 1 for e = 0, inf for e < 0, NaN for a
+    NaN e. A NaN x gives NaN."""
+    zero = x == 0
+    xp = tl.exp(e * tl.log(tl.where(zero, 1.0, x)))
+    xp = tl.where(x == 1, 1.0, xp)
+    at_zero = tl.where(e > 0, 0.0, tl.where(e == 0, 1.0, tl.where(e < 0, float("inf"), e)))
+    return tl.where(zero, at_zero, xp)

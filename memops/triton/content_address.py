@@ -46,25 +46,44 @@ def _blocks(N, W):
 
 
 @triton.jit
-def _clamped_norm(sumsq, eps):
-    """max(sqrt(sumsq), eps), as torch.nn.functional.cosine_similarity (csrc/math/common.h)."""
-    n = tl.sqrt(sumsq)
-    return tl.where(n > eps, n, eps)
+def _clamped_norm(x, eps, AXIS: tl.constexpr):
+    """max(|x|, eps) along AXIS, as torch.nn.functional.cosine_similarity (NaN stays NaN): the plain
+    sqrt(sum x^2), and where that sum overflowed (entries past the square root of the dtype's range),
+    s sqrt(sum (x / s)^2) with s the largest |x| (csrc/math/common.h, norm_rescaled). Dead lanes are 0."""
+    sumsq = tl.sum(x * x, axis=AXIS)
+    s = tl.max(tl.abs(x), axis=AXIS)
+    s_b = tl.max(tl.abs(x), axis=AXIS, keep_dims=True)
+    y = x / tl.where(s_b > 0, s_b, 1.0)
+    rescaled = tl.where(s == float("inf"), s, s * tl.sqrt(tl.sum(y * y, axis=AXIS)))
+    n = tl.where(sumsq == float("inf"), rescaled, tl.sqrt(sumsq))
+    return tl.where(n < eps, eps, n)
+
+
+@triton.jit
+def _cosine(tile, key, key_norm, slot_norm):
+    """k.m_i / (|k|' |m_i|') for the rows m_i of a memory tile; where the plain quotient is not finite
+    (k.m_i or the denominator overflowed, or an input is not finite), sum_c (k_c / |k|') (m_ic / |m_i|'),
+    whose factors are at most 1 in size (csrc/math/common.h, cosine_rescaled)."""
+    den = key_norm * slot_norm
+    sim = tl.sum(tile * key[None, :], axis=1) / den
+    bad = (sim - sim != 0) | (den - den != 0)  # x - x is NaN for inf and NaN
+    rescaled = tl.sum((tile / slot_norm[:, None]) * (key / key_norm)[None, :], axis=1)
+    return tl.where(bad, rescaled, sim)
 
 
 @triton.jit
 def _combine_partials(pmax_ptr, psum_ptr, row, C, BLOCK_C: tl.constexpr):
     """The softmax normalisers of one row from its C chunk partials (max m_c, sum_i exp(l_i - m_c)),
     in a fixed order: (M, 1/Z, any) with M the row max (0 if no slot is kept), Z the row's sum of
-    exp(l - M), any whether a slot is kept (inv is 0 when not)."""
+    exp(l - M), any whether a slot is kept (inv is 0 when not). A chunk keeps a slot where its sum is
+    not 0 (at least 1, or NaN: a NaN logit makes the row NaN, whatever tl.max does with NaN)."""
     c = tl.arange(0, BLOCK_C)
     live = c < C
     pm = tl.load(pmax_ptr + row * C + c, mask=live, other=-float("inf"))
     ps = tl.load(psum_ptr + row * C + c, mask=live, other=0.0)
-    m = tl.max(pm, axis=0)
-    any_kept = m > -float("inf")
-    m = tl.where(any_kept, m, 0.0)
-    kept = pm > -float("inf")
+    kept = ps != 0
+    any_kept = tl.sum(kept.to(tl.int32), axis=0) > 0
+    m = tl.where(any_kept, tl.max(tl.where(kept, pm, -float("inf")), axis=0), 0.0)
     z = tl.sum(tl.where(kept, ps * tl.exp(tl.where(kept, pm, m) - m), 0.0), axis=0)
     inv = tl.where(any_kept, 1.0 / tl.where(any_kept, z, 1.0), 0.0)
     return m, inv, any_kept
@@ -139,23 +158,24 @@ def _content_fwd_kernel(mem_ptr, keys_ptr, beta_ptr, mask_ptr, sim_ptr, pmax_ptr
     tile = tl.load(mem_ptr + b * N * W + n[:, None] * W + w[None, :],
                    mask=n_live[:, None] & w_live[None, :], other=0.0).to(ACC)
     if COSINE:
-        slot_norm = _clamped_norm(tl.sum(tile * tile, axis=1), eps)
+        slot_norm = _clamped_norm(tile, eps, 1)
     if HAS_MASK:
         keep = (tl.load(mask_ptr + b * N + n, mask=n_live, other=0) != 0) & n_live
     else:
         keep = n_live
+    any_kept = tl.sum(keep.to(tl.int32), axis=0) > 0
     for h in range(H):
         row = b * H + h
         key = tl.load(keys_ptr + row * W + w, mask=w_live, other=0.0).to(ACC)
-        sim = tl.sum(tile * key[None, :], axis=1)
         if COSINE:
-            key_norm = _clamped_norm(tl.sum(key * key, axis=0), eps)
-            sim = sim / (key_norm * slot_norm)
+            key_norm = _clamped_norm(key, eps, 0)
+            sim = _cosine(tile, key, key_norm, slot_norm)
+        else:
+            sim = tl.sum(tile * key[None, :], axis=1)
         beta = tl.load(beta_ptr + row).to(ACC)
         logit = tl.where(keep, beta * sim, -float("inf"))
         m = tl.max(logit, axis=0)
-        any_kept = m > -float("inf")
-        m_safe = tl.where(any_kept, m, 0.0)
+        m_safe = tl.where(any_kept, m, 0.0)  # (a NaN logit makes e, so the row, NaN)
         e = tl.where(keep, tl.exp(tl.where(keep, logit, m_safe) - m_safe), 0.0)
         z = tl.sum(e, axis=0)
         if FINISH:
@@ -238,16 +258,17 @@ def _content_bwd_kernel(mem_ptr, keys_ptr, beta_ptr, p_ptr, g_ptr, s_ptr, diff_p
     tile = tl.load(mem_ptr + b * N * W + n[:, None] * W + w[None, :],
                    mask=n_live[:, None] & w_live[None, :], other=0.0).to(ACC)
     if COSINE:
-        slot_norm = _clamped_norm(tl.sum(tile * tile, axis=1), eps)
+        slot_norm = _clamped_norm(tile, eps, 1)
         self_coef = tl.zeros([BLOCK_N], dtype=ACC)
     gm = tl.zeros([BLOCK_N, BLOCK_W], dtype=ACC)
     for h in range(H):
         row = b * H + h
         key = tl.load(keys_ptr + row * W + w, mask=w_live, other=0.0).to(ACC)
-        sim = tl.sum(tile * key[None, :], axis=1)
         if COSINE:
-            key_norm = _clamped_norm(tl.sum(key * key, axis=0), eps)
-            sim = sim / (key_norm * slot_norm)
+            key_norm = _clamped_norm(key, eps, 0)
+            sim = _cosine(tile, key, key_norm, slot_norm)
+        else:
+            sim = tl.sum(tile * key[None, :], axis=1)
         if DSIM_GIVEN:
             dsim = tl.load(dsim_ptr + row * N + n, mask=n_live, other=0.0)
         else:
@@ -274,7 +295,7 @@ def _content_bwd_kernel(mem_ptr, keys_ptr, beta_ptr, p_ptr, g_ptr, s_ptr, diff_p
         if ONE_CHUNK:
             if COSINE:
                 live_k = tl.where(key_norm > eps, 1.0, 0.0)
-                gk -= (live_k * dss / (key_norm * key_norm)) * key
+                gk -= (live_k * dss / key_norm / key_norm) * key
             tl.store(gk_ptr + row * W + w, gk.to(gk_ptr.dtype.element_ty), mask=w_live)
             if not DSIM_GIVEN:
                 tl.store(gb_ptr + row, gb.to(gb_ptr.dtype.element_ty))
@@ -286,7 +307,7 @@ def _content_bwd_kernel(mem_ptr, keys_ptr, beta_ptr, p_ptr, g_ptr, s_ptr, diff_p
                 tl.store(gbp_ptr + row * C + c, gb)
     if COSINE:
         live_n = tl.where(slot_norm > eps, 1.0, 0.0)
-        gm += (self_coef * live_n / (slot_norm * slot_norm))[:, None] * tile
+        gm += (self_coef * live_n / slot_norm / slot_norm)[:, None] * tile
     tl.store(gm_ptr + b * N * W + n[:, None] * W + w[None, :], gm.to(gm_ptr.dtype.element_ty),
              mask=n_live[:, None] & w_live[None, :])
 
@@ -312,9 +333,9 @@ def _content_finish_kernel(keys_ptr, gkp_ptr, dssp_ptr, gbp_ptr, gk_ptr, gb_ptr,
     if COSINE:
         eps = tl.full((), EPS, ACC)
         key = tl.load(keys_ptr + row * W + w, mask=w_live, other=0.0).to(ACC)
-        key_norm = _clamped_norm(tl.sum(key * key, axis=0), eps)
+        key_norm = _clamped_norm(key, eps, 0)
         live_k = tl.where(key_norm > eps, 1.0, 0.0)
-        gk -= (live_k * dss / (key_norm * key_norm)) * key
+        gk -= (live_k * dss / key_norm / key_norm) * key
     tl.store(gk_ptr + row * W + w, gk.to(gk_ptr.dtype.element_ty), mask=w_live)
     if HAS_GB:
         tl.store(gb_ptr + row, gb.to(gb_ptr.dtype.element_ty))

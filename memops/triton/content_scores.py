@@ -29,15 +29,33 @@ def _blocks(N, W):
     return (min(triton.next_power_of_2(max(N, 1)), _BLOCK_N), min(triton.next_power_of_2(max(W, 1)), _MAX_W))
 
 
+# The cosine as csrc/math/addressing.h's similarity_row: the plain sums, and where they overflow (entries
+# past the square root of the dtype's range, ~1.8e19 in float32) the norms rescaled, s sqrt(sum (x / s)^2)
+# with s = max |x| (norm_rescaled), and the cosine as sum (k / |k|') (m / |m|') (cosine_rescaled), in
+# extra sweeps over the row that only such rows take. max(n, eps) keeps a NaN.
+
+
 @triton.jit
 def _key_norm(k_row, W, eps, BLOCK_W: tl.constexpr, ACC: tl.constexpr):
     """max(|k|, eps) of one key."""
     kk = tl.zeros([BLOCK_W], dtype=ACC)
+    s = tl.zeros([BLOCK_W], dtype=ACC)
     for c0 in range(0, W, BLOCK_W):
         c = c0 + tl.arange(0, BLOCK_W)
         k = tl.load(k_row + c, mask=c < W, other=0.0).to(ACC)
         kk += k * k
-    return tl.maximum(tl.sqrt(tl.sum(kk, axis=0)), eps)
+        s = tl.maximum(s, tl.abs(k))
+    sq = tl.sum(kk, axis=0)
+    n = tl.sqrt(sq)
+    if sq == float("inf"):
+        s = tl.max(s, axis=0)
+        q = tl.zeros([BLOCK_W], dtype=ACC)
+        for c0 in range(0, W, BLOCK_W):
+            c = c0 + tl.arange(0, BLOCK_W)
+            y = tl.load(k_row + c, mask=c < W, other=0.0).to(ACC) / s
+            q += y * y
+        n = tl.where(s == float("inf"), s, s * tl.sqrt(tl.sum(q, axis=0)))
+    return tl.where(n < eps, eps, n)
 
 
 @triton.jit
@@ -46,6 +64,7 @@ def _sim_block(m_base, k_row, n, n_live, W, key_norm, eps, COSINE: tl.constexpr,
     """(sim, |m_i|') of BLOCK_N slots n against one key (|m_i|' is 1 for dot)."""
     dot = tl.zeros([BLOCK_N], dtype=ACC)
     mm = tl.zeros([BLOCK_N], dtype=ACC)
+    s = tl.zeros([BLOCK_N], dtype=ACC)
     for c0 in range(0, W, BLOCK_W):
         c = c0 + tl.arange(0, BLOCK_W)
         c_live = c < W
@@ -54,10 +73,36 @@ def _sim_block(m_base, k_row, n, n_live, W, key_norm, eps, COSINE: tl.constexpr,
         k = tl.load(k_row + c, mask=c_live, other=0.0).to(ACC)
         dot += tl.sum(m * k[None, :], axis=1)
         mm += tl.sum(m * m, axis=1)
+        s = tl.maximum(s, tl.max(tl.abs(m), axis=1))
     m_norm = tl.full([BLOCK_N], 1.0, ACC)
+    sim = dot / key_norm
     if COSINE:
-        m_norm = tl.maximum(tl.sqrt(mm), eps)
-    return dot / (key_norm * m_norm), m_norm
+        m_norm = tl.sqrt(mm)
+        over = mm == float("inf")
+        if tl.sum(over.to(tl.int32), axis=0) > 0:
+            q = tl.zeros([BLOCK_N], dtype=ACC)
+            for c0 in range(0, W, BLOCK_W):
+                c = c0 + tl.arange(0, BLOCK_W)
+                m = tl.load(m_base + n[:, None].to(tl.int64) * W + c[None, :],
+                            mask=n_live[:, None] & (c < W)[None, :], other=0.0).to(ACC)
+                y = m / tl.where(s > 0, s, 1.0)[:, None]
+                q += tl.sum(y * y, axis=1)
+            m_norm = tl.where(over, tl.where(s == float("inf"), s, s * tl.sqrt(q)), m_norm)
+        m_norm = tl.where(m_norm < eps, eps, m_norm)
+        den = key_norm * m_norm
+        sim = dot / den
+        bad = (sim - sim != 0) | (den - den != 0)  # x - x is NaN for inf and NaN
+        if tl.sum(bad.to(tl.int32), axis=0) > 0:
+            r = tl.zeros([BLOCK_N], dtype=ACC)
+            for c0 in range(0, W, BLOCK_W):
+                c = c0 + tl.arange(0, BLOCK_W)
+                c_live = c < W
+                m = tl.load(m_base + n[:, None].to(tl.int64) * W + c[None, :], mask=n_live[:, None] & c_live[None, :],
+                            other=0.0).to(ACC)
+                k = tl.load(k_row + c, mask=c_live, other=0.0).to(ACC)
+                r += tl.sum((m / m_norm[:, None]) * (k / key_norm)[None, :], axis=1)
+            sim = tl.where(bad, r, sim)
+    return sim, m_norm
 
 
 @triton.jit
@@ -106,7 +151,7 @@ def _bwd_key_kernel(g_ptr, m_ptr, k_ptr, beta_ptr, keep_ptr, gk_ptr, gb_ptr, H, 
         if HAS_MASK:
             g = tl.where(tl.load(keep_ptr + b * N + n, mask=n_live, other=0) != 0, g, 0.0)
         gbeta += g * sim
-        coef = beta * g / (key_norm * m_norm)  # dot: beta * g
+        coef = beta * g / key_norm / m_norm  # dot: beta * g (the norms one at a time: |k| |m| may overflow)
         for c0 in range(0, W, BLOCK_W):
             c = c0 + tl.arange(0, BLOCK_W)
             c_live = c < W
@@ -119,7 +164,7 @@ def _bwd_key_kernel(g_ptr, m_ptr, k_ptr, beta_ptr, keep_ptr, gk_ptr, gb_ptr, H, 
     if COSINE:
         # sum_i dsim_i sim_i = beta * grad_beta; the clamp at eps has no gradient
         live = (key_norm > eps).to(ACC)
-        k_coef = live * beta * gb / (key_norm * key_norm)
+        k_coef = live * beta * gb / key_norm / key_norm
         for c0 in range(0, W, BLOCK_W):
             c = c0 + tl.arange(0, BLOCK_W)
             c_live = c < W
@@ -153,8 +198,8 @@ def _bwd_memory_kernel(g_ptr, m_ptr, k_ptr, beta_ptr, keep_ptr, gm_ptr, H, N, W,
         sim, m_norm = _sim_block(m_base, k_row, n, n_live, W, key_norm, eps, COSINE, BLOCK_N, BLOCK_W, ACC)
         g = tl.load(g_ptr + row * N + n, mask=n_live, other=0.0).to(ACC)
         dsim = tl.where(keep, tl.load(beta_ptr + row).to(ACC) * g, 0.0)
-        k_coef = dsim / (key_norm * m_norm)  # dot: dsim
-        m_coef = tl.where(m_norm > eps, dsim * sim / (m_norm * m_norm), 0.0)
+        k_coef = dsim / key_norm / m_norm  # dot: dsim
+        m_coef = tl.where(m_norm > eps, dsim * sim / m_norm / m_norm, 0.0)
         for c0 in range(0, W, BLOCK_W):
             c = c0 + tl.arange(0, BLOCK_W)
             c_live = c < W

@@ -64,7 +64,7 @@ def _ntm_fwd_row_kernel(sim_ptr, pmax_ptr, psum_ptr, beta_ptr, gate_ptr, k_ptr, 
     """Everything after the similarities, for one (b, h) row: combine the memory pass's softmax partials;
     gated = gate content + (1 - gate) prev into a workspace; shifted[i] = sum_j kernel[j] gated[(i - d_j) mod N]
     gathered from it (d_j = shift_offset: (j - S//2) mod N, S odd, may exceed N; taps in order); then
-    sharpen, out = u / sum u with u = (shifted / max shifted)^gamma (zeros where max shifted <= 0), in
+    sharpen, out = u / sum u with u = (shifted / max shifted)^gamma (zeros where sum u = 0: a row of zeros), in
     passes for the max, the sum and the scaling."""
     row = tl.program_id(0).to(tl.int64)
     m, inv, _ = _combine_partials(pmax_ptr, psum_ptr, row, C, BLOCK_C)
@@ -85,23 +85,22 @@ def _ntm_fwd_row_kernel(sim_ptr, pmax_ptr, psum_ptr, beta_ptr, gate_ptr, k_ptr, 
     tl.debug_barrier()
     # sharpen: u = (w / max w)^gamma (into the gated workspace: a store to the workspace a pass reads
     # could race with that read, the two need not share a layout), out = u / sum u
-    pos = w_max > 0
-    inv_max = 1.0 / tl.where(pos, w_max, 1.0)
+    scale = tl.where(w_max > 0, w_max, 1.0)  # a row of zeros is not scaled
     total = tl.full((), 0.0, ACC)
     for start in range(0, N, BLOCK_R):
         n = start + tl.arange(0, BLOCK_R)
         live = n < N
-        u = pow_nonneg(tl.load(shifted_ptr + row * N + n, mask=live, other=0.0) * inv_max, gamma)
+        u = pow_nonneg(tl.load(shifted_ptr + row * N + n, mask=live, other=0.0) / scale, gamma)  # 1 at the max
         u = tl.where(live, u, 0.0)
         total += tl.sum(u, axis=0)
         tl.store(gated_ptr + row * N + n, u, mask=live)
     tl.debug_barrier()
-    inv_total = 1.0 / tl.where(pos, total, 1.0)
+    # sum u = 0: a row of zeros, which gives zeros; a NaN anywhere in the row made it NaN
+    inv_total = tl.where(total == 0, 0.0, 1.0 / tl.where(total == 0, 1.0, total))
     for start in range(0, N, BLOCK_R):
         n = start + tl.arange(0, BLOCK_R)
         live = n < N
-        u = tl.load(gated_ptr + row * N + n, mask=live, other=0.0)
-        out = tl.where(pos, u * inv_total, 0.0)
+        out = tl.load(gated_ptr + row * N + n, mask=live, other=0.0) * inv_total
         tl.store(out_ptr + row * N + n, out.to(out_ptr.dtype.element_ty), mask=live)
 
 
@@ -146,8 +145,9 @@ def _ntm_bwd_row_kernel(grad_ptr, out_ptr, sim_ptr, pmax_ptr, psum_ptr, beta_ptr
     # sharpen backward (sharpen_backward_row): d loss / d shifted into d; the gamma gradient
     #   d_j = gamma (p_j / w_j) (g_j - s), p_j / w_j -> 0^(gamma - 1) p_arg / max w at w_j = 0,
     #   at the argmax gamma (p / w) diff;  grad_gamma = sum_{w_i > 0} p_i log(w_i / max w) (g_i - s)
-    pos = w_max > 0
-    inv_max = 1.0 / tl.where(pos, w_max, 1.0)
+    # zero gradients where the forward gave zeros (sum p = 0: a row of zeros)
+    pos = rest + tl.where(pa > -float("inf"), pa, 0.0) != 0
+    inv_max = 1.0 / tl.where(w_max > 0, w_max, 1.0)
     ratio_at_zero = pow_nonneg(tl.full((), 0.0, ACC), gamma - 1.0) * pa * inv_max
     gg = tl.full((), 0.0, ACC)
     for start in range(0, N, BLOCK_R):
@@ -159,7 +159,7 @@ def _ntm_bwd_row_kernel(grad_ptr, out_ptr, sim_ptr, pmax_ptr, psum_ptr, beta_ptr
         wp = w > 0
         w_safe = tl.where(wp, w, 1.0)
         centered = g - s
-        gg += tl.sum(tl.where(live & wp, p * tl.log(w_safe * inv_max) * centered, 0.0), axis=0)
+        gg += tl.sum(tl.where(live & (wp | (w != w)), p * tl.log(w_safe * inv_max) * centered, 0.0), axis=0)
         ratio = tl.where(wp, p / w_safe, ratio_at_zero)
         dw = tl.where(n == arg, gamma * (p / w_safe) * diff, gamma * ratio * centered)
         tl.store(d_ptr + row * N + n, tl.where(pos, dw, 0.0), mask=live)

@@ -21,7 +21,8 @@ def _sharpen_fwd_kernel(w_ptr, gamma_ptr, out_ptr, N, BLOCK_N: tl.constexpr, ACC
     """Three passes over the row (max w; sum u; write u / sum u), BLOCK_N = next power of two of N, at most
     _ROW_CAP (a row that fits in one chunk is read from cache after the first pass). Working from w / max w,
     no power under- or overflows (u = 1 at the maximum, sum u in [1, N]); x^gamma is exp(gamma log x) for
-    x > 0 and 0^gamma (0 for gamma > 0) at x = 0 (pow_nonneg). An all-zero row gives zeros."""
+    x > 0 and 0^gamma (0 for gamma > 0) at x = 0 (pow_nonneg). An all-zero row gives zeros (sum u = 0); a NaN in
+    the row's w or gamma makes sum u, so the row, NaN (whether or not tl.max passes the NaN on)."""
     row = tl.program_id(0).to(tl.int64)
     w_row = w_ptr + row * N
     out_row = out_ptr + row * N
@@ -32,8 +33,7 @@ def _sharpen_fwd_kernel(w_ptr, gamma_ptr, out_ptr, N, BLOCK_N: tl.constexpr, ACC
         i = start + tl.arange(0, BLOCK_N)
         w = tl.load(w_row + i, mask=i < N, other=0.0).to(ACC)
         w_max = tl.maximum(w_max, tl.max(w, axis=0))
-    live_row = w_max > 0
-    w_max_safe = tl.where(live_row, w_max, 1.0)
+    w_max_safe = tl.where(w_max > 0, w_max, 1.0)  # a row of zeros is not scaled
 
     total = tl.zeros([], dtype=ACC)
     for start in range(0, N, BLOCK_N):
@@ -42,14 +42,13 @@ def _sharpen_fwd_kernel(w_ptr, gamma_ptr, out_ptr, N, BLOCK_N: tl.constexpr, ACC
         w = tl.load(w_row + i, mask=live, other=0.0).to(ACC)
         u = tl.where(live, pow_nonneg(w / w_max_safe, gamma), 0.0)
         total += tl.sum(u, axis=0)
-    inv_total = tl.where(live_row, 1.0 / tl.where(live_row, total, 1.0), 0.0)
+    inv_total = tl.where(total == 0, 0.0, 1.0 / tl.where(total == 0, 1.0, total))
 
     for start in range(0, N, BLOCK_N):
         i = start + tl.arange(0, BLOCK_N)
         live = i < N
         w = tl.load(w_row + i, mask=live, other=0.0).to(ACC)
-        u = pow_nonneg(w / w_max_safe, gamma)
-        p = tl.where(live_row, u * inv_total, 0.0)
+        p = pow_nonneg(w / w_max_safe, gamma) * inv_total
         tl.store(out_row + i, p.to(out_ptr.dtype.element_ty), mask=live)
 
 
@@ -62,8 +61,8 @@ def _sharpen_bwd_kernel(g_ptr, w_ptr, gamma_ptr, p_ptr, gw_ptr, gg_ptr, N, BLOCK
     p_j / w_j at w_j = 0 is its limit 0^(gamma - 1) p[arg] / max w (1/sum w at gamma = 1, else 0).
     g_i - s at the largest p (arg, the first index of the maximum) is taken as
     g_arg (sum_{i != arg} p_i) - sum_{i != arg} p_i g_i (CenteredGrad: no cancellation when p is near
-    one-hot). An all-zero row gets zero gradients. Three passes: max w and arg; the sums that leave arg
-    out; grad_w and grad_gamma."""
+    one-hot). Where the forward gave zeros (an all-zero row: sum p = 0) the gradients are zero; a NaN row's
+    are NaN. Three passes: max w and arg; the sums that leave arg out; grad_w and grad_gamma."""
     row = tl.program_id(0).to(tl.int64)
     base = row * N
     gamma = tl.load(gamma_ptr + row).to(ACC)
@@ -83,8 +82,7 @@ def _sharpen_bwd_kernel(g_ptr, w_ptr, gamma_ptr, p_ptr, gw_ptr, gg_ptr, N, BLOCK
         better = chunk_max > p_best  # strictly: an earlier chunk keeps a tie
         arg = tl.where(better, chunk_arg, arg)
         p_best = tl.where(better, chunk_max, p_best)
-    live_row = w_max > 0
-    w_max_safe = tl.where(live_row, w_max, 1.0)
+    w_max_safe = tl.where(w_max > 0, w_max, 1.0)  # as the forward's
 
     # pass 2: rest = sum_{i != arg} p_i, t = sum_{i != arg} p_i g_i
     rest = tl.zeros([], dtype=ACC)
@@ -101,6 +99,7 @@ def _sharpen_bwd_kernel(g_ptr, w_ptr, gamma_ptr, p_ptr, gw_ptr, gg_ptr, N, BLOCK
     w_arg = tl.load(w_ptr + base + arg).to(ACC)
     s = t + p_arg * g_arg
     arg_diff = g_arg * rest - t
+    live_row = rest + p_arg != 0  # sum p: 0 where the forward gave zeros
     # p_j / w_j at w_j = 0: 0^(gamma - 1) p[arg] / max w (gamma = 1: 1 / sum w; gamma > 1: 0)
     gm1 = gamma - 1.0
     ratio_at_zero = pow_nonneg(tl.zeros([], dtype=ACC), gm1) * p_arg / w_max_safe
@@ -117,8 +116,8 @@ def _sharpen_bwd_kernel(g_ptr, w_ptr, gamma_ptr, p_ptr, gw_ptr, gg_ptr, N, BLOCK
         pos = w > 0
         w_safe = tl.where(pos, w, 1.0)
         centered = g - s
-        log_ratio = tl.log(w_safe / w_max_safe)  # (where w = 0 the term is dropped below)
-        gg += tl.sum(tl.where(pos & live, p * log_ratio * centered, 0.0), axis=0)
+        log_ratio = tl.log(w_safe / w_max_safe)  # (where w = 0 the term is dropped below; a NaN w's is NaN)
+        gg += tl.sum(tl.where((pos | (w != w)) & live, p * log_ratio * centered, 0.0), axis=0)
         ratio = tl.where(pos, p / w_safe, ratio_at_zero)
         gw = gamma * ratio * centered
         gw = tl.where(i == arg, grad_arg, gw)

@@ -20,9 +20,9 @@ from bad_inputs import ALL, BACKWARD_CASES, CASES, CASES_DTYPE_NAMES, DEBUG_CASE
 from bad_inputs import B as VB
 from bad_inputs import H as VH
 from bad_inputs import N as VN
-from helpers import (DTYPES, backward_schema_args, check_against_reference, check_noncontiguous, covering,
-                     gradcheck_op, lib_of, make_inputs, output_shape, random_grad, require_backend,
-                     require_device, requires_grad, schema_args, seed_of, to)
+from helpers import (DTYPES, assert_close, backward_schema_args, check_against_reference, check_noncontiguous,
+                     covering, forward_backward, gradcheck_op, lib_of, make_inputs, output_shape, random_grad,
+                     require_backend, require_device, requires_grad, schema_args, seed_of, to)
 
 # ------------------------------------------------------------------------------------------------
 # parameters that depend on the op
@@ -35,6 +35,22 @@ def _variants(op):
     if op == "write":
         return [dict(erase=True), dict(erase=False)]
     return [{}]
+
+
+def _nan_cases(op):
+    """(id, input, variant) of the NaN policy tests: a NaN in each input of the op, for each variant
+    (content_address, content_scores: input "memory-masked" puts it in a masked-out slot, never read)."""
+    content = [("", dict(similarity="cosine")), ("-dot-masked", dict(similarity="dot", mask="random"))]
+    variants = {"content_address": content, "content_scores": content,
+                "write": [("", dict(erase=True)), ("-erase_none", dict(erase=False))]}.get(op, [("", {})])
+    cases = []
+    for suffix, variant in variants:
+        for name in memops.spec.SPECS[op].inputs:
+            if name != "erase" or variant.get("erase", True):
+                cases.append((name + suffix, name, variant))
+    if op in ("content_address", "content_scores"):
+        cases.append(("memory-masked", "memory", dict(similarity="cosine", mask="random")))
+    return cases
 
 
 def pairwise_cases(op):
@@ -77,6 +93,8 @@ def pytest_generate_tests(metafunc):
     if "debug_bad" in names:
         cases = [c for c in DEBUG_CASES if c[0] == op]
         metafunc.parametrize("debug_bad", [pytest.param(c, id=c[1]) for c in cases])
+    if "nan_case" in names:
+        metafunc.parametrize("nan_case", [pytest.param(c, id=c[0]) for c in _nan_cases(op)])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,6 +285,184 @@ def test_edge_values_give_no_nan(op, backend, device):
     out.backward(torch.randn(out.shape, generator=gen).to(device))
     for k, v in t.items():
         assert torch.isfinite(v.grad).all(), f"{op}: non-finite gradient of {k}"
+
+
+# ------------------------------------------------------------------------------------------------
+# zero-size dims: empty results, every target
+
+
+def _empty_variants(op):
+    """The call variants of the empty-dims tests: both similarities (and masks) of the content ops."""
+    if op in ("content_address", "content_scores"):
+        return [dict(mask="random", similarity="cosine"), dict(mask="empty_row", similarity="dot")]
+    return _variants(op)
+
+
+def _empty_inputs(op, dim, variant, seed):
+    sizes = dict(B=2, H=3, N=5, W=4, S=3)
+    sizes[dim] = 0
+    return make_inputs(op, **sizes, seed=seed, **variant)
+
+
+@pytest.mark.parametrize("dim", ["B", "H", "N", "W"])
+def test_empty_dims(op, backend, device, dim):
+    """A zero-size B, H, N or W: an empty (correctly shaped) result and gradients of the inputs' shapes,
+    the reference's in float32 and float64. A zero-size dim can leave other tensors non-empty (W = 0 in
+    read: weights (B, H, N) gets zeros; H = 0 in write: the memory comes back unchanged and its gradient
+    is the incoming one). The backward op called directly gives what autograd got from it."""
+    lib = lib_of(backend)
+    for variant in _empty_variants(op):
+        seed = seed_of("empty", op, dim, tuple(variant.items()))
+        tensors, kwargs = _empty_inputs(op, dim, variant, seed)
+        for dtype in DTYPES:
+            _, grads = check_against_reference(op, tensors, kwargs, dtype, device, backend, seed=seed)
+            cast = {k: to(v, dtype, device) for k, v in tensors.items()}
+            kw = {k: to(v, None, device) for k, v in kwargs.items()}
+            grad = random_grad(output_shape(op, cast), seed, dtype, device)
+            results = getattr(lib, f"_{op}_backward")(*backward_schema_args(op, cast, kw, grad, lib))
+            for name, r in zip(memops.spec.SPECS[op].inputs, results):
+                if cast[name] is not None:
+                    torch.testing.assert_close(r, grads[name], rtol=0, atol=0, msg=lambda m: f"grad of {name}: {m}")
+
+
+@pytest.mark.parametrize("dim", ["B", "H", "N", "W"])
+def test_empty_dims_compiled(op, cpp, dim):
+    """The same under torch.compile(fullgraph=True) (aot_eager): the fake kernels' shapes and the C++
+    kernels in the compiled graph, against the reference."""
+    for variant in _empty_variants(op):
+        seed = seed_of("empty-compiled", op, dim, tuple(variant.items()))
+        tensors, kwargs = _empty_inputs(op, dim, variant, seed)
+        names = [k for k, v in tensors.items() if v is not None]
+
+        def fn(*xs):
+            return getattr(memops, op)(**{**tensors, **dict(zip(names, xs))}, **kwargs, backend="cpp")
+
+        torch._dynamo.reset()
+        compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+        grad = random_grad(output_shape(op, tensors), seed)
+        leaves = [tensors[k].detach().requires_grad_(True) for k in names]
+        out = compiled(*leaves)
+        got = dict(zip(names, torch.autograd.grad(out, leaves, grad)))
+        ref_out, ref_grads = forward_backward(op, tensors, kwargs, "reference", grad)
+        assert_close(out, ref_out, torch.float64, f"{op} output (compiled)")
+        for name in names:
+            assert_close(got[name], ref_grads[name], torch.float64, f"{op} grad of {name} (compiled)")
+
+
+# ------------------------------------------------------------------------------------------------
+# NaN policy (memops.reference): with debug mode off a NaN input is never hidden, every target
+
+
+ROW_OPS = ("content_address", "sharpen", "ntm_address")  # normalise over a row: a NaN takes the row
+
+
+def _spoil(t, value, masked_slot=None):
+    """t with `value` at one place in batch row 1 (the middle of that row's entries), or at
+    memory[1, masked_slot, 0]."""
+    t = t.clone()
+    if masked_slot is not None:
+        t[1, masked_slot, 0] = value
+    else:
+        t[1].view(-1)[t[1].numel() // 2] = value
+    return t
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nan_propagates(op, backend, device, dtype, value, nan_case):
+    """A NaN in any input makes the output NaN exactly where the reference's is (content_address,
+    sharpen, ntm_address: the whole rows it enters), and the rest of the output is the reference's; an
+    Inf gives NaN and +-inf where the reference does (where it leaves the math defined, as gamma = inf
+    does, the reference's finite result). A NaN in a masked-out memory slot of content_address (or
+    content_scores) is never read: nothing is NaN. The gradients (NaN case) are NaN where the reference's are and the
+    reference's elsewhere, except write's gradient of the NaN input itself (the reference's torch.prod
+    backward divides the product by each factor, NaN / NaN; the kernels multiply the other factors) and
+    the masked-out slot's (the reference's autograd gives 0 times its NaN norm; a kernel may skip it)."""
+    case, name, variant = nan_case
+    seed = seed_of("nan", op, case)
+    tensors, kwargs = make_inputs(op, B=2, H=3, N=6, W=4, S=3, seed=seed, **variant)
+    masked_slot = None
+    if case == "memory-masked":
+        kwargs["mask"][1] = True
+        kwargs["mask"][1, 2] = False
+        masked_slot = 2
+    elif kwargs.get("mask") is not None:
+        kwargs["mask"][1] = True  # the NaN's slot is kept
+    tensors[name] = _spoil(tensors[name], float(value), masked_slot)
+    cast = {k: to(v, dtype, device) for k, v in tensors.items()}
+    kw = {k: to(v, None, device) for k, v in kwargs.items()}
+    grad = random_grad(output_shape(op, tensors), seed)
+    out, grads = forward_backward(op, cast, kw, backend, grad.to(device=device, dtype=dtype))
+    ref_in = {k: (v.cpu().to(torch.float64) if v is not None else None) for k, v in cast.items()}  # (rounded)
+    ref, ref_grads = forward_backward(op, ref_in, kwargs, "reference", grad)
+    nan = ref.isnan()
+    if case == "memory-masked":
+        assert not nan.any()
+    elif value == "nan":  # (an Inf may leave the math defined: gamma = inf sharpens to one-hot)
+        assert nan.any(), "the reference hides the NaN"
+    if op in ROW_OPS:
+        assert torch.equal(nan.all(-1), nan.any(-1)), "the reference's NaN does not take whole rows"
+
+    def same_non_finite(a, e, what):
+        a = a.cpu()
+        for kind, where in (("NaN", torch.isnan), ("+inf", torch.isposinf), ("-inf", torch.isneginf)):
+            assert torch.equal(where(a), where(e)), (f"{what}: {kind} at {where(a).nonzero().tolist()}, "
+                                                     f"the reference's at {where(e).nonzero().tolist()}")
+        finite = torch.isfinite(e)
+        assert_close(a.masked_fill(~finite, 0).to(device), e.masked_fill(~finite, 0).to(device), dtype, what)
+
+    same_non_finite(out, ref, f"{op} output")
+    if value == "nan" and case != "memory-masked":
+        for k, g in grads.items():
+            if op == "write" and k == name:
+                continue
+            same_non_finite(g, ref_grads[k], f"{op} grad of {k}")
+
+
+@pytest.mark.parametrize("dtype,scale", [(torch.float32, 1e20), (torch.float64, 1e20), (torch.float64, 1e200)],
+                         ids=["float32-1e20", "float64-1e20", "float64-1e200"])
+def test_cosine_of_large_values(op, backend, device, dtype, scale):
+    """The cosine is scale-free: memory and keys times 1e20 (float32: past the square root of float's
+    range, so their squares overflow) or 1e200 (float64, likewise) give the weights of the unscaled
+    values, whose cosines are torch.nn.functional.cosine_similarity's in float64. The gradients of memory
+    and keys scale by 1 / scale; they are checked where that leaves their intermediates in range."""
+    if op not in ("content_address", "content_scores", "ntm_address"):
+        pytest.skip(f"{op} has no cosine similarity")
+    import torch.nn.functional as F
+
+    seed = seed_of("large", op)
+    tensors, kwargs = make_inputs(op, B=2, H=3, N=7, W=5, S=3, seed=seed,
+                                  **(dict(similarity="cosine") if op != "ntm_address" else {}))
+    eps = kwargs["eps"]
+
+    def expected(memory, keys, beta, gate=None, kernel=None, gamma=None, prev_weights=None):
+        sim = F.cosine_similarity(keys[:, :, None], memory[:, None], dim=-1, eps=eps)
+        if op == "content_scores":
+            return beta[:, :, None] * sim
+        content = torch.softmax(beta[:, :, None] * sim, dim=-1)
+        if op == "content_address":
+            return content
+        g = gate[:, :, None]
+        return memops.reference.sharpen(memops.reference.shift(g * content + (1 - g) * prev_weights, kernel), gamma)
+
+    grad = random_grad(output_shape(op, tensors), seed)
+    leaves = {k: v.detach().requires_grad_(True) for k, v in tensors.items()}
+    exp_out = expected(**leaves)
+    exp_grads = dict(zip(leaves, torch.autograd.grad(exp_out, list(leaves.values()), grad)))
+
+    scaled = dict(tensors, memory=tensors["memory"] * scale, keys=tensors["keys"] * scale)
+    cast = {k: to(v, dtype, device) for k, v in scaled.items()}
+    if dtype == torch.float32 or scale > 1e100:
+        assert bool(torch.isinf(cast["keys"].pow(2).sum(-1)).all()), "the squares should overflow"
+    out, grads = forward_backward(op, cast, kwargs, backend, grad.to(device=device, dtype=dtype))
+    assert_close(out, exp_out.to(device), dtype, f"{op} output")
+    for name, g in grads.items():
+        assert bool(torch.isfinite(g).all()), f"{op}: non-finite gradient of {name}"
+        if name in ("memory", "keys"):
+            if dtype == torch.float32 or scale > 1e100:
+                continue  # 1 / (|k| |m|) is below the dtype's normal range there
+            g = g * scale
+        assert_close(g, exp_grads[name].to(device), dtype, f"{op} grad of {name}")
 
 
 # ------------------------------------------------------------------------------------------------

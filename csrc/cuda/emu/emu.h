@@ -107,12 +107,21 @@ void set_max_dynamic_shared(const void* kernel, int bytes);
   ::emu::shfl(mask, v, ::emu::Shfl::Down, d, ::emu::width_or_warp(__VA_ARGS__), __FILE__, __LINE__)
 #define __shfl_xor_sync(mask, v, m, ...) \
   ::emu::shfl(mask, v, ::emu::Shfl::Xor, m, ::emu::width_or_warp(__VA_ARGS__), __FILE__, __LINE__)
+#define __any_sync(mask, pred) ::emu::vote_any(mask, pred, __FILE__, __LINE__)
 
 namespace emu {
 inline unsigned mask_or_full() { return 0xffffffffu; }
 inline unsigned mask_or_full(unsigned m) { return m; }
 inline int width_or_warp() { return 32; }
 inline int width_or_warp(int w) { return w; }
+
+// __any_sync as a butterfly of xor shuffles over the warp: the same exchange (every lane of the mask
+// must reach it), the same checks, and every lane gets the OR of the predicates.
+inline int vote_any(unsigned mask, int pred, const char* file, int line) {
+  int v = pred != 0;
+  for (int offset = 16; offset > 0; offset /= 2) v |= shfl(mask, v, Shfl::Xor, offset, 32, file, line);
+  return v;
+}
 }  // namespace emu
 
 // CUDA's global min / max (any mix of integer and floating arguments, as its overloads).
