@@ -194,8 +194,14 @@ def compile_launch(launch):
         with contextlib.redirect_stdout(log):  # knobs.nvidia.dump_ptxas_log prints ptxas -v's report
             compiled = launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.kwargs)
     except Exception as e:  # noqa: BLE001  (a compile error of any kind is the report)
-        lines = [line for line in f"{type(e).__name__}: {e}".splitlines() if line.strip()]
-        return {"error": "\n".join(lines[:30]), "seconds": time.perf_counter() - start}
+        # the error and its causes: an error inside a called @triton.jit function is the cause of the
+        # caller's, and its message (the innermost) is the one that says what is wrong
+        parts = []
+        while e is not None:
+            lines = [line for line in f"{type(e).__name__}: {e}".splitlines() if line.strip()]
+            parts.append("\n".join(lines[:16]))
+            e = e.__cause__
+        return {"error": "\ncaused by ".join(parts), "seconds": time.perf_counter() - start}
     text = log.getvalue()
     regs = PTXAS_REGS.search(text)
     spills = PTXAS_SPILLS.search(text)

@@ -47,14 +47,14 @@ def _key_norm(k_row, W, eps, BLOCK_W: tl.constexpr, ACC: tl.constexpr):
         s = tl.maximum(s, tl.abs(k))
     sq = tl.sum(kk, axis=0)
     n = tl.sqrt(sq)
-    if sq == float("inf"):
-        s = tl.max(s, axis=0)
+    if sq == float("inf"):  # (a new name for the max: a branch may not change a variable's type)
+        s_max = tl.max(s, axis=0)
         q = tl.zeros([BLOCK_W], dtype=ACC)
         for c0 in range(0, W, BLOCK_W):
             c = c0 + tl.arange(0, BLOCK_W)
-            y = tl.load(k_row + c, mask=c < W, other=0.0).to(ACC) / s
+            y = tl.load(k_row + c, mask=c < W, other=0.0).to(ACC) / s_max
             q += y * y
-        n = tl.where(s == float("inf"), s, s * tl.sqrt(tl.sum(q, axis=0)))
+        n = tl.where(s_max == float("inf"), s_max, s_max * tl.sqrt(tl.sum(q, axis=0)))
     return tl.where(n < eps, eps, n)
 
 
