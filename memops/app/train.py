@@ -140,6 +140,9 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=positive_int, default=16,
                         help="sequences per step (per process under torchrun; default: 16)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--restarts", type=positive_int, default=1, metavar="K",
+                        help="train K times, seeds SEED .. SEED+K-1, each in OUT/seedS/, and copy the best "
+                             "restart's best.pt (lowest evaluation cost) to OUT/best.pt (default: 1)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/checkpoint.pt with every option of that run (only --steps and "
                              "the progress, device, backend and thread options may change)")
@@ -168,7 +171,8 @@ def add_arguments(parser):
 
 
 # Options a resumed run may change; every other one is the run's own (restored from the checkpoint).
-MAY_CHANGE = {"steps", "device", "backend", "threads", "no_progress", "log_every", "stop_at", "resume", "out"}
+MAY_CHANGE = {"steps", "device", "backend", "threads", "no_progress", "log_every", "stop_at", "resume", "out",
+              "restarts"}
 
 
 def run_config(args):
@@ -236,9 +240,54 @@ class _Interrupt:
 
 def run(args):
     try:
-        return _train(args)
+        return _restarts(args) if args.restarts > 1 else _train(args)
     except CheckpointError as e:
         return _fail(str(e))
+
+
+def _restarts(args):
+    """--restarts K: K runs of _train, seeds SEED .. SEED+K-1, in OUT/seed<S>/ (each resumable: --resume
+    continues the unfinished ones and starts those not begun); OUT/best.pt is the best restart's best.pt
+    (lowest evaluation cost; ties: the lower seed), OUT/restarts.json lists them all."""
+    import copy
+    import json
+    import shutil
+
+    out = args.out or os.path.join("runs", f"{args.task}-restarts")
+    problem = _prepare_out(out, args.resume)
+    if problem is None and not args.resume and os.path.exists(os.path.join(out, "restarts.json")):
+        problem = (f"{os.path.join(out, 'restarts.json')} exists (another run's); pass --resume to continue "
+                   f"those restarts or choose another --out")
+    if problem:
+        return _fail(problem)
+    main = os.environ.get("RANK", "0") == "0"
+    runs = []
+    for seed in range(args.seed, args.seed + args.restarts):
+        one = copy.copy(args)
+        one.seed, one.restarts, one.out = seed, 1, os.path.join(out, f"seed{seed}")
+        one.resume = args.resume and os.path.exists(os.path.join(one.out, "checkpoint.pt"))
+        if main:
+            print(f"memops train: restart {seed - args.seed + 1} of {args.restarts} (seed {seed}) -> {one.out}",
+                  file=sys.stderr)
+        status = _train(one)
+        if status:
+            if main:
+                print(f"memops train: restart with seed {seed} stopped (exit {status}); continue all of them "
+                      f"with: memops train {args.task} --out {out} --restarts {args.restarts} --resume",
+                      file=sys.stderr)
+            return status
+        best = load_checkpoint(os.path.join(one.out, "best.pt"), "cpu")
+        runs.append({"seed": seed, "out": one.out, "best_cost": best["best"], "best_step": best["step"],
+                     "eval": best["eval"]})
+    chosen = min(runs, key=lambda r: r["best_cost"])
+    if main:
+        shutil.copyfile(os.path.join(chosen["out"], "best.pt"), os.path.join(out, "best.pt"))
+        with open(os.path.join(out, "restarts.json"), "w") as f:
+            json.dump({"restarts": args.restarts, "best_seed": chosen["seed"], "runs": runs}, f, indent=1)
+        costs = ", ".join(f"seed {r['seed']}: {r['best_cost']:.4g}" for r in runs)
+        print(f"memops train {args.task}: best of {args.restarts} restarts by evaluation cost is seed "
+              f"{chosen['seed']} ({costs}); {os.path.join(out, 'best.pt')}", file=sys.stderr)
+    return 0
 
 
 def _train(args):

@@ -70,6 +70,30 @@ def test_resume_continues_exactly(tmp_path):
         assert ra["train_bits"] == rb["train_bits"] and ra["eval_bits"] == rb["eval_bits"]
 
 
+def test_restarts_keep_the_best_and_resume(tmp_path, capsys):
+    """--restarts 3: seeds 0, 1, 2 each in OUT/seedS (each the run --seed S would be), OUT/best.pt the
+    restart with the lowest evaluation cost; a second start is refused; --resume continues every one."""
+    out = tmp_path / "restarts"
+    assert train(out, "--restarts", "3", steps=2) == 0
+    assert train(tmp_path / "alone", "--seed", "1", steps=2) == 0
+    alone = load_checkpoint(tmp_path / "alone" / "checkpoint.pt")
+    one = load_checkpoint(out / "seed1" / "checkpoint.pt")
+    for key in alone["model"]:
+        torch.testing.assert_close(one["model"][key], alone["model"][key], rtol=0, atol=0, msg=key)
+    bests = {s: load_checkpoint(out / f"seed{s}" / "best.pt") for s in range(3)}
+    assert len({b["best"] for b in bests.values()}) > 1, "the seeds should give different costs"
+    chosen = min(range(3), key=lambda s: bests[s]["best"])
+    summary = json.load(open(out / "restarts.json"))
+    assert summary["best_seed"] == chosen and [r["seed"] for r in summary["runs"]] == [0, 1, 2]
+    assert load_checkpoint(out / "best.pt")["checksum"] == bests[chosen]["checksum"]
+    assert f"best of 3 restarts by evaluation cost is seed {chosen}" in capsys.readouterr().err
+
+    assert train(out, "--restarts", "3", steps=2) == 2
+    assert "restarts.json exists" in capsys.readouterr().err
+    assert train(out, "--restarts", "3", "--resume", steps=4) == 0
+    assert [load_checkpoint(out / f"seed{s}" / "checkpoint.pt")["step"] for s in range(3)] == [4, 4, 4]
+
+
 def test_resume_needs_a_checkpoint(tmp_path, capsys):
     assert train(tmp_path, "--resume") == 2
     assert "no checkpoint to resume at" in capsys.readouterr().err
