@@ -25,7 +25,12 @@ namespace math {
 // norm[i]: the sum of squares of slot i on entry, max(|m_i|, eps) on return.
 template <typename T, typename A>
 MEMOPS_HD void clamp_slot_norms(const T* mem, int64_t N, int64_t W, A eps, A* norm) {
-  for (int64_t i = 0; i < N; ++i) norm[i] = clamp_norm(sqrt(norm[i]), eps);
+  int overflow = 0;  // (a flag reduction, so the hot loop stays branch-free and vectorises)
+  for (int64_t i = 0; i < N; ++i) {
+    norm[i] = clamp_norm(sqrt(norm[i]), eps);
+    overflow |= norm[i] == A(INFINITY);
+  }
+  if (!overflow) return;
   for (int64_t i = 0; i < N; ++i) {
     if (norm[i] == A(INFINITY)) norm[i] = clamp_norm(norm_rescaled<T, A>(mem + i * W, W), eps);
   }
@@ -64,7 +69,13 @@ MEMOPS_HD A similarity_row(const T* mem, const T* key, A* slot_norm, bool norms_
   MEMOPS_SIMD_SUM(kk)
   for (int64_t c = 0; c < W; ++c) kk += A(key[c]) * A(key[c]);
   const A key_norm = clamp_norm(norm_of(key, W, kk), eps);
-  for (int64_t i = 0; i < N; ++i) sim[i] /= key_norm * slot_norm[i];
+  int bad = 0;  // (a flag reduction: the hot loop stays branch-free)
+  for (int64_t i = 0; i < N; ++i) {
+    const A den = key_norm * slot_norm[i];
+    sim[i] /= den;
+    bad |= !(is_finite(sim[i]) & is_finite(den));
+  }
+  if (!bad) return key_norm;
   // where k.m_i or the denominator overflowed (or an input is not finite), from k / |k|' and m_i / |m_i|'
   for (int64_t i = 0; i < N; ++i) {
     if (!is_finite(sim[i]) || !is_finite(key_norm * slot_norm[i])) {
