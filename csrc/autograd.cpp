@@ -138,6 +138,26 @@ class Write : public torch::autograd::Function<Write> {
   }
 };
 
+class AttentionGru : public torch::autograd::Function<AttentionGru> {
+ public:
+  static T forward(AutogradContext* ctx, const T& xr, const T& xh, const T& ur, const T& uh, const T& bu,
+                   const T& gates, const T& h0, const OT& mask) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    T out = memops::attention_gru(xr, xh, ur, uh, bu, gates, h0, mask);
+    // The states (the output, kept anyway) are every h_{i-1} the backward needs; the gates r, u, c
+    // of each step are recomputed from them (one GEMM per fact, as in forward) rather than saved
+    // (three more B x F x D tensors).
+    ctx->save_for_backward({xr, xh, ur, uh, bu, gates, h0, mask.value_or(T()), out});
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    auto [gxr, gxh, gur, guh, gbu, gg, gh0] =
+        memops::attention_gru_backward(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], saved_optional(s[7]), s[8]);
+    return {gxr, gxh, gur, guh, gbu, gg, gh0, T()};
+  }
+};
+
 // Autograd kernel of a backward op: no derivative, so it must not be asked for one.
 template <typename... Args>
 void refuse_double_backward(const char* op, const Args&... args) {
@@ -171,6 +191,10 @@ TORCH_LIBRARY_IMPL(memops, Autograd, m) {
     return NtmAddress::apply(memory, keys, beta, gate, kernel, gamma, prev_weights, eps);
   });
   m.impl("read", [](const T& memory, const T& weights) { return Read::apply(memory, weights); });
+  m.impl("attention_gru", [](const T& xr, const T& xh, const T& ur, const T& uh, const T& bu, const T& gates,
+                             const T& h0, const OT& mask) {
+    return AttentionGru::apply(xr, xh, ur, uh, bu, gates, h0, mask);
+  });
   m.impl("write", [](const T& memory, const T& weights, const OT& erase, const T& add) {
     return Write::apply(memory, weights, erase, add);
   });
@@ -210,6 +234,12 @@ TORCH_LIBRARY_IMPL(memops, Autograd, m) {
     refuse_double_backward("read", grad, memory, weights);
     at::AutoDispatchBelowADInplaceOrView guard;
     return memops::read_backward(grad, memory, weights);
+  });
+  m.impl("_attention_gru_backward", [](const T& grad, const T& xr, const T& xh, const T& ur, const T& uh,
+                                       const T& bu, const T& gates, const T& h0, const OT& mask, const T& out) {
+    refuse_double_backward("attention_gru", grad, xr, xh, ur, uh, bu, gates, h0, mask, out);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return memops::attention_gru_backward(grad, xr, xh, ur, uh, bu, gates, h0, mask, out);
   });
   m.impl("_write_backward", [](const T& grad, const T& memory, const T& weights, const OT& erase,
                                const T& add) {

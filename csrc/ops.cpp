@@ -35,6 +35,13 @@ TORCH_LIBRARY(memops, m) {
   m.def("_read_backward(Tensor grad, Tensor memory, Tensor weights) -> (Tensor, Tensor)");
 
   // erase=None is the NSE write (e = 1). Its backward returns an empty grad_erase then.
+  // DMN+'s attention GRU over facts: every state (B, F, D). Its backward takes the states (out).
+  m.def("attention_gru(Tensor xr, Tensor xh, Tensor ur, Tensor uh, Tensor bu, Tensor gates, Tensor h0, "
+        "Tensor? mask) -> Tensor");
+  m.def("_attention_gru_backward(Tensor grad, Tensor xr, Tensor xh, Tensor ur, Tensor uh, Tensor bu, "
+        "Tensor gates, Tensor h0, Tensor? mask, Tensor out) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+
   m.def("write(Tensor memory, Tensor weights, Tensor? erase, Tensor add) -> Tensor");
   m.def("_write_backward(Tensor grad, Tensor memory, Tensor weights, Tensor? erase, Tensor add) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
@@ -142,6 +149,22 @@ std::tuple<T, T, T, T> write_backward(const T& grad, const T& memory, const T& w
   MEMOPS_HANDLE("_write_backward",
                 std::tuple<T, T, T, T>(const T&, const T&, const T&, const OT&, const T&));
   return op.call(grad, memory, weights, erase, add);
+}
+
+T attention_gru(const T& xr, const T& xh, const T& ur, const T& uh, const T& bu, const T& gates, const T& h0,
+                const OT& mask) {
+  MEMOPS_HANDLE("attention_gru",
+                T(const T&, const T&, const T&, const T&, const T&, const T&, const T&, const OT&));
+  return op.call(xr, xh, ur, uh, bu, gates, h0, mask);
+}
+
+std::tuple<T, T, T, T, T, T, T> attention_gru_backward(const T& grad, const T& xr, const T& xh, const T& ur,
+                                                       const T& uh, const T& bu, const T& gates,
+                                                       const T& h0, const OT& mask, const T& out) {
+  MEMOPS_HANDLE("_attention_gru_backward",
+                std::tuple<T, T, T, T, T, T, T>(const T&, const T&, const T&, const T&, const T&,
+                                                const T&, const T&, const T&, const OT&, const T&));
+  return op.call(grad, xr, xh, ur, uh, bu, gates, h0, mask, out);
 }
 
 #undef MEMOPS_HANDLE

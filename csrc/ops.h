@@ -48,4 +48,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> write_backward(
     const at::Tensor& grad, const at::Tensor& memory, const at::Tensor& weights,
     const c10::optional<at::Tensor>& erase, const at::Tensor& add);
 
+at::Tensor attention_gru(const at::Tensor& xr, const at::Tensor& xh, const at::Tensor& ur, const at::Tensor& uh,
+                         const at::Tensor& bu, const at::Tensor& gates, const at::Tensor& h0,
+                         const c10::optional<at::Tensor>& mask);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+attention_gru_backward(const at::Tensor& grad, const at::Tensor& xr, const at::Tensor& xh, const at::Tensor& ur,
+                       const at::Tensor& uh, const at::Tensor& bu, const at::Tensor& gates, const at::Tensor& h0,
+                       const c10::optional<at::Tensor>& mask, const at::Tensor& out);
+
 }  // namespace memops

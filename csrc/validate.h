@@ -87,15 +87,15 @@ inline void check_first_float(const char* op, const at::Tensor& t, const char* n
                    " must be a floating-point tensor, got ", dtype_name(t.scalar_type()));
 }
 
-inline void check_mask(const char* op, const c10::optional<at::Tensor>& mask, const at::Tensor& memory,
-                       Dims& dims) {
+// The mask: bool, on the device of the first input (`first_name`), shape `letters`.
+inline void check_mask(const char* op, const c10::optional<at::Tensor>& mask, const at::Tensor& first,
+                       Dims& dims, const char* first_name = "memory", const char* letters = "BN") {
   if (!mask.has_value()) return;
   TORCH_CHECK_TYPE(mask->scalar_type() == at::kBool, op, ": mask must be a bool tensor, got ",
                    dtype_name(mask->scalar_type()));
-  TORCH_CHECK_VALUE(mask->device() == memory.device(), op,
-                    ": mask must be on the device of memory (", memory.device(), "), got ",
-                    mask->device());
-  dims.check(*mask, "mask", "BN");
+  TORCH_CHECK_VALUE(mask->device() == first.device(), op, ": mask must be on the device of ", first_name,
+                    " (", first.device(), "), got ", mask->device());
+  dims.check(*mask, "mask", letters);
 }
 
 inline void check_similarity(const char* op, c10::string_view similarity, double eps) {
@@ -206,6 +206,29 @@ inline void check_write(const at::Tensor& memory, const at::Tensor& weights,
   dims.check(weights, "weights", "BHN");
   if (erase.has_value()) dims.check(*erase, "erase", "BHW");
   dims.check(add, "add", "BHW");
+}
+
+// B batch, F facts, D state width.
+inline void check_attention_gru(const at::Tensor& xr, const at::Tensor& xh, const at::Tensor& ur,
+                                const at::Tensor& uh, const at::Tensor& bu, const at::Tensor& gates,
+                                const at::Tensor& h0, const c10::optional<at::Tensor>& mask) {
+  const char* op = "attention_gru";
+  Dims dims(op);
+  check_first_float(op, xr, "xr");
+  check_float_like(op, xh, "xh", xr, "xr");
+  check_float_like(op, ur, "ur", xr, "xr");
+  check_float_like(op, uh, "uh", xr, "xr");
+  check_float_like(op, bu, "bu", xr, "xr");
+  check_float_like(op, gates, "gates", xr, "xr");
+  check_float_like(op, h0, "h0", xr, "xr");
+  dims.check(xr, "xr", "BFD");
+  dims.check(xh, "xh", "BFD");
+  dims.check(ur, "ur", "DD");
+  dims.check(uh, "uh", "DD");
+  dims.check(bu, "bu", "D");
+  dims.check(gates, "gates", "BF");
+  dims.check(h0, "h0", "BD");
+  check_mask(op, mask, xr, dims, "xr", "BF");
 }
 
 // A backward op's incoming gradient (name "grad") or saved forward output ("weights", "out"): the

@@ -14,7 +14,7 @@ import importlib
 
 from . import _library, reference
 from ._backend import available_backends, backend, get_backend, set_backend
-from .ops import content_address, content_scores, ntm_address, read, set_debug, sharpen, shift, write
+from .ops import attention_gru, content_address, content_scores, ntm_address, read, set_debug, sharpen, shift, write
 
 __version__ = "0.1.0"
 build_info = _library.build_info
@@ -38,6 +38,7 @@ __all__ = [
     "ntm_address",
     "read",
     "write",
+    "attention_gru",
     "backend",
     "set_backend",
     "get_backend",

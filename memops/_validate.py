@@ -44,14 +44,14 @@ def _floats(op, memory, first_name, **others):
             _float_like(op, t, name, memory, first_name)
 
 
-def _mask(op, mask, memory, dims):
+def _mask(op, mask, first, dims, first_name="memory", letters="BN"):
     if mask is None:
         return
     if mask.dtype != torch.bool:
         raise TypeError(f"{op}: mask must be a bool tensor, got {mask.dtype}")
-    if mask.device != memory.device:
-        raise ValueError(f"{op}: mask must be on the device of memory ({memory.device}), got {mask.device}")
-    dims.check(mask, "mask", "BN")
+    if mask.device != first.device:
+        raise ValueError(f"{op}: mask must be on the device of {first_name} ({first.device}), got {mask.device}")
+    dims.check(mask, "mask", letters)
 
 
 def _similarity(op, similarity, eps):
@@ -80,7 +80,7 @@ def arguments(op, args):
         if args[name] is not None or name not in spec.optional:
             dims.check(args[name], name, letters)
     if "mask" in spec.options:
-        _mask(op, args["mask"], args[first], dims)
+        _mask(op, args["mask"], args[first], dims, first, spec.mask_dims)
     if "S" in dims.sizes:
         _odd_shift(op, dims)
     if "eps" in spec.options:
@@ -131,12 +131,15 @@ def _at_most(op, name, t, high):
 
 
 def values(op, **tensors):
-    """The contract's value ranges: finite inputs; weights >= 0, gamma >= 1, gate in [0, 1]."""
+    """The contract's value ranges: finite inputs; weights >= 0, gamma >= 1, gate and gates in [0, 1]."""
     _finite(op, **tensors)
     if op in ("sharpen", "ntm_address"):
         _at_least(op, "gamma", tensors["gamma"], 1.0)
     if op == "sharpen":
         _at_least(op, "weights", tensors["weights"], 0.0)
+    if op == "attention_gru":
+        _at_least(op, "gates", tensors["gates"], 0.0)
+        _at_most(op, "gates", tensors["gates"], 1.0)
     if op == "ntm_address":
         _at_least(op, "gate", tensors["gate"], 0.0)
         _at_most(op, "gate", tensors["gate"], 1.0)

@@ -1,13 +1,14 @@
 """The public op contract of memops.
 
-Shapes: B batch, H heads, N memory slots, W slot width, S shift width (odd). Shapes are exact (no
-broadcasting); every floating input gets a gradient. Any of B, H, N, W of 0 gives an empty result (and
-gradients of the inputs' shapes: zeros where a sum runs over nothing). The CPU kernels take
+Shapes: B batch, H heads, N memory slots, W slot width, S shift width (odd); attention_gru: F facts,
+D state width. Shapes are exact (no broadcasting); every floating input gets a gradient. Any of B, H, N,
+W of 0 gives an empty result (and gradients of the inputs' shapes: zeros where a sum runs over nothing).
+The CPU kernels take
 float32 and float64; the CUDA and Triton kernels also float16 and bfloat16 (accumulating in float32).
 Each op takes `backend=` ("auto", "cpp", "cuda", "triton", "reference", "cuda_emu"; see memops._backend).
 
 Bad shapes, dtypes and devices raise ValueError / TypeError naming the argument and the shape it
-should have. Value ranges (gamma >= 1, weights >= 0, gate in [0, 1], finite inputs) are checked only
+should have. Value ranges (gamma >= 1, weights >= 0, gate and gates in [0, 1], finite inputs) are checked only
 in debug mode: memops.set_debug(True) or MEMOPS_DEBUG=1.
 
 NaN policy (debug mode off): NaN propagates, as in PyTorch's own ops, on every backend: a NaN input makes
@@ -144,4 +145,29 @@ def write(memory, weights, erase, add, *, backend=None):
     return lib.write(memory, weights, erase, add)
 
 
-__all__ = ["content_address", "content_scores", "shift", "sharpen", "ntm_address", "read", "write", "set_debug"]
+def attention_gru(xr, xh, ur, uh, bu, gates, h0, *, mask=None, backend=None):
+    """DMN+'s attention GRU over a story's facts, every state at once.
+
+    For each batch row, from h_{-1} = h0 and over the facts i = 0..F-1:
+        r_i = sigmoid(xr_i + ur h_{i-1}),   c_i = tanh(xh_i + r_i * (uh h_{i-1} + bu)),
+        h_i = g_i c_i + (1 - g_i) h_{i-1}
+    xr, xh (B,F,D), ur, uh (D,D) (nn.Linear's layout: out x in), bu (D), gates (B,F) in [0,1],
+    h0 (B,D), mask (B,F) bool or None -> states (B,F,D); the episode is states[:, -1] when every
+    padded fact is masked. A fact where mask is False (padding, or beyond a row's length: pass
+    mask = arange(F) < lengths[:, None]) leaves h unchanged and gets zero gradients.
+
+    The op's boundary: the input projections xr = f W_r^T + b_r and xh = f W^T + b of all facts are
+    one large GEMM with no dependence between facts, which the caller runs at full speed (a Linear
+    of 2D outputs, or a cached one: the facts are the same in every pass of the episodic memory);
+    what is sequential, and what the op fuses, is the scan: F steps of two D x D matvecs and a
+    dozen elementwise ops per batch row. b_r and b fold into the projections; bu stays inside the
+    reset gate (r_i * (uh h + bu)), as in the GRU of cuDNN and torch.nn.GRU.
+    """
+    args = dict(xr=xr, xh=xh, ur=ur, uh=uh, bu=bu, gates=gates, h0=h0, mask=mask)
+    lib = _library_of("attention_gru", backend, args)
+    if lib is None:
+        return reference.attention_gru(xr, xh, ur, uh, bu, gates, h0, mask=mask)
+    return lib.attention_gru(xr, xh, ur, uh, bu, gates, h0, mask)
+
+
+__all__ = ["content_address", "content_scores", "shift", "sharpen", "ntm_address", "read", "write", "attention_gru", "set_debug"]

@@ -103,4 +103,22 @@ def write(memory, weights, erase, add):
     return memory * keep + (w * add[:, :, None, :]).sum(dim=1)
 
 
-__all__ = ["content_address", "content_scores", "shift", "sharpen", "ntm_address", "read", "write"]
+def attention_gru(xr, xh, ur, uh, bu, gates, h0, *, mask=None):
+    """DMN+'s attention GRU over facts i = 0..F-1 -> every state h_i (B,F,D), from h_{-1} = h0:
+
+    r_i = sigmoid(xr_i + ur h_{i-1}),  c_i = tanh(xh_i + r_i * (uh h_{i-1} + bu)),
+    h_i = g_i c_i + (1 - g_i) h_{i-1};  a fact where mask (B,F) is False leaves h unchanged.
+    """
+    h = h0
+    states = []
+    for i in range(xr.shape[1]):
+        r = torch.sigmoid(xr[:, i] + h @ ur.T)
+        c = torch.tanh(xh[:, i] + r * (h @ uh.T + bu))
+        g = gates[:, i, None]
+        new = g * c + (1 - g) * h
+        h = new if mask is None else torch.where(mask[:, i, None], new, h)
+        states.append(h)
+    return torch.stack(states, dim=1) if states else h0[:, None, :][:, :0]  # F = 0: (B, 0, D)
+
+
+__all__ = ["content_address", "content_scores", "shift", "sharpen", "ntm_address", "read", "write", "attention_gru"]

@@ -2,7 +2,8 @@
 the argument order of its backward op. Validation, fake kernels, `memops check`, the test input
 makers and the benchmarks read their shape facts from here (csrc/ops.cpp holds the same schemas).
 
-Dims are letters: B batch, H heads, N slots, W slot width, S shift width.
+Dims are letters: B batch, H heads, N slots, W slot width, S shift width; F facts and D state width
+(attention_gru).
 """
 
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ class OpSpec:
     options: tuple = ()  # the arguments after the tensors, in schema order (no gradient)
     optional: tuple = ()  # tensors that may be None (write's erase)
     backward: tuple = ()  # the arguments of _<name>_backward: "grad", inputs, options, saved output
+    mask_dims: str = "BN"  # the mask's dims, where the op takes one
 
     @property
     def inputs(self):
@@ -64,6 +66,12 @@ SPECS = {
                backward=("grad", "memory", "weights")),
         OpSpec("write", (("memory", "BNW"), ("weights", "BHN"), ("erase", "BHW"), ("add", "BHW")), out="BNW",
                optional=("erase",), backward=("grad", "memory", "weights", "erase", "add")),
+        # DMN+'s attention GRU over facts (F) with state width D: input projections xr, xh, recurrent
+        # weights ur, uh and bias bu, attention gates, initial state h0 -> every state
+        OpSpec("attention_gru",
+               (("xr", "BFD"), ("xh", "BFD"), ("ur", "DD"), ("uh", "DD"), ("bu", "D"), ("gates", "BF"),
+                ("h0", "BD")), out="BFD", options=("mask",), mask_dims="BF",
+               backward=("grad", "xr", "xh", "ur", "uh", "bu", "gates", "h0", "mask", "out")),
     ]
 }
 

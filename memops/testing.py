@@ -16,6 +16,7 @@ from .spec import SPECS
 # ---------------------------------------------------------------------------------------------------
 # Inputs in the ranges a model gives them (never zeros): memory and keys normal, beta in [0, 5],
 # weights and kernels from a softmax, gamma in [1, 5], gate and erase in [0, 1], add normal.
+# attention_gru has F facts and D state width: the sizes N and W stand for them.
 
 
 def _values(op, name, shape, gen, W):
@@ -40,6 +41,18 @@ def _values(op, name, shape, gen, W):
         return rand()
     if name == "add":
         return randn()
+    # attention_gru: projected inputs normal; recurrent weights at nn.GRU's scale 1/sqrt(D) (states
+    # neither saturated nor vanishing); gates in [0, 1]; h0 a state in (-1, 1)
+    if name in ("xr", "xh"):
+        return randn()
+    if name in ("ur", "uh"):
+        return randn() / max(1, shape[-1]) ** 0.5
+    if name == "bu":
+        return 0.5 * randn()
+    if name == "gates":
+        return rand()
+    if name == "h0":
+        return torch.tanh(randn())
     raise KeyError(name)
 
 
@@ -62,7 +75,7 @@ def sample_inputs(op, B=2, H=3, N=5, W=4, S=3, *, seed=0, mask=None, similarity=
     schema order (write's erase is None when erase=False), drawn in float64 from `seed` and then cast;
     options the op's keyword arguments (mask, similarity, eps where the op has them)."""
     spec = SPECS[op]
-    sizes = dict(B=B, H=H, N=N, W=W, S=S)
+    sizes = dict(B=B, H=H, N=N, W=W, S=S, F=N, D=W)
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
     for name, dims in spec.tensors:
