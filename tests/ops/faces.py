@@ -17,9 +17,6 @@ from hypothesis import strategies as st
 
 import memops
 from bad_inputs import ALL, BACKWARD_CASES, CASES, CASES_DTYPE_NAMES, DEBUG_CASES, error_of, f64, run_path, valid
-from bad_inputs import B as VB
-from bad_inputs import H as VH
-from bad_inputs import N as VN
 from helpers import (DTYPES, assert_close, backward_schema_args, check_against_reference, check_noncontiguous,
                      covering, forward_backward, gradcheck_op, lib_of, make_inputs, output_shape, random_grad,
                      require_backend, require_device, requires_grad, schema_args, seed_of, to)
@@ -34,6 +31,8 @@ def _variants(op):
         return [dict(mask="random", similarity="cosine"), dict(mask="empty_row", similarity="dot")]
     if op == "write":
         return [dict(erase=True), dict(erase=False)]
+    if op == "attention_gru":
+        return [dict(mask="random"), dict(mask="none")]
     return [{}]
 
 
@@ -53,6 +52,17 @@ def _nan_cases(op):
     return cases
 
 
+def _masked(op, kind):
+    """The mask keyword of the ops that take one (content_address, attention_gru), else nothing."""
+    return dict(mask=kind) if op in ("content_address", "attention_gru") else {}
+
+
+def _facts(op, N):
+    """attention_gru reads N as its fact count F, a sequential scan: the GPU sizes (thousands of slots,
+    there to span blocks) are capped for it, the emulator running each step of the scan."""
+    return min(N, 40) if op == "attention_gru" else N
+
+
 def pairwise_cases(op):
     """The interpreter's grid: every pair of parameter values in some case (helpers.covering)."""
     full = {"dtype": DTYPES, "N": (1, 3, 127, 129)}
@@ -63,6 +73,8 @@ def pairwise_cases(op):
         rest["variant"] = tuple((m, s) for m in ("none", "random", "empty_row") for s in ("cosine", "dot"))
     if op == "write":
         rest["erase"] = (True, False)
+    if op == "attention_gru":
+        rest["mask"] = ("none", "random", "empty_row")
     return covering(full, rest)
 
 
@@ -113,6 +125,8 @@ def test_matches_reference_pairwise(op, backend, device, pairwise):
         kw["mask"], kw["similarity"] = row["variant"]
     if op == "write":
         kw["erase"] = row["erase"]
+    if op == "attention_gru":
+        kw["mask"] = row["mask"]
     seed = seed_of("triton", op, tuple(sorted(kw.items())))
     tensors, kwargs = make_inputs(op, seed=seed, **kw)
     check_against_reference(op, tensors, kwargs, row["dtype"], device, backend, seed=seed)
@@ -121,7 +135,7 @@ def test_matches_reference_pairwise(op, backend, device, pairwise):
 @pytest.mark.interpreter_only
 @pytest.mark.parametrize("kind", ["sliced", "transposed", "expanded"])
 def test_noncontiguous_small(op, backend, device, kind):
-    kw = dict(mask="random") if op == "content_address" else {}
+    kw = _masked(op, "random")
     tensors, kwargs = make_inputs(op, B=3, H=2, N=9, W=5, S=3, seed=11, **kw)
     check_noncontiguous(op, tensors, kwargs, kind, torch.float64, device, backend, seed=11)
 
@@ -129,7 +143,7 @@ def test_noncontiguous_small(op, backend, device, kind):
 @pytest.mark.interpreter_only
 def test_gradcheck_one_seed(op, backend, device):
     """gradcheck in float64, one seed: each numerical Jacobian is hundreds of interpreted launches."""
-    kw = dict(mask="empty_row") if op == "content_address" else {}
+    kw = _masked(op, "empty_row")
     tensors, kwargs = make_inputs(op, B=2, H=2, N=5, W=3, S=3, seed=0, **kw)
     gradcheck_op(op, tensors, kwargs, backend)
 
@@ -278,6 +292,14 @@ def test_edge_values_give_no_nan(op, backend, device):
                 prev_weights=weights, gamma=torch.tensor([[30.0, 1.0], [1.0, 7.0]]),
                 kernel=torch.softmax(torch.randn(B, H, S, generator=gen), -1),
                 gate=torch.tensor([[1.0, 0.0], [0.5, 1.0]]), erase=erase, add=torch.randn(B, H, W, generator=gen))
+    F, D = 9, 8  # attention_gru: saturated sigmoid and tanh, gates exactly 0 and 1, a zero state
+    xr = 30 * torch.randn(B, F, D, generator=gen)
+    xr[0, 0] = 1e4
+    xh = 30 * torch.randn(B, F, D, generator=gen)
+    xh[1, 2] = -1e4
+    base.update(xr=xr, xh=xh, ur=10 * torch.randn(D, D, generator=gen), uh=10 * torch.randn(D, D, generator=gen),
+                bu=torch.zeros(D), gates=torch.tensor([[0.0, 1.0, 0.5, 1.0, 0.0, 0.0, 1.0, 0.3, 1.0]] * B),
+                h0=torch.zeros(B, D))
     names = memops.spec.SPECS[op].inputs
     t = {k: base[k].clone().to(device).requires_grad_(True) for k in names}
     out = getattr(memops, op)(**t, backend=backend)
@@ -519,10 +541,11 @@ def test_backward_op_checks_its_saved_output(op, cpp):
     if saved is None:
         pytest.skip(f"_{op}_backward takes no saved output")
     tensors, kwargs = valid(op)
-    args = list(backward_schema_args(op, tensors, kwargs, f64(VB, VH, VN)))
+    shape = output_shape(op, tensors)
+    args = list(backward_schema_args(op, tensors, kwargs, f64(*shape)))
     index = memops.spec.SPECS[op].backward.index(saved)
-    assert args[index].shape == (VB, VH, VN)
-    args[index] = f64(VB, VH, VN - 1)  # the saved forward output, one slot short
+    assert args[index].shape == shape
+    args[index] = f64(*shape[:-1], shape[-1] - 1)  # the saved forward output, one short in its last dim
     fn = getattr(torch.ops.memops, f"_{op}_backward")
     real = error_of(lambda: fn(*args))
     fake = error_of(lambda: fn(*[a.to("meta") if isinstance(a, torch.Tensor) else a for a in args]))
@@ -565,6 +588,8 @@ def test_debug_mode_accepts_valid_values(op, backend_name):
             tensors["gamma"][0, 0] = 1.0  # the bound itself is allowed
         if op == "ntm_address":
             tensors["gate"][0, 0], tensors["gate"][0, 1] = 0.0, 1.0
+        if op == "attention_gru":
+            tensors["gates"][0, 0], tensors["gates"][0, 1] = 0.0, 1.0
         getattr(memops, op)(*tensors.values(), **kwargs, backend=backend_name)
     finally:
         memops.set_debug(False)
@@ -581,7 +606,7 @@ def test_half_types(op, backend, device, N, dtype):
     """float16 / bfloat16 storage, float32 accumulation: within the half-type tolerances of the float64
     reference, or within 3x of the reference's own error in that dtype."""
     seed = seed_of("half", op, N)
-    tensors, kwargs = make_inputs(op, B=3, H=2, N=N, W=20, S=3, seed=seed, **_variants(op)[0])
+    tensors, kwargs = make_inputs(op, B=3, H=2, N=_facts(op, N), W=20, S=3, seed=seed, **_variants(op)[0])
     check_against_reference(op, tensors, kwargs, dtype, device, backend, seed=seed)
 
 
@@ -593,7 +618,7 @@ def test_sizes_past_one_block(op, backend, device, N, W):
     variants = ([dict(similarity="cosine", mask="none"), dict(similarity="dot", mask="empty_row")]
                 if op == "content_address" else _variants(op))
     for variant in variants:
-        tensors, kwargs = make_inputs(op, B=2, H=3, N=N, W=W, S=5, seed=seed, **variant)
+        tensors, kwargs = make_inputs(op, B=2, H=3, N=_facts(op, N), W=W, S=5, seed=seed, **variant)
         check_against_reference(op, tensors, kwargs, torch.float32, device, backend, seed=seed)
 
 
@@ -611,7 +636,7 @@ def test_device_mismatch_is_a_clear_error(op, backend, device):
 def test_bitwise_deterministic(op, backend, device):
     """The same inputs give bitwise the same output and gradients, at a size that splits rows over blocks."""
     seed = seed_of("determinism", op)
-    tensors, kwargs = make_inputs(op, B=3, H=2, N=4097, W=64, S=5, seed=seed, **_variants(op)[0])
+    tensors, kwargs = make_inputs(op, B=3, H=2, N=_facts(op, 4097), W=64, S=5, seed=seed, **_variants(op)[0])
     cast = {k: to(v, torch.float32, device) for k, v in tensors.items()}
     kw = {k: to(v, None, device) for k, v in kwargs.items()}
 
@@ -662,6 +687,8 @@ def _property_cases(draw, op):
                        similarity=draw(st.sampled_from(["cosine", "dot"])))
     if op == "write":
         variant = dict(erase=draw(st.booleans()))
+    if op == "attention_gru":
+        variant = dict(mask=draw(st.sampled_from(["none", "random", "empty_row"])))
     values = dict(
         seed=draw(st.integers(0, 2 ** 31 - 1)),
         # flat to peaked weightings. Sharper ones (softmax(4 x) with gamma up to 10) hit the known

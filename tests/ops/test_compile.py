@@ -16,9 +16,10 @@ from memops.spec import OPS
 
 def make_step(backend):
     """One NTM step (address -> read -> write), then the memory-network side on the new memory (also
-    the scores without softmax), with every op on `backend`."""
+    the scores without softmax, and an attention-GRU episode over the slots), with every op on `backend`."""
 
-    def step(memory, keys, beta, gate, kernel, gamma, prev_weights, erase, add, query, query_beta, mask):
+    def step(memory, keys, beta, gate, kernel, gamma, prev_weights, erase, add, query, query_beta, ur, uh, bu,
+             mask):
         w = memops.ntm_address(memory, keys, beta, gate, kernel, gamma, prev_weights, backend=backend)
         r = memops.read(memory, w, backend=backend)
         memory = memops.write(memory, w, erase, add, backend=backend)
@@ -28,7 +29,9 @@ def make_step(backend):
         p = memops.sharpen(s, gamma, backend=backend)
         r2 = memops.read(memory, p, backend=backend)
         q = memops.content_scores(memory, query, query_beta, mask=mask, backend=backend)  # MemN2N's linear start
-        return r, memory, w, p, r2, q
+        # an episode of DMN+ over the memory's slots as facts, gated by the attention of head 0
+        e = memops.attention_gru(memory, 0.5 * memory, ur, uh, bu, c[:, 0], r[:, 0], mask=mask, backend=backend)
+        return r, memory, w, p, r2, q, e
 
     return step
 
@@ -53,7 +56,8 @@ def inputs(B=3, H=2, N=10, W=6, S=3, seed=0, noncontiguous=False):
     tensors = dict(memory=memory, keys=randn(B, H, W), beta=5 * rand(B, H), gate=rand(B, H),
                    kernel=torch.softmax(randn(B, H, S), -1), gamma=1 + 4 * rand(B, H),
                    prev_weights=torch.softmax(randn(B, H, N), -1), erase=rand(B, H, W), add=randn(B, H, W),
-                   query=randn(B, H, W) / W ** 0.5, query_beta=5 * rand(B, H))
+                   query=randn(B, H, W) / W ** 0.5, query_beta=5 * rand(B, H), ur=randn(W, W) / W ** 0.5,
+                   uh=randn(W, W) / W ** 0.5, bu=randn(W))
     return tensors, mask
 
 
