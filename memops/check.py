@@ -69,6 +69,7 @@ CASES = [
     Case("read", "read"),
     Case("write[erase]", "write"),
     Case("write[erase=None]", "write", dict(erase=None)),
+    Case("attention_gru[mask]", "attention_gru", mask=True),
 ]
 
 

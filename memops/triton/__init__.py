@@ -14,4 +14,4 @@ TRITON_INTERPRET=1 before triton is first imported (the test suite does, on mach
 
 import triton  # noqa: F401  (ImportError here means: no triton, no Triton backend)
 
-from . import content_address, content_scores, ntm_address, read, sharpen, shift, write  # noqa: F401,E402  (registers the ops)
+from . import attention_gru, content_address, content_scores, ntm_address, read, sharpen, shift, write  # noqa: F401,E402  (registers the ops)

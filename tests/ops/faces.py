@@ -156,6 +156,7 @@ SMALL_TILES = {  # module globals of memops/triton/<op>.py, shrunk so that rows 
     "shift": dict(_ROW_CAP=16, _TILE=64),
     "read": dict(_TILE=64, _MAX_H=2, _MAX_W=16),
     "write": dict(_TILE=64, _TILE_BWD=64, _MAX_W=16, _MAX_W_BWD=8),
+    "attention_gru": dict(_BLOCK_D=16, _BLOCK_N=4),
 }
 
 
