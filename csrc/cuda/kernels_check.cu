@@ -5,6 +5,7 @@
 // by content_address and ntm_address, comes with them: their lists include its kernels).
 #include "common.cuh"
 // (one include per op family, added with its kernels)
+#include "attention_gru_kernels.cuh"
 #include "content_address_kernels.cuh"
 #include "content_scores_kernels.cuh"
 #include "ntm_address_kernels.cuh"
@@ -19,6 +20,7 @@ namespace cuda {
 template <typename T>
 void list_every_kernel(KernelList& out) {
   (void)out;
+  list_attention_gru_kernels<T>(out);
   list_content_address_kernels<T>(out);
   list_content_scores_kernels<T>(out);
   list_ntm_address_kernels<T>(out);

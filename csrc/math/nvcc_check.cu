@@ -2,6 +2,7 @@
 // every row function for float and double. CI compiles this with nvcc (no GPU needed); it is not
 // part of the extension. Keep it calling every function in csrc/math/.
 #include "addressing.h"
+#include "gru.h"
 #include "memory.h"
 
 namespace memops {
@@ -27,6 +28,9 @@ __global__ void every_row_function(const T* mem, const T* key, const T* w, const
   write_slot(mem, w, key, key, int64_t(1), W, N, a);
   T* d = buf + 3 * N;  // write's outputs must not alias: four W-wide rows and a (H + 1) W scratch
   write_backward_slot(key, mem, w, key, key, int64_t(1), W, N, d, b, d + W, d + 2 * W, d + 3 * W);
+  const GruCell<T> cell(mem[0], mem[1], key[0], key[1], w[0]);
+  const GruCellGrad<T> cell_grad(cell, w[1], key[2], w[2]);
+  out[1] = cell.next(w[1], key[2]) + cell_grad.dxr + cell_grad.dxh + cell_grad.du + cell_grad.dg + cell_grad.dh_prev;
   out[0] = exp_nonpositive(T(-1)) + grad_gamma;
 }
 
