@@ -9,9 +9,13 @@
 // the GEMMs run several times faster (benchmarks/bench_ops.py attention_gru).
 //
 // Backward (BPTT over the facts, last to first) saves nothing beyond the forward's output: the states
-// are every h_{i-1}, and r, u, c of each step are recomputed from them by the same GEMM as forward.
-// The weight gradients are one GEMM per chunk over all its facts ([dxr | du]^T times h_{i-1}), summed
-// over chunks in chunk order (deterministic).
+// are every h_{i-1}, and r, u, c of each step are recomputed from them, the matvecs of all facts at
+// once (one large GEMM, not F small ones: they do not depend on the gradient). What stays sequential
+// is dh_{i-1} = (1 - g) dh + [dxr | du] [ur; uh], one GEMM per fact. The weight gradients are one
+// GEMM per chunk over all its facts ([dxr | du]^T times h_{i-1}), summed over chunks in chunk order
+// (deterministic).
+#include <vector>
+
 #include "../math/gru.h"
 #include "common.h"
 
@@ -19,9 +23,49 @@ namespace memops {
 namespace cpu {
 namespace {
 
-constexpr int64_t kRows = 64;  // batch rows per chunk: a GEMM of 64 x D x 2D is efficient
+constexpr int64_t kRows = 128;  // batch rows per chunk: DMN+'s batch of 100 is one GEMM per fact
 
 int64_t chunks(int64_t B) { return (B + kRows - 1) / kRows; }
+
+// The row loops below are compiled twice, for AVX2 + FMA and for the baseline (the build's flags),
+// and picked at load time: their sigmoid and tanh are most of the CPU time, and AVX2 halves it.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MEMOPS_ROW_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define MEMOPS_ROW_CLONES
+#endif
+
+// The forward of one fact of one batch row, over its D elements: proj = [ur h | uh h].
+template <typename scalar_t>
+MEMOPS_ROW_CLONES void forward_row(const scalar_t* __restrict__ xr, const scalar_t* __restrict__ xh,
+                                   const scalar_t* __restrict__ proj, const scalar_t* __restrict__ bu,
+                                   const scalar_t* __restrict__ h, scalar_t g, int64_t D,
+                                   scalar_t* __restrict__ h_new) {
+  for (int64_t j = 0; j < D; ++j) {
+    const math::GruCell<scalar_t> cell(xr[j], xh[j], proj[j], proj[D + j], bu[j]);
+    h_new[j] = cell.next(g, h[j]);
+  }
+}
+
+// The elementwise backward of one fact of one batch row, over its D elements. No pointer aliases
+// another and the gate's gradient is left in dg_parts (summed by the caller), so the loop vectorises
+// (with a reduction in it, or pointers that might alias, it ran ~10x slower).
+template <typename scalar_t>
+MEMOPS_ROW_CLONES void backward_row(const scalar_t* __restrict__ xr, const scalar_t* __restrict__ xh,
+                  const scalar_t* __restrict__ proj, const scalar_t* __restrict__ bu, const scalar_t* __restrict__ h,
+                  scalar_t g, int64_t D, scalar_t* __restrict__ dh, scalar_t* __restrict__ grad_xr,
+                  scalar_t* __restrict__ grad_xh, scalar_t* __restrict__ d2, scalar_t* __restrict__ dg_parts) {
+  for (int64_t j = 0; j < D; ++j) {
+    const math::GruCell<scalar_t> cell(xr[j], xh[j], proj[j], proj[D + j], bu[j]);
+    const math::GruCellGrad<scalar_t> cg(cell, g, h[j], dh[j]);
+    grad_xr[j] = cg.dxr;
+    grad_xh[j] = cg.dxh;
+    d2[j] = cg.dxr;
+    d2[D + j] = cg.du;
+    dh[j] = cg.dh_prev;
+    dg_parts[j] = cg.dg;
+  }
+}
 
 }  // namespace
 
@@ -62,12 +106,7 @@ at::Tensor attention_gru(const at::Tensor& xr_, const at::Tensor& xh_, const at:
               for (int64_t j = 0; j < D; ++j) h_new[j] = h[j];
               continue;
             }
-            const scalar_t* row = pp + (b - b0) * 2 * D;  // ur h, then uh h
-            const scalar_t g = pg[bi];
-            for (int64_t j = 0; j < D; ++j) {
-              const math::GruCell<scalar_t> cell(pxr[bi * D + j], pxh[bi * D + j], row[j], row[D + j], pbu[j]);
-              h_new[j] = cell.next(g, h[j]);
-            }
+            forward_row(pxr + bi * D, pxh + bi * D, pp + (b - b0) * 2 * D, pbu, h, pg[bi], D, h_new);
           }
         }
       }
@@ -98,6 +137,7 @@ attention_gru_backward(const at::Tensor& grad_, const at::Tensor& xr_, const at:
   const auto wt = w.t();
   // h_{i-1} of every fact, for the recomputation and the weight gradients
   const auto h_prev = at::cat({h0.unsqueeze(1), out.narrow(1, 0, F - 1)}, 1);
+  const auto proj = at::mm(h_prev.view({B * F, D}), wt).view({B, F, 2 * D});  // [ur h | uh h] of every fact
   auto grad_xr = at::empty({B, F, D}, opts), grad_xh = at::empty({B, F, D}, opts);
   auto grad_gates = at::empty({B, F}, opts), grad_h0 = at::empty({B, D}, opts);
   auto d2 = at::empty({B, F, 2 * D}, opts);  // [dxr | du] of every fact: the weights' gradient factor
@@ -110,6 +150,7 @@ attention_gru_backward(const at::Tensor& grad_, const at::Tensor& xr_, const at:
     const scalar_t* pbu = bu.data_ptr<scalar_t>();
     const scalar_t* pg = gates.data_ptr<scalar_t>();
     const scalar_t* phprev = h_prev.data_ptr<scalar_t>();
+    const scalar_t* pproj = proj.data_ptr<scalar_t>();
     const scalar_t* pgrad = grad.data_ptr<scalar_t>();
     const bool* keep = data_or_null<bool>(mask);
     scalar_t* pgxr = grad_xr.data_ptr<scalar_t>();
@@ -119,16 +160,13 @@ attention_gru_backward(const at::Tensor& grad_, const at::Tensor& xr_, const at:
     scalar_t* pgbu = grad_bu_parts.data_ptr<scalar_t>();
     at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
       at::AutoDispatchBelowADInplaceOrView guard;
-      auto proj = at::empty({kRows, 2 * D}, opts);
+      std::vector<scalar_t> dg_parts(D);
       for (int64_t chunk = begin; chunk < end; ++chunk) {
         const int64_t b0 = chunk * kRows, R = std::min(kRows, B - b0);
-        auto p = proj.narrow(0, 0, R);
-        const scalar_t* pp = p.data_ptr<scalar_t>();
         auto dh = grad_h0.narrow(0, b0, R);  // the gradient reaching h_i, then h_{i-1}, ..., then h0
         dh.zero_();
         scalar_t* pdh = dh.data_ptr<scalar_t>();
         for (int64_t i = F - 1; i >= 0; --i) {
-          at::mm_out(p, h_prev.select(1, i).narrow(0, b0, R), wt);
           for (int64_t b = b0; b < b0 + R; ++b) {
             const int64_t bi = b * F + i;
             scalar_t* dhb = pdh + (b - b0) * D;
@@ -140,19 +178,12 @@ attention_gru_backward(const at::Tensor& grad_, const at::Tensor& xr_, const at:
               pgg[bi] = scalar_t(0);
               continue;
             }
-            const scalar_t* row = pp + (b - b0) * 2 * D;
+            const scalar_t* row = pproj + bi * 2 * D;
             const scalar_t* h = phprev + bi * D;
-            const scalar_t g = pg[bi];
+            backward_row(pxr + bi * D, pxh + bi * D, row, pbu, h, pg[bi], D, dhb, pgxr + bi * D, pgxh + bi * D,
+                         d2b, dg_parts.data());
             math::Sum<scalar_t> dg = 0;
-            for (int64_t j = 0; j < D; ++j) {
-              const math::GruCell<scalar_t> cell(pxr[bi * D + j], pxh[bi * D + j], row[j], row[D + j], pbu[j]);
-              const math::GruCellGrad<scalar_t> cg(cell, g, h[j], dhb[j]);
-              pgxr[bi * D + j] = d2b[j] = cg.dxr;
-              pgxh[bi * D + j] = cg.dxh;
-              d2b[D + j] = cg.du;
-              dhb[j] = cg.dh_prev;
-              dg += cg.dg;
-            }
+            for (int64_t j = 0; j < D; ++j) dg += dg_parts[j];
             pgg[bi] = scalar_t(dg);
           }
           // through the matvecs: dh_{i-1} += ur^T dxr + uh^T du = [dxr | du] [ur; uh]

@@ -137,6 +137,11 @@ CASES = {
         (2, 3, 127, 20, 3, dict(similarity="cosine", mask="random")),
         (2, 2, 4097, 64, 3, dict(similarity="dot", mask="empty_row")),
     ],
+    "attention_gru": [  # N facts of state width W: rows past the warps (W > 4), columns past the block
+        (2, 1, 5, 3, 1, dict(mask="none")),
+        (3, 1, 7, 65, 1, dict(mask="empty_row")),  # 65 rows over 4 warps, a fully masked batch row
+        (1, 1, 3, 129, 1, dict(mask="random")),    # 129 columns over 128 threads
+    ],
 }
 PARAMS = [pytest.param(op, case, id=f"{op}-B{case[0]}H{case[1]}N{case[2]}W{case[3]}S{case[4]}"
                        + "".join(f"-{v}" for v in case[5].values()))
