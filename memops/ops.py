@@ -170,4 +170,5 @@ def attention_gru(xr, xh, ur, uh, bu, gates, h0, *, mask=None, backend=None):
     return lib.attention_gru(xr, xh, ur, uh, bu, gates, h0, mask)
 
 
-__all__ = ["content_address", "content_scores", "shift", "sharpen", "ntm_address", "read", "write", "attention_gru", "set_debug"]
+__all__ = ["content_address", "content_scores", "shift", "sharpen", "ntm_address", "read", "write", "attention_gru",
+           "set_debug"]

@@ -210,8 +210,8 @@ attention_gru_backward(const at::Tensor& grad_, const at::Tensor& xr_, const at:
             }
             const scalar_t* row = pproj + bi * 2 * D;
             const scalar_t* h = phprev + bi * D;
-            backward_row<scalar_t>(pxr + bi * D, pxh + bi * D, row, pbu, h, pg[bi], D, dhb, pgxr + bi * D, pgxh + bi * D,
-                         d2b, dg_parts.data());
+            backward_row<scalar_t>(pxr + bi * D, pxh + bi * D, row, pbu, h, pg[bi], D, dhb, pgxr + bi * D,
+                                   pgxh + bi * D, d2b, dg_parts.data());
             math::Sum<scalar_t> dg = 0;
             for (int64_t j = 0; j < D; ++j) dg += dg_parts[j];
             pgg[bi] = scalar_t(dg);

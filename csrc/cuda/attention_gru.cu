@@ -73,7 +73,8 @@ attention_gru_backward(const at::Tensor& grad_, const at::Tensor& xr_, const at:
         out_ptr<scalar_t>(grad_xr), out_ptr<scalar_t>(grad_xh), out_ptr<scalar_t>(grad_gates),
         out_ptr<scalar_t>(grad_h0), dxr_all.mutable_data_ptr<A>(), du_all.mutable_data_ptr<A>(), F, D);
     const int64_t total = 2 * D * D + D;
-    launch_kernel(attention_gru_weights_kernel<T>, grid_of(std::min<int64_t>(ceil_div(total, kGruWeightThreads), 65536)),
+    const dim3 grid = grid_of(std::min<int64_t>(ceil_div(total, kGruWeightThreads), 65536));
+    launch_kernel(attention_gru_weights_kernel<T>, grid,
         kGruWeightThreads, 0, on.stream, dxr_all.const_data_ptr<A>(), du_all.const_data_ptr<A>(),
         in_ptr<scalar_t>(h0), in_ptr<scalar_t>(out), out_ptr<scalar_t>(grad_ur), out_ptr<scalar_t>(grad_uh),
         out_ptr<scalar_t>(grad_bu), B, F, D);
