@@ -40,7 +40,7 @@ def git_commit():
 
 
 def extension():
-    cpu_sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/module.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    cpu_sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/module.cpp", "csrc/ntm_sequence.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     # csrc/cuda/kernels_check.cu is the nvcc compile check (tools/nvcc_check.sh), not a source
     cuda_sources = sorted(f for f in glob.glob("csrc/cuda/*.cu") if not f.endswith("kernels_check.cu"))
     with_cuda = (

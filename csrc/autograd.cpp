@@ -158,6 +158,63 @@ class AttentionGru : public torch::autograd::Function<AttentionGru> {
   }
 };
 
+// The whole NTM sequence: the forward op returns, after the outputs and final state, the tensors its
+// backward needs (csrc/ntm_sequence.cpp says which); they are outputs without gradient.
+class NtmSequence : public torch::autograd::Function<NtmSequence> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const T& x, const OT& lengths, const T& h, const T& c,
+                               const T& reads, const T& weights, const T& memory, at::TensorList controller_weights,
+                               const T& head_weight, const T& head_bias, const OT& output_weight,
+                               const OT& output_bias, int64_t read_heads, int64_t shift_width,
+                               c10::string_view controller, double eps) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [y, h1, c1, r1, w1, m1, saved] =
+        memops::ntm_sequence(x, lengths, h, c, reads, weights, memory, controller_weights, head_weight, head_bias,
+                             output_weight, output_bias, read_heads, shift_width, controller, eps);
+    ctx->mark_non_differentiable(saved);
+    ctx->set_materialize_grads(false);  // the backward makes the zeros it needs, none for `saved`
+    variable_list to_save = {x, lengths.value_or(T()), head_weight, output_weight.value_or(T())};
+    to_save.insert(to_save.end(), controller_weights.begin(), controller_weights.end());
+    to_save.insert(to_save.end(), saved.begin(), saved.end());
+    ctx->save_for_backward(to_save);
+    ctx->saved_data["controller_weights"] = static_cast<int64_t>(controller_weights.size());
+    ctx->saved_data["read_heads"] = read_heads;
+    ctx->saved_data["shift_width"] = shift_width;
+    ctx->saved_data["controller"] = std::string(controller);
+    ctx->saved_data["eps"] = eps;
+    variable_list out = {y, h1, c1, r1, w1, m1};
+    out.insert(out.end(), saved.begin(), saved.end());
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const int64_t n_cw = ctx->saved_data["controller_weights"].toInt();
+    const T &x = s[0], &head_weight = s[2];
+    const OT lengths = saved_optional(s[1]), output_weight = saved_optional(s[3]);
+    const variable_list cw(s.begin() + 4, s.begin() + 4 + n_cw), saved(s.begin() + 4 + n_cw, s.end());
+    const bool lstm = ctx->saved_data["controller"].toStringRef() == "lstm";
+    // the final state's shapes are those of the saved states (hs, cs: (L, T+1, B, C); reads, weights,
+    // memories: (T+1, B, ...))
+    const int64_t O = output_weight.has_value() ? output_weight->size(0)
+                                                : head_weight.size(1) + saved[5].size(2) * saved[5].size(3);
+    auto grad_or_zeros = [&](size_t i, const T& like) { return grads[i].defined() ? grads[i] : at::zeros_like(like); };
+    const T empty = at::empty({0}, x.options());
+    const T gy = grads[0].defined() ? grads[0] : at::zeros({x.size(0), x.size(1), O}, x.options());
+    const T gh = lstm ? grad_or_zeros(1, saved[0].select(1, 0)) : empty;
+    const T gc = lstm ? grad_or_zeros(2, saved[1].select(1, 0)) : empty;
+    auto [g_x, g_h, g_c, g_r, g_w, g_m, g_cw, g_hw, g_hb, g_ow, g_ob] = memops::ntm_sequence_backward(
+        gy, gh, gc, grad_or_zeros(3, saved[5].select(0, 0)), grad_or_zeros(4, saved[6].select(0, 0)),
+        grad_or_zeros(5, saved[4].select(0, 0)), x, lengths, cw, head_weight, output_weight, saved,
+        ctx->saved_data["read_heads"].toInt(), ctx->saved_data["shift_width"].toInt(),
+        ctx->saved_data["controller"].toStringRef(), ctx->saved_data["eps"].toDouble());
+    variable_list out = {g_x, T(), lstm ? g_h : T(), lstm ? g_c : T(), g_r, g_w, g_m};
+    out.insert(out.end(), g_cw.begin(), g_cw.end());
+    out.insert(out.end(), {g_hw, g_hb, output_weight.has_value() ? g_ow : T(), output_weight.has_value() ? g_ob : T()});
+    out.insert(out.end(), {T(), T(), T(), T()});  // read_heads, shift_width, controller, eps
+    return out;
+  }
+};
+
 // Autograd kernel of a backward op: no derivative, so it must not be asked for one.
 template <typename... Args>
 void refuse_double_backward(const char* op, const Args&... args) {
@@ -197,6 +254,17 @@ TORCH_LIBRARY_IMPL(memops, Autograd, m) {
   });
   m.impl("write", [](const T& memory, const T& weights, const OT& erase, const T& add) {
     return Write::apply(memory, weights, erase, add);
+  });
+  m.impl("ntm_sequence", [](const T& x, const OT& lengths, const T& h, const T& c, const T& reads,
+                            const T& weights, const T& memory, at::TensorList controller_weights,
+                            const T& head_weight, const T& head_bias, const OT& output_weight,
+                            const OT& output_bias, int64_t read_heads, int64_t shift_width,
+                            c10::string_view controller, double eps) {
+    const variable_list out =
+        NtmSequence::apply(x, lengths, h, c, reads, weights, memory, controller_weights, head_weight, head_bias,
+                           output_weight, output_bias, read_heads, shift_width, controller, eps);
+    return NtmSequenceOut(out[0], out[1], out[2], out[3], out[4], out[5],
+                          std::vector<T>(out.begin() + 6, out.end()));
   });
 
   // The backward ops: refuse double backward, else run the device kernel.
@@ -246,6 +314,19 @@ TORCH_LIBRARY_IMPL(memops, Autograd, m) {
     refuse_double_backward("write", grad, memory, weights, erase, add);
     at::AutoDispatchBelowADInplaceOrView guard;
     return memops::write_backward(grad, memory, weights, erase, add);
+  });
+  m.impl("_ntm_sequence_backward", [](const T& grad_y, const T& grad_h, const T& grad_c, const T& grad_reads,
+                                      const T& grad_weights, const T& grad_memory, const T& x, const OT& lengths,
+                                      at::TensorList controller_weights, const T& head_weight,
+                                      const OT& output_weight, at::TensorList saved, int64_t read_heads,
+                                      int64_t shift_width, c10::string_view controller, double eps) {
+    refuse_double_backward("ntm_sequence", grad_y, grad_h, grad_c, grad_reads, grad_weights, grad_memory, x,
+                           head_weight, output_weight);
+    for (const T& t : controller_weights) refuse_double_backward("ntm_sequence", t);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return memops::ntm_sequence_backward(grad_y, grad_h, grad_c, grad_reads, grad_weights, grad_memory, x,
+                                         lengths, controller_weights, head_weight, output_weight, saved,
+                                         read_heads, shift_width, controller, eps);
   });
 }
 

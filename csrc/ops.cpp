@@ -45,6 +45,20 @@ TORCH_LIBRARY(memops, m) {
   m.def("write(Tensor memory, Tensor weights, Tensor? erase, Tensor add) -> Tensor");
   m.def("_write_backward(Tensor grad, Tensor memory, Tensor weights, Tensor? erase, Tensor add) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
+
+  // A whole memops.nn.NTM sequence (csrc/ntm_sequence.cpp): outputs (T, B, O), the final state
+  // (h, c, reads, weights, memory) and the tensors its backward needs (`saved`, not differentiable).
+  // controller_weights: per layer w_ih, w_hh, b_ih, b_hh (lstm) or weight, bias (feedforward); h and
+  // c are empty for feedforward. lengths (B,) or None: steps t >= lengths[b] leave row b unchanged.
+  m.def("ntm_sequence(Tensor x, Tensor? lengths, Tensor h, Tensor c, Tensor reads, Tensor weights, "
+        "Tensor memory, Tensor[] controller_weights, Tensor head_weight, Tensor head_bias, "
+        "Tensor? output_weight, Tensor? output_bias, int read_heads, int shift_width, str controller, "
+        "float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor[])");
+  m.def("_ntm_sequence_backward(Tensor grad_y, Tensor grad_h, Tensor grad_c, Tensor grad_reads, "
+        "Tensor grad_weights, Tensor grad_memory, Tensor x, Tensor? lengths, Tensor[] controller_weights, "
+        "Tensor head_weight, Tensor? output_weight, Tensor[] saved, int read_heads, int shift_width, "
+        "str controller, float eps) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor[], Tensor, Tensor, Tensor, Tensor)");
 }
 
 namespace memops {
@@ -165,6 +179,33 @@ std::tuple<T, T, T, T, T, T, T> attention_gru_backward(const T& grad, const T& x
                 std::tuple<T, T, T, T, T, T, T>(const T&, const T&, const T&, const T&, const T&,
                                                 const T&, const T&, const T&, const OT&, const T&));
   return op.call(grad, xr, xh, ur, uh, bu, gates, h0, mask, out);
+}
+
+NtmSequenceOut ntm_sequence(const T& x, const OT& lengths, const T& h, const T& c, const T& reads,
+                            const T& weights, const T& memory, at::TensorList controller_weights,
+                            const T& head_weight, const T& head_bias, const OT& output_weight,
+                            const OT& output_bias, int64_t read_heads, int64_t shift_width,
+                            c10::string_view controller, double eps) {
+  MEMOPS_HANDLE("ntm_sequence",
+                NtmSequenceOut(const T&, const OT&, const T&, const T&, const T&, const T&, const T&,
+                               at::TensorList, const T&, const T&, const OT&, const OT&, int64_t, int64_t,
+                               c10::string_view, double));
+  return op.call(x, lengths, h, c, reads, weights, memory, controller_weights, head_weight, head_bias,
+                 output_weight, output_bias, read_heads, shift_width, controller, eps);
+}
+
+NtmSequenceGrads ntm_sequence_backward(const T& grad_y, const T& grad_h, const T& grad_c, const T& grad_reads,
+                                       const T& grad_weights, const T& grad_memory, const T& x,
+                                       const OT& lengths, at::TensorList controller_weights,
+                                       const T& head_weight, const OT& output_weight, at::TensorList saved,
+                                       int64_t read_heads, int64_t shift_width, c10::string_view controller,
+                                       double eps) {
+  MEMOPS_HANDLE("_ntm_sequence_backward",
+                NtmSequenceGrads(const T&, const T&, const T&, const T&, const T&, const T&, const T&,
+                                 const OT&, at::TensorList, const T&, const OT&, at::TensorList, int64_t,
+                                 int64_t, c10::string_view, double));
+  return op.call(grad_y, grad_h, grad_c, grad_reads, grad_weights, grad_memory, x, lengths, controller_weights,
+                 head_weight, output_weight, saved, read_heads, shift_width, controller, eps);
 }
 
 #undef MEMOPS_HANDLE

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <tuple>
+#include <vector>
 
 namespace memops {
 
@@ -55,5 +56,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 attention_gru_backward(const at::Tensor& grad, const at::Tensor& xr, const at::Tensor& xh, const at::Tensor& ur,
                        const at::Tensor& uh, const at::Tensor& bu, const at::Tensor& gates, const at::Tensor& h0,
                        const c10::optional<at::Tensor>& mask, const at::Tensor& out);
+// The whole NTM sequence (csrc/ntm_sequence.cpp): (y, h, c, reads, weights, memory, saved).
+using NtmSequenceOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                  std::vector<at::Tensor>>;
+NtmSequenceOut ntm_sequence(const at::Tensor& x, const c10::optional<at::Tensor>& lengths, const at::Tensor& h,
+                            const at::Tensor& c, const at::Tensor& reads, const at::Tensor& weights,
+                            const at::Tensor& memory, at::TensorList controller_weights,
+                            const at::Tensor& head_weight, const at::Tensor& head_bias,
+                            const c10::optional<at::Tensor>& output_weight,
+                            const c10::optional<at::Tensor>& output_bias, int64_t read_heads,
+                            int64_t shift_width, c10::string_view controller, double eps);
+// (grad x, h, c, reads, weights, memory, controller_weights, head_weight, head_bias, output_weight,
+// output_bias); the output layer's are empty without one.
+using NtmSequenceGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                    std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+NtmSequenceGrads ntm_sequence_backward(const at::Tensor& grad_y, const at::Tensor& grad_h, const at::Tensor& grad_c,
+                                       const at::Tensor& grad_reads, const at::Tensor& grad_weights,
+                                       const at::Tensor& grad_memory, const at::Tensor& x,
+                                       const c10::optional<at::Tensor>& lengths, at::TensorList controller_weights,
+                                       const at::Tensor& head_weight, const c10::optional<at::Tensor>& output_weight,
+                                       at::TensorList saved, int64_t read_heads, int64_t shift_width,
+                                       c10::string_view controller, double eps);
 
 }  // namespace memops

@@ -14,7 +14,8 @@ import importlib
 
 from . import _library, reference
 from ._backend import available_backends, backend, get_backend, set_backend
-from .ops import attention_gru, content_address, content_scores, ntm_address, read, set_debug, sharpen, shift, write
+from .ops import (attention_gru, content_address, content_scores, ntm_address, ntm_sequence, read, set_debug,
+                  sharpen, shift, write)
 
 __version__ = "0.1.0"
 build_info = _library.build_info
@@ -39,6 +40,7 @@ __all__ = [
     "read",
     "write",
     "attention_gru",
+    "ntm_sequence",
     "backend",
     "set_backend",
     "get_backend",

@@ -82,10 +82,57 @@ def _fake_backward(spec):
     return fake
 
 
+def _ntm_sequence_sizes(x, controller_weights, head_weight, reads, weights, memory, output_weight, controller):
+    if controller not in ("lstm", "feedforward"):
+        raise RuntimeError(f'ntm_sequence: controller must be "lstm" or "feedforward", got "{controller}"')
+    if x.dim() != 3:
+        raise RuntimeError(f"ntm_sequence: x must have shape (T, B, I), got {tuple(x.shape)}")
+    T, B = x.shape[:2]
+    L = len(controller_weights) // (4 if controller == "lstm" else 2)
+    C, P = head_weight.shape[1], head_weight.shape[0]
+    R, W = reads.shape[1], reads.shape[2]
+    H, N = weights.shape[1], memory.shape[1]
+    O = output_weight.shape[0] if output_weight is not None else C + R * W
+    return T, B, L, C, P, R, W, H, N, O
+
+
+def _fake_ntm_sequence(x, lengths, h, c, reads, weights, memory, controller_weights, head_weight, head_bias,
+                       output_weight, output_bias, read_heads, shift_width, controller, eps):
+    """Shapes of ntm_sequence's outputs and saved tensors (csrc/ntm_sequence.cpp); the C++ kernel checks the rest."""
+    T, B, L, C, P, R, W, H, N, O = _ntm_sequence_sizes(x, controller_weights, head_weight, reads, weights, memory,
+                                                       output_weight, controller)
+    new = x.new_empty
+    if controller == "lstm":
+        states = [new(L, B, C), new(L, B, C)]
+        controller_saved = [new(L, T + 1, B, C), new(L, T + 1, B, C), new(L, T, B, 4 * C)]
+    else:
+        states = [new(0), new(0)]
+        controller_saved = [new(L, T, B, C), new(0), new(0)]
+    saved = controller_saved + [new(T, B, P), new(T + 1, B, N, W), new(T + 1, B, R, W), new(T + 1, B, H, N)]
+    return (new(T, B, O), *states, new(B, R, W), new(B, H, N), new(B, N, W), saved)
+
+
+def _fake_ntm_sequence_backward(grad_y, grad_h, grad_c, grad_reads, grad_weights, grad_memory, x, lengths,
+                                controller_weights, head_weight, output_weight, saved, read_heads, shift_width,
+                                controller, eps):
+    like = [x, grad_h, grad_c, grad_reads, grad_weights, grad_memory]
+    P = head_weight.shape[0]
+    out = [t.new_empty(t.shape) for t in like]
+    out.append([w.new_empty(w.shape) for w in controller_weights])
+    out += [head_weight.new_empty(head_weight.shape), x.new_empty(P)]
+    if output_weight is None:
+        out += [x.new_empty(0), x.new_empty(0)]
+    else:
+        out += [output_weight.new_empty(output_weight.shape), x.new_empty(output_weight.shape[0])]
+    return tuple(out)
+
+
 def _register():
     for spec in SPECS.values():
         torch.library.register_fake(f"memops::{spec.name}")(_fake_forward(spec))
         torch.library.register_fake(f"memops::_{spec.name}_backward")(_fake_backward(spec))
+    torch.library.register_fake("memops::ntm_sequence")(_fake_ntm_sequence)
+    torch.library.register_fake("memops::_ntm_sequence_backward")(_fake_ntm_sequence_backward)
 
 
 if AVAILABLE:

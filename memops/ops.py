@@ -22,7 +22,7 @@ import os
 
 import torch
 
-from . import _backend, _validate, reference
+from . import _backend, _library, _validate, reference
 
 _debug = os.environ.get("MEMOPS_DEBUG", "0") not in ("", "0")
 
@@ -170,5 +170,28 @@ def attention_gru(xr, xh, ur, uh, bu, gates, h0, *, mask=None, backend=None):
     return lib.attention_gru(xr, xh, ur, uh, bu, gates, h0, mask)
 
 
+def ntm_sequence(x, h, c, reads, weights, memory, controller_weights, head_weight, head_bias, output_weight=None,
+                 output_bias=None, *, read_heads, shift_width, controller="lstm", lengths=None, eps=1e-8):
+    """A whole NTM sequence (memops.nn.NTM's step over every step of x) in one op, with a hand-written
+    backward through time. memops.nn.NTM calls it; its docstring gives the step.
+
+    x (T,B,I); the initial state: h, c (layers,B,C) (empty tensors for a feedforward controller),
+    reads (B,R,W), weights (B,R+Hw,N), memory (B,N,W); controller_weights: per layer w_ih, w_hh, b_ih,
+    b_hh (nn.LSTMCell's) or weight, bias (feedforward, nn.Linear's); head_weight (P,C), head_bias (P,)
+    with P = (R+Hw)(W+3+S) + 2 Hw W; output_weight (O, C+R*W), output_bias (O,) or None (outputs [h ; r]).
+    lengths (B,) integers in [0, T] or None: row b runs steps t < lengths[b] only; later steps keep its
+    state and output 0. -> (y (T,B,O), h, c, reads, weights, memory): the outputs and the final state.
+
+    Compiled ops only (CPU, and CUDA in a CUDA build): the reference is memops.nn.NTM's stepwise path.
+    """
+    if not _backend._cpp_has(x.device.type) and x.device.type != "meta":
+        raise RuntimeError(f"memops.ntm_sequence: needs the compiled ops for {x.device.type} tensors "
+                           f"(built: {_library.AVAILABLE}); {_library.BUILD_HINT}")
+    y, h, c, reads, weights, memory, _ = torch.ops.memops.ntm_sequence(
+        x, lengths, h, c, reads, weights, memory, list(controller_weights), head_weight, head_bias, output_weight,
+        output_bias, read_heads, shift_width, controller, eps)
+    return y, h, c, reads, weights, memory
+
+
 __all__ = ["content_address", "content_scores", "shift", "sharpen", "ntm_address", "read", "write", "attention_gru",
-           "set_debug"]
+           "ntm_sequence", "set_debug"]

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .. import ops
+from .. import _backend, ops
 
 CONTROLLERS = ("lstm", "feedforward")
 MEMORY_INITS = ("constant", "learned", "random")
@@ -230,7 +230,13 @@ class NTM(nn.Module):
     def initial_state(self, batch_size, device=None, dtype=None):
         return self.cell.initial_state(batch_size, device, dtype)
 
-    def forward(self, x, state: Optional[NTMState] = None, *, return_trace=False):
+    def forward(self, x, state: Optional[NTMState] = None, *, return_trace=False, lengths=None):
+        """x (T,B,I) (or (B,T,I) with batch_first), state or None (initial) -> (y, final state)[, trace].
+
+        lengths (B,) integers or None: sequence b has lengths[b] steps; after them its state stays as it
+        was and its outputs are 0 (the final state is then each sequence's state after its last step).
+        Without a trace, on a backend with compiled ops (cpp on CPU, a CUDA build on CUDA), the whole
+        sequence runs as one op, memops.ntm_sequence; otherwise step by step (the same math)."""
         if x.dim() != 3 or x.shape[2] != self.cell.input_size:
             order = "(B, T, " if self.batch_first else "(T, B, "
             raise ValueError(f"NTM: x must have shape {order}{self.cell.input_size}), got {tuple(x.shape)}")
@@ -238,11 +244,24 @@ class NTM(nn.Module):
             x = x.transpose(0, 1)
         if x.shape[0] == 0:
             raise ValueError("NTM: x has no time steps")
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths, device=x.device)
+            if lengths.shape != (x.shape[1],) or lengths.is_floating_point():
+                raise ValueError(f"NTM: lengths must be integers of shape ({x.shape[1]},), got "
+                                 f"{lengths.dtype} {tuple(lengths.shape)}")
         if state is None:
             state = self.cell.initial_state(x.shape[1], x.device, x.dtype)
+        if not return_trace and self._fused(x, state):
+            y, state = self._sequence(x, state, lengths)
+            return (y.transpose(0, 1) if self.batch_first else y), state
         outputs, rows = [], []
-        for x_t in x.unbind(0):
-            y, state, row = self.cell.step(x_t, state)
+        for t, x_t in enumerate(x.unbind(0)):
+            y, new_state, row = self.cell.step(x_t, state)
+            if lengths is not None:  # rows past their length keep their state and output 0
+                active = t < lengths
+                y = torch.where(active[:, None], y, torch.zeros((), dtype=y.dtype, device=y.device))
+                new_state = _keep_where(active, new_state, state)
+            state = new_state
             outputs.append(y)
             if return_trace:
                 rows.append(row)
@@ -250,3 +269,45 @@ class NTM(nn.Module):
         if not return_trace:
             return y, state
         return y, state, NTMTrace(*(torch.stack(column) for column in zip(*rows)))
+
+    def _fused(self, x, state):
+        """Whether memops.ntm_sequence can run this call: compiled ops for x's device, one dtype throughout,
+        no autocast (the stepwise path casts the head parameters to the memory's dtype)."""
+        try:
+            if _backend.select(self.cell.backend, x) != "cpp":
+                return False
+        except RuntimeError:
+            return False  # the stepwise path raises the backend's error
+        if torch.is_autocast_enabled(x.device.type):
+            return False
+        tensors = [state.reads, state.weights, state.memory, *state.controller, *self.cell.parameters()]
+        return all(t.dtype == x.dtype and t.device == x.device for t in tensors)
+
+    def _sequence(self, x, state, lengths):
+        cell = self.cell
+        if cell.controller_type == "lstm":
+            weights = [w for layer in cell.controller for w in (layer.weight_ih, layer.weight_hh, layer.bias_ih,
+                                                                  layer.bias_hh)]
+            h, c = state.controller
+        else:
+            weights = [w for layer in cell.controller for w in (layer.weight, layer.bias)]
+            h = c = x.new_empty(0)
+        output = (None, None) if cell.output is None else (cell.output.weight, cell.output.bias)
+        y, h, c, reads, w, memory = ops.ntm_sequence(
+            x, h, c, state.reads, state.weights, state.memory, weights, cell.heads.weight, cell.heads.bias, *output,
+            read_heads=cell.read_heads, shift_width=cell.shift_width, controller=cell.controller_type,
+            lengths=lengths)
+        controller = (h, c) if cell.controller_type == "lstm" else ()
+        return y, NTMState(controller, reads, w, memory)
+
+
+def _keep_where(active, new, old):
+    """The state `new` in the rows where active (B,) is True, `old` elsewhere."""
+    def pick(a, b, batch_dim=0):
+        shape = [1] * a.dim()
+        shape[batch_dim] = -1
+        return torch.where(active.view(shape), a, b)
+
+    controller = tuple(pick(a, b, batch_dim=1) for a, b in zip(new.controller, old.controller))
+    return NTMState(controller, pick(new.reads, old.reads), pick(new.weights, old.weights),
+                    pick(new.memory, old.memory))

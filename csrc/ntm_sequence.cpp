@@ -1,0 +1,469 @@
+// ntm_sequence: a whole NTM sequence (memops.nn.NTM's step, T times) in one op, and its backward,
+// BPTT written by hand. Device-generic: GEMMs and activations are ATen calls, the memory work is
+// memops's own ops (ntm_address, read, write and their backward ops, through the dispatcher), so the
+// same loop runs the CPU kernels on CPU tensors and the CUDA kernels and cuBLAS on CUDA tensors.
+//
+// The step is NTMCell.step (memops/nn/ntm.py), exactly:
+//   LSTM layer l:  gates = [in ; h_l] [W_ih ; W_hh]^T + b_ih + b_hh, (i, f, g, o) = (sig, sig, tanh, sig),
+//                  c_l = f c_l + i g, h_l = o tanh(c_l); in = [x_t ; r_{t-1}] for layer 0, else h_{l-1}
+//   feedforward:   h_l = tanh(in W^T + b)
+//   heads:         p = h W_h^T + b_h, per head (key W, beta 1, gate 1, shift S, gamma 1), then per
+//                  write head (erase W, add W); beta = softplus, gate = sigmoid, shift = softmax,
+//                  gamma = 1 + softplus, erase = sigmoid, add = tanh
+//   memory:        w = ntm_address(M, ...all heads..., w_prev); r = read(M, w_read);
+//                  M' = write(M, w_write, erase, add)
+//   output:        y = [h ; r] W_o^T + b_o (or [h ; r] without an output layer)
+//
+// Lengths: step t of sequence b runs only while t < lengths[b]; after that its state is carried
+// unchanged and its output is 0. Steps from max(lengths) on are not run at all.
+//
+// Saved for the backward (the forward op returns them, so a compiled graph holds them as tensors):
+//   LSTM: h and c of every layer after every step (L, T+1, B, C) (the recurrent inputs, the layers'
+//         inputs and tanh(c) all come from them) and the gate activations (L, T, B, 4C) (four
+//         transcendentals per unit: cheaper to keep than recompute); feedforward: each layer's h
+//         (L, T, B, C);
+//   the raw head parameters p (T, B, P): their activations are recomputed (a few elementwise calls);
+//   memory, reads and head weights before and after every step: (T+1, B, N, W), (T+1, B, R, W),
+//         (T+1, B, R+Hw, N). The memory must be kept (every memory op's backward reads M_{t-1}; the
+//         stepwise module keeps the same T+1 memories); the weights are ntm_address's output, which
+//         its backward takes, and the next step's previous weights.
+//   Rows past their sequence's length hold the carried state; they receive zero gradients, so any
+//   finite value there serves.
+// Weight gradients are summed over all steps at once: the per-step gradients of the gates and head
+// parameters are kept and multiplied with the saved inputs in one GEMM per weight at the end.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "ops.h"
+
+namespace memops {
+namespace {
+
+using T = at::Tensor;
+using OT = c10::optional<at::Tensor>;
+
+// The sizes of a call, checked. The shapes are those of memops.nn.NTMCell's parameters and state.
+struct Sizes {
+  int64_t T, B, I, C, L, N, W, R, Hw, H, S, A, P, O;
+  bool lstm, has_output;
+};
+
+Sizes check_sequence(const T& x, const OT& lengths, const T& h0, const T& c0, const T& reads0,
+                     const T& weights0, const T& memory0, at::TensorList cw, const T& head_weight,
+                     const T& head_bias, const OT& output_weight, const OT& output_bias, int64_t read_heads,
+                     int64_t shift_width, c10::string_view controller) {
+  Sizes s{};
+  s.lstm = controller == "lstm";
+  TORCH_CHECK(s.lstm || controller == "feedforward",
+              "ntm_sequence: controller must be \"lstm\" or \"feedforward\", got \"", std::string(controller), "\"");
+  TORCH_CHECK(x.dim() == 3, "ntm_sequence: x must have shape (T, B, I), got ", x.sizes());
+  s.T = x.size(0), s.B = x.size(1), s.I = x.size(2);
+  TORCH_CHECK(memory0.dim() == 3 && memory0.size(0) == s.B,
+              "ntm_sequence: memory must have shape (B, N, W) with B = ", s.B, ", got ", memory0.sizes());
+  s.N = memory0.size(1), s.W = memory0.size(2);
+  s.R = read_heads, s.S = shift_width;
+  TORCH_CHECK(s.R >= 1, "ntm_sequence: read_heads must be >= 1, got ", s.R);
+  TORCH_CHECK(s.S >= 1 && s.S % 2 == 1, "ntm_sequence: shift_width must be odd and >= 1, got ", s.S);
+  TORCH_CHECK(weights0.dim() == 3 && weights0.size(0) == s.B && weights0.size(1) > s.R && weights0.size(2) == s.N,
+              "ntm_sequence: weights must have shape (B, R + Hw, N) = (", s.B, ", > ", s.R, ", ", s.N, "), got ",
+              weights0.sizes());
+  s.H = weights0.size(1), s.Hw = s.H - s.R;
+  TORCH_CHECK(reads0.sizes() == at::IntArrayRef({s.B, s.R, s.W}),
+              "ntm_sequence: reads must have shape (B, R, W) = (", s.B, ", ", s.R, ", ", s.W, "), got ",
+              reads0.sizes());
+  s.A = s.W + 3 + s.S;
+  s.P = s.H * s.A + s.Hw * 2 * s.W;
+  TORCH_CHECK(head_weight.dim() == 2 && head_weight.size(0) == s.P,
+              "ntm_sequence: head_weight must have shape (", s.P, ", C), got ", head_weight.sizes());
+  s.C = head_weight.size(1);
+  TORCH_CHECK(head_bias.sizes() == at::IntArrayRef({s.P}), "ntm_sequence: head_bias must have shape (", s.P,
+              "), got ", head_bias.sizes());
+  const int64_t per_layer = s.lstm ? 4 : 2;
+  TORCH_CHECK(!cw.empty() && cw.size() % per_layer == 0, "ntm_sequence: controller_weights must hold ", per_layer,
+              " tensors per layer (", s.lstm ? "w_ih, w_hh, b_ih, b_hh" : "weight, bias", "), got ", cw.size());
+  s.L = cw.size() / per_layer;
+  const int64_t gate_rows = s.lstm ? 4 * s.C : s.C;
+  for (int64_t l = 0; l < s.L; ++l) {
+    const int64_t in = l == 0 ? s.I + s.R * s.W : s.C;
+    const T& w_ih = cw[l * per_layer];
+    TORCH_CHECK(w_ih.sizes() == at::IntArrayRef({gate_rows, in}), "ntm_sequence: controller_weights[",
+                l * per_layer, "] (layer ", l, "'s input weight) must have shape (", gate_rows, ", ", in,
+                "), got ", w_ih.sizes());
+    if (s.lstm) {
+      TORCH_CHECK(cw[l * 4 + 1].sizes() == at::IntArrayRef({gate_rows, s.C}), "ntm_sequence: controller_weights[",
+                  l * 4 + 1, "] (layer ", l, "'s w_hh) must have shape (", gate_rows, ", ", s.C, "), got ",
+                  cw[l * 4 + 1].sizes());
+    }
+    for (int64_t k = s.lstm ? 2 : 1; k < per_layer; ++k) {
+      TORCH_CHECK(cw[l * per_layer + k].sizes() == at::IntArrayRef({gate_rows}), "ntm_sequence: controller_weights[",
+                  l * per_layer + k, "] (layer ", l, "'s bias) must have shape (", gate_rows, "), got ",
+                  cw[l * per_layer + k].sizes());
+    }
+  }
+  if (s.lstm) {
+    for (const char* name : {"h", "c"}) {
+      const T& t = name[0] == 'h' ? h0 : c0;
+      TORCH_CHECK(t.sizes() == at::IntArrayRef({s.L, s.B, s.C}), "ntm_sequence: ", name,
+                  " must have shape (layers, B, C) = (", s.L, ", ", s.B, ", ", s.C, "), got ", t.sizes());
+    }
+  }
+  s.has_output = output_weight.has_value();
+  TORCH_CHECK(s.has_output == output_bias.has_value(),
+              "ntm_sequence: output_weight and output_bias must both be given or both be None");
+  if (s.has_output) {
+    TORCH_CHECK(output_weight->dim() == 2 && output_weight->size(1) == s.C + s.R * s.W,
+                "ntm_sequence: output_weight must have shape (O, C + R*W) = (O, ", s.C + s.R * s.W, "), got ",
+                output_weight->sizes());
+    s.O = output_weight->size(0);
+    TORCH_CHECK(output_bias->sizes() == at::IntArrayRef({s.O}), "ntm_sequence: output_bias must have shape (", s.O,
+                "), got ", output_bias->sizes());
+  } else {
+    s.O = s.C + s.R * s.W;
+  }
+  if (lengths.has_value()) {
+    TORCH_CHECK(lengths->sizes() == at::IntArrayRef({s.B}), "ntm_sequence: lengths must have shape (B,) = (",
+                s.B, ",), got ", lengths->sizes());
+    TORCH_CHECK(!at::isFloatingType(lengths->scalar_type()) && lengths->scalar_type() != at::kBool,
+                "ntm_sequence: lengths must be an integer tensor, got ", lengths->scalar_type());
+    TORCH_CHECK(lengths->device() == x.device(), "ntm_sequence: lengths must be on x's device (", x.device(),
+                "), got ", lengths->device());
+  }
+  std::vector<std::pair<const char*, const T*>> floats = {
+      {"memory", &memory0}, {"weights", &weights0}, {"reads", &reads0}, {"head_weight", &head_weight},
+      {"head_bias", &head_bias}};
+  if (s.lstm) floats.insert(floats.end(), {{"h", &h0}, {"c", &c0}});
+  for (const T& t : cw) floats.push_back({"controller_weights", &t});
+  if (s.has_output) floats.insert(floats.end(), {{"output_weight", &*output_weight}, {"output_bias", &*output_bias}});
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.is_cuda(),
+              "ntm_sequence: x must be float32 or float64, got ", x.scalar_type());
+  for (const auto& [name, t] : floats) {
+    TORCH_CHECK(t->scalar_type() == x.scalar_type(), "ntm_sequence: ", name, " must have x's dtype (",
+                x.scalar_type(), "), got ", t->scalar_type());
+    TORCH_CHECK(t->device() == x.device(), "ntm_sequence: ", name, " must be on x's device (", x.device(),
+                "), got ", t->device());
+  }
+  return s;
+}
+
+// Which steps run, and for which rows. Steps t < all_until run every row; steps all_until <= t < until
+// run the rows with t < lengths (mask(t)); steps from `until` on run none.
+struct Steps {
+  int64_t all_until, until;
+  T lengths;
+  T mask(int64_t t) const { return lengths.gt(t); }
+};
+
+Steps steps_of(const OT& lengths, int64_t T_, int64_t B) {
+  if (!lengths.has_value() || B == 0) return {T_, T_, T()};
+  const auto [lo, hi] = at::aminmax(*lengths);
+  const int64_t min_length = lo.item<int64_t>(), max_length = hi.item<int64_t>();
+  TORCH_CHECK(min_length >= 0 && max_length <= T_, "ntm_sequence: lengths must lie in [0, T] = [0, ", T_,
+              "], got values from ", min_length, " to ", max_length);
+  return {min_length, max_length, *lengths};
+}
+
+// dst = m ? next : prev (rows of a (B, ...) tensor); dst = next without a mask.
+void carry(T dst, const T& next, const T& prev, const OT& m) {
+  if (!m.has_value()) {
+    dst.copy_(next);
+    return;
+  }
+  std::vector<int64_t> shape(next.dim(), 1);
+  shape[0] = next.size(0);
+  at::where_out(dst, m->view(shape), next, prev);
+}
+
+// (grad for the step's new value, grad passed straight to the previous state): g split by the rows that ran.
+std::pair<T, T> split_grad(const T& g, const OT& m) {
+  if (!m.has_value()) return {g, T()};
+  std::vector<int64_t> shape(g.dim(), 1);
+  shape[0] = g.size(0);
+  const T mv = m->view(shape);
+  return {at::where(mv, g, at::zeros({}, g.options())), at::where(mv, at::zeros({}, g.options()), g)};
+}
+
+T plus(const T& a, const T& b) { return b.defined() ? a + b : a; }
+
+// The head parameters of one step, activated, as views of p (B, P).
+struct Heads {
+  T keys, beta_raw, gate_raw, shift_raw, gamma_raw, erase_raw, add_raw;
+  T beta, gate, kernel, gamma, erase, add;
+
+  Heads(const T& p, const Sizes& s) {
+    const T address = p.narrow(1, 0, s.H * s.A).view({s.B, s.H, s.A});
+    keys = address.narrow(2, 0, s.W);
+    beta_raw = address.select(2, s.W);
+    gate_raw = address.select(2, s.W + 1);
+    shift_raw = address.narrow(2, s.W + 2, s.S);
+    gamma_raw = address.select(2, s.W + 2 + s.S);
+    const T rest = p.narrow(1, s.H * s.A, s.Hw * 2 * s.W).view({s.B, s.Hw, 2 * s.W});
+    erase_raw = rest.narrow(2, 0, s.W);
+    add_raw = rest.narrow(2, s.W, s.W);
+    beta = at::softplus(beta_raw, 1, 20);
+    gate = at::sigmoid(gate_raw);
+    kernel = at::softmax(shift_raw, -1);
+    gamma = at::softplus(gamma_raw, 1, 20).add_(1);
+    erase = at::sigmoid(erase_raw);
+    add = at::tanh(add_raw);
+  }
+};
+
+using Forward = std::tuple<T, T, T, T, T, T, std::vector<T>>;
+
+Forward ntm_sequence_kernel(const T& x, const OT& lengths, const T& h0, const T& c0, const T& reads0,
+                            const T& weights0, const T& memory0, at::TensorList cw, const T& head_weight,
+                            const T& head_bias, const OT& output_weight, const OT& output_bias, int64_t read_heads,
+                            int64_t shift_width, c10::string_view controller, double eps) {
+  const Sizes s = check_sequence(x, lengths, h0, c0, reads0, weights0, memory0, cw, head_weight, head_bias,
+                                 output_weight, output_bias, read_heads, shift_width, controller);
+  const int64_t B = s.B, C = s.C, L = s.L, RW = s.R * s.W;
+  const Steps steps = steps_of(lengths, s.T, B);
+  const int64_t Tm = steps.until;
+  const auto opt = x.options();
+
+  T hs, cs, gates;  // see the file's comment for the layouts
+  if (s.lstm) {
+    hs = at::empty({L, s.T + 1, B, C}, opt);
+    cs = at::empty({L, s.T + 1, B, C}, opt);
+    gates = at::empty({L, s.T, B, 4 * C}, opt);
+    hs.select(1, 0).copy_(h0);
+    cs.select(1, 0).copy_(c0);
+  } else {
+    hs = at::empty({L, s.T, B, C}, opt);
+    cs = at::empty({0}, opt);
+    gates = at::empty({0}, opt);
+  }
+  T ps = at::empty({s.T, B, s.P}, opt);
+  T memories = at::empty({s.T + 1, B, s.N, s.W}, opt);
+  T reads = at::empty({s.T + 1, B, s.R, s.W}, opt);
+  T weights = at::empty({s.T + 1, B, s.H, s.N}, opt);
+  memories.select(0, 0).copy_(memory0);
+  reads.select(0, 0).copy_(reads0);
+  weights.select(0, 0).copy_(weights0);
+
+  // Layer 0's input projection of x for every step at once, with both biases.
+  const int64_t per_layer = s.lstm ? 4 : 2;
+  const T& w_ih0 = cw[0];
+  T bias0 = s.lstm ? cw[2] + cw[3] : cw[1];
+  T x_proj = Tm == 0 ? T() : at::addmm(bias0, x.narrow(0, 0, Tm).reshape({Tm * B, s.I}),
+                                      w_ih0.narrow(1, 0, s.I).t()).view({Tm, B, w_ih0.size(0)});
+  const T w_read0_t = w_ih0.narrow(1, s.I, RW).t();
+  std::vector<T> biases(L);
+  for (int64_t l = 1; l < L; ++l) biases[l] = s.lstm ? cw[l * 4 + 2] + cw[l * 4 + 3] : cw[l * 2 + 1];
+
+  for (int64_t t = 0; t < Tm; ++t) {
+    const OT m = t < steps.all_until ? OT() : OT(steps.mask(t));
+    const T r_prev = reads.select(0, t).reshape({B, RW});
+    T h;  // the top layer's output
+    for (int64_t l = 0; l < L; ++l) {
+      T z = l == 0 ? at::addmm(x_proj.select(0, t), r_prev, w_read0_t)
+                   : at::addmm(biases[l], h, cw[l * per_layer].t());
+      if (!s.lstm) {
+        h = hs.select(0, l).select(0, t);
+        at::tanh_out(h, z);
+        continue;
+      }
+      const T h_prev = hs.select(0, l).select(0, t), c_prev = cs.select(0, l).select(0, t);
+      z.addmm_(h_prev, cw[l * 4 + 1].t());
+      T a = gates.select(0, l).select(0, t);
+      at::sigmoid_out(a, z);  // i, f, o: sigmoid; g: tanh (overwritten below)
+      T g = a.narrow(1, 2 * C, C);
+      at::tanh_out(g, z.narrow(1, 2 * C, C));
+      const T c_new = at::addcmul(a.narrow(1, C, C) * c_prev, a.narrow(1, 0, C), g);
+      const T h_new = a.narrow(1, 3 * C, C) * at::tanh(c_new);
+      carry(cs.select(0, l).select(0, t + 1), c_new, c_prev, m);
+      carry(hs.select(0, l).select(0, t + 1), h_new, h_prev, m);
+      h = h_new;
+    }
+    T p = ps.select(0, t);
+    at::addmm_out(p, head_bias, h, head_weight.t());
+    const Heads hd(p, s);
+    const T memory = memories.select(0, t), w_prev = weights.select(0, t);
+    const T w = memops::ntm_address(memory, hd.keys, hd.beta, hd.gate, hd.kernel, hd.gamma, w_prev, eps);
+    const T r = memops::read(memory, w.narrow(1, 0, s.R));
+    const T memory_new = memops::write(memory, w.narrow(1, s.R, s.Hw), hd.erase, hd.add);
+    carry(weights.select(0, t + 1), w, w_prev, m);
+    carry(reads.select(0, t + 1), r, reads.select(0, t), m);
+    carry(memories.select(0, t + 1), memory_new, memory, m);
+  }
+
+  // Outputs, all steps in one GEMM; rows past their length are 0.
+  T y = at::zeros({s.T, B, s.O}, opt);
+  if (Tm > 0) {
+    const T h_top = s.lstm ? hs.select(0, L - 1).narrow(0, 1, Tm) : hs.select(0, L - 1).narrow(0, 0, Tm);
+    T out = at::cat({h_top, reads.narrow(0, 1, Tm).reshape({Tm, B, RW})}, 2);
+    if (s.has_output) out = at::addmm(*output_bias, out.view({Tm * B, C + RW}), output_weight->t()).view({Tm, B, s.O});
+    if (steps.all_until < Tm) {
+      const T active = at::arange(Tm, steps.lengths.options()).view({Tm, 1}).lt(steps.lengths.view({1, B}));
+      out = at::where(active.unsqueeze(-1), out, at::zeros({}, opt));
+    }
+    y.narrow(0, 0, Tm).copy_(out);
+  }
+  T h_final = s.lstm ? hs.select(1, Tm).clone() : at::empty({0}, opt);
+  T c_final = s.lstm ? cs.select(1, Tm).clone() : at::empty({0}, opt);
+  return {y, h_final, c_final, reads.select(0, Tm).clone(), weights.select(0, Tm).clone(),
+          memories.select(0, Tm).clone(), {hs, cs, gates, ps, memories, reads, weights}};
+}
+
+using Backward = std::tuple<T, T, T, T, T, T, std::vector<T>, T, T, T, T>;
+
+Backward ntm_sequence_backward_kernel(const T& grad_y, const T& grad_h, const T& grad_c, const T& grad_reads,
+                                      const T& grad_weights, const T& grad_memory, const T& x, const OT& lengths,
+                                      at::TensorList cw, const T& head_weight, const OT& output_weight,
+                                      at::TensorList saved, int64_t read_heads, int64_t shift_width,
+                                      c10::string_view controller, double eps) {
+  TORCH_CHECK(saved.size() == 7, "_ntm_sequence_backward: saved must hold the 7 tensors ntm_sequence returns, got ",
+              saved.size());
+  const T &hs = saved[0], &cs = saved[1], &gates = saved[2], &ps = saved[3], &memories = saved[4],
+          &reads = saved[5], &weights = saved[6];
+  const bool lstm = controller == "lstm";
+  const T head_bias = at::empty({head_weight.size(0)}, head_weight.options());
+  OT output_bias;
+  if (output_weight.has_value()) output_bias = at::empty({output_weight->size(0)}, head_weight.options());
+  const Sizes s = check_sequence(x, lengths, lstm ? hs.select(1, 0) : T(), lstm ? cs.select(1, 0) : T(),
+                                 reads.select(0, 0), weights.select(0, 0), memories.select(0, 0), cw, head_weight,
+                                 head_bias, output_weight, output_bias, read_heads, shift_width, controller);
+  const int64_t B = s.B, C = s.C, L = s.L, RW = s.R * s.W, per_layer = lstm ? 4 : 2;
+  const Steps steps = steps_of(lengths, s.T, B);
+  const int64_t Tm = steps.until;
+  const auto opt = x.options();
+
+  T grad_x = at::zeros_like(x);
+  std::vector<T> grad_cw(cw.size());
+  for (size_t k = 0; k < cw.size(); ++k) grad_cw[k] = at::zeros_like(cw[k]);
+  T grad_head_weight = at::zeros_like(head_weight), grad_head_bias = at::zeros_like(head_bias);
+  T grad_output_weight = s.has_output ? at::zeros_like(*output_weight) : at::empty({0}, opt);
+  T grad_output_bias = s.has_output ? at::zeros_like(*output_bias) : at::empty({0}, opt);
+  // The running gradients of the state after step t.
+  T gh = lstm ? grad_h.clone() : at::empty({0}, opt), gc = lstm ? grad_c.clone() : at::empty({0}, opt);
+  T gr = grad_reads.clone(), gw = grad_weights.clone(), gm = grad_memory.clone();
+  if (Tm == 0) return {grad_x, gh, gc, gr, gw, gm, grad_cw, grad_head_weight, grad_head_bias, grad_output_weight,
+                       grad_output_bias};
+
+  const T h_top = lstm ? hs.select(0, L - 1).narrow(0, 1, Tm) : hs.select(0, L - 1).narrow(0, 0, Tm);
+  // Output layer, all steps at once: the gradient into [h ; r] of every step.
+  T gy = grad_y.narrow(0, 0, Tm);
+  if (steps.all_until < Tm) {
+    const T active = at::arange(Tm, steps.lengths.options()).view({Tm, 1}).lt(steps.lengths.view({1, B}));
+    gy = at::where(active.unsqueeze(-1), gy, at::zeros({}, opt));
+  }
+  T g_out = gy.reshape({Tm * B, s.O});
+  if (s.has_output) {
+    const T out = at::cat({h_top, reads.narrow(0, 1, Tm).reshape({Tm, B, RW})}, 2).view({Tm * B, C + RW});
+    grad_output_weight = at::mm(g_out.t(), out);
+    grad_output_bias = g_out.sum(0);
+    g_out = at::mm(g_out, *output_weight);
+  }
+  g_out = g_out.view({Tm, B, C + RW});
+
+  // Per-step gradients of the controller's pre-activations and the head parameters, for the weight GEMMs.
+  T g_z = at::empty({L, Tm, B, lstm ? 4 * C : C}, opt);
+  T g_p = at::empty({Tm, B, s.P}, opt);
+  std::vector<T> w_in_t(L), w_hh(L);
+
+  for (int64_t t = Tm - 1; t >= 0; --t) {
+    const OT m = t < steps.all_until ? OT() : OT(steps.mask(t));
+    const T memory = memories.select(0, t), w_prev = weights.select(0, t), w = weights.select(0, t + 1);
+    const Heads hd(ps.select(0, t), s);
+    auto [gm_step, gm_keep] = split_grad(gm, m);
+    auto [gw_step, gw_keep] = split_grad(gw, m);
+    auto [gr_step, gr_keep] = split_grad(gr, m);
+
+    // memory: write, read, then addressing (all against M_{t-1})
+    auto [gm_write, g_write_w, g_erase, g_add] =
+        memops::write_backward(gm_step, memory, w.narrow(1, s.R, s.Hw), hd.erase, hd.add);
+    const T g_r = gr_step + g_out.select(0, t).narrow(1, C, RW).view({B, s.R, s.W});
+    auto [gm_read, g_read_w] = memops::read_backward(g_r, memory, w.narrow(1, 0, s.R));
+    const T g_w = at::cat({g_read_w, g_write_w}, 1) + gw_step;
+    auto [gm_address, g_keys, g_beta, g_gate, g_kernel, g_gamma, g_w_prev] = memops::ntm_address_backward(
+        g_w, memory, hd.keys, hd.beta, hd.gate, hd.kernel, hd.gamma, w_prev, w, eps);
+    gm = plus(gm_write + gm_read + gm_address, gm_keep);
+    gw = plus(g_w_prev, gw_keep);
+
+    // head activations -> raw head parameters
+    const T gp = g_p.select(0, t);
+    const T g_address = gp.narrow(1, 0, s.H * s.A).view({B, s.H, s.A});
+    g_address.narrow(2, 0, s.W).copy_(g_keys);
+    g_address.select(2, s.W).copy_(at::softplus_backward(g_beta, hd.beta_raw, 1, 20));
+    g_address.select(2, s.W + 1).copy_(at::sigmoid_backward(g_gate, hd.gate));
+    g_address.narrow(2, s.W + 2, s.S).copy_(hd.kernel * (g_kernel - (g_kernel * hd.kernel).sum(-1, true)));
+    g_address.select(2, s.W + 2 + s.S).copy_(at::softplus_backward(g_gamma, hd.gamma_raw, 1, 20));
+    const T g_rest = gp.narrow(1, s.H * s.A, s.Hw * 2 * s.W).view({B, s.Hw, 2 * s.W});
+    g_rest.narrow(2, 0, s.W).copy_(at::sigmoid_backward(g_erase, hd.erase));
+    g_rest.narrow(2, s.W, s.W).copy_(at::tanh_backward(g_add, hd.add));
+
+    // controller, top layer down
+    T g_h = at::addmm(g_out.select(0, t).narrow(1, 0, C), gp, head_weight);
+    std::vector<T> gh_keep(L), gc_keep(L);
+    for (int64_t l = L - 1; l >= 0; --l) {
+      T gz = g_z.select(0, l).select(0, t);
+      if (!lstm) {
+        at::tanh_backward_out(gz, g_h, hs.select(0, l).select(0, t));
+      } else {
+        auto [gh_step, gh_k] = split_grad(gh.select(0, l), m);
+        auto [gc_step, gc_k] = split_grad(gc.select(0, l), m);
+        gh_keep[l] = gh_k, gc_keep[l] = gc_k;
+        g_h = g_h + gh_step;
+        const T a = gates.select(0, l).select(0, t);
+        const T i = a.narrow(1, 0, C), f = a.narrow(1, C, C), g = a.narrow(1, 2 * C, C), o = a.narrow(1, 3 * C, C);
+        const T c_prev = cs.select(0, l).select(0, t), tc = at::tanh(cs.select(0, l).select(0, t + 1));
+        const T g_c = at::tanh_backward(g_h * o, tc) + gc_step;
+        T gi = gz.narrow(1, 0, C), gf = gz.narrow(1, C, C), gg = gz.narrow(1, 2 * C, C), go = gz.narrow(1, 3 * C, C);
+        at::sigmoid_backward_out(gi, g_c * g, i);
+        at::sigmoid_backward_out(gf, g_c * c_prev, f);
+        at::tanh_backward_out(gg, g_c * i, g);
+        at::sigmoid_backward_out(go, g_h * tc, o);
+        gc.select(0, l).copy_(plus(g_c * f, gc_keep[l]));
+        gh.select(0, l).copy_(plus(at::mm(gz, cw[l * 4 + 1]), gh_keep[l]));
+      }
+      if (l > 0) g_h = at::mm(gz, cw[l * per_layer]);
+    }
+    // layer 0's input is [x_t ; r_{t-1}]
+    const T g_in = at::mm(g_z.select(0, 0).select(0, t), cw[0]);
+    grad_x.select(0, t).copy_(g_in.narrow(1, 0, s.I));
+    gr = plus(g_in.narrow(1, s.I, RW).view({B, s.R, s.W}), gr_keep);
+  }
+
+  // Weight gradients, all steps at once.
+  const int64_t TB = Tm * B;
+  grad_head_weight = at::mm(g_p.view({TB, s.P}).t(), h_top.reshape({TB, C}));
+  grad_head_bias = g_p.view({TB, s.P}).sum(0);
+  for (int64_t l = 0; l < L; ++l) {
+    const T gz = g_z.select(0, l).reshape({TB, g_z.size(3)});
+    const T in = l == 0 ? at::cat({x.narrow(0, 0, Tm), reads.narrow(0, 0, Tm).reshape({Tm, B, RW})}, 2)
+                        : (lstm ? hs.select(0, l - 1).narrow(0, 1, Tm) : hs.select(0, l - 1).narrow(0, 0, Tm));
+    grad_cw[l * per_layer] = at::mm(gz.t(), in.reshape({TB, in.size(2)}));
+    const T gb = gz.sum(0);
+    if (lstm) {
+      grad_cw[l * 4 + 1] = at::mm(gz.t(), hs.select(0, l).narrow(0, 0, Tm).reshape({TB, C}));
+      grad_cw[l * 4 + 2] = gb;
+      grad_cw[l * 4 + 3] = gb.clone();
+    } else {
+      grad_cw[l * 2 + 1] = gb;
+    }
+  }
+  return {grad_x, gh, gc, gr, gw, gm, grad_cw, grad_head_weight, grad_head_bias, grad_output_weight,
+          grad_output_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(memops, CPU, m) {
+  m.impl("ntm_sequence", &ntm_sequence_kernel);
+  m.impl("_ntm_sequence_backward", &ntm_sequence_backward_kernel);
+}
+
+#ifdef MEMOPS_WITH_CUDA
+// The same loop: its ATen calls run on the GPU (cuBLAS for the GEMMs) and memops's ops reach their
+// CUDA kernels through the dispatcher.
+TORCH_LIBRARY_IMPL(memops, CUDA, m) {
+  m.impl("ntm_sequence", &ntm_sequence_kernel);
+  m.impl("_ntm_sequence_backward", &ntm_sequence_backward_kernel);
+}
+#endif
+
+}  // namespace memops
