@@ -3,8 +3,9 @@
 // memops's own ops (ntm_address, read, write and their backward ops, through the dispatcher), so the
 // same loop runs the CPU kernels on CPU tensors and the CUDA kernels and cuBLAS on CUDA tensors.
 //
-// The step is NTMCell.step (memops/nn/ntm.py), exactly:
-//   LSTM layer l:  gates = [in ; h_l] [W_ih ; W_hh]^T + b_ih + b_hh, (i, f, g, o) = (sig, sig, tanh, sig),
+// The step is NTMCell.step (memops/nn/ntm.py), exactly, and on the CPU bitwise: the same ATen ops in
+// the same order on tensors of the same shapes and strides:
+//   LSTM layer l:  gates = (h_l W_hh^T + b_hh) + (in W_ih^T + b_ih), (i, f, g, o) = (sig, sig, tanh, sig),
 //                  c_l = f c_l + i g, h_l = o tanh(c_l); in = [x_t ; r_{t-1}] for layer 0, else h_{l-1}
 //   feedforward:   h_l = tanh(in W^T + b)
 //   heads:         p = h W_h^T + b_h, per head (key W, beta 1, gate 1, shift S, gamma 1), then per
@@ -166,15 +167,12 @@ Steps steps_of(const OT& lengths, int64_t T_, int64_t B) {
   return {min_length, max_length, *lengths};
 }
 
-// dst = m ? next : prev (rows of a (B, ...) tensor); dst = next without a mask.
-void carry(T dst, const T& next, const T& prev, const OT& m) {
-  if (!m.has_value()) {
-    dst.copy_(next);
-    return;
-  }
+// m ? next : prev, by rows of a (B, ...) tensor; next without a mask.
+T keep_where(const T& next, const T& prev, const OT& m) {
+  if (!m.has_value()) return next;
   std::vector<int64_t> shape(next.dim(), 1);
   shape[0] = next.size(0);
-  at::where_out(dst, m->view(shape), next, prev);
+  return at::where(m->view(shape), next, prev);
 }
 
 // (grad for the step's new value, grad passed straight to the previous state): g split by the rows that ran.
@@ -245,63 +243,61 @@ Forward ntm_sequence_kernel(const T& x, const OT& lengths, const T& h0, const T&
   reads.select(0, 0).copy_(reads0);
   weights.select(0, 0).copy_(weights0);
 
-  // Layer 0's input projection of x for every step at once, with both biases.
+  // Every GEMM of the forward takes one step's B rows, so a sequence run in pieces (the state passed
+  // along) gives bitwise the same results as run whole.
   const int64_t per_layer = s.lstm ? 4 : 2;
-  const T& w_ih0 = cw[0];
-  T bias0 = s.lstm ? cw[2] + cw[3] : cw[1];
-  T x_proj = Tm == 0 ? T() : at::addmm(bias0, x.narrow(0, 0, Tm).reshape({Tm * B, s.I}),
-                                      w_ih0.narrow(1, 0, s.I).t()).view({Tm, B, w_ih0.size(0)});
-  const T w_read0_t = w_ih0.narrow(1, s.I, RW).t();
-  std::vector<T> biases(L);
-  for (int64_t l = 1; l < L; ++l) biases[l] = s.lstm ? cw[l * 4 + 2] + cw[l * 4 + 3] : cw[l * 2 + 1];
+  std::vector<T> w_in_t(L);
+  for (int64_t l = 0; l < L; ++l) w_in_t[l] = cw[l * per_layer].t();
+  T y = at::zeros({s.T, B, s.O}, opt);
 
+  // The state between steps: fresh tensors (copied into the saved buffers), so every step's inputs
+  // sit where the allocator puts them whatever T is: a sequence run in pieces, the state passed
+  // along, gives bitwise the results of the whole (a GEMM's rounding may depend on its inputs' alignment).
+  std::vector<T> h_cur(L), c_cur(L);
+  for (int64_t l = 0; l < L && s.lstm; ++l) h_cur[l] = h0.select(0, l).clone(), c_cur[l] = c0.select(0, l).clone();
+  T r_cur = reads0.clone(at::MemoryFormat::Contiguous), w_cur = weights0.clone(at::MemoryFormat::Contiguous);
+  T m_cur = memory0.clone(at::MemoryFormat::Contiguous);
   for (int64_t t = 0; t < Tm; ++t) {
     const OT m = t < steps.all_until ? OT() : OT(steps.mask(t));
-    const T r_prev = reads.select(0, t).reshape({B, RW});
     T h;  // the top layer's output
     for (int64_t l = 0; l < L; ++l) {
-      T z = l == 0 ? at::addmm(x_proj.select(0, t), r_prev, w_read0_t)
-                   : at::addmm(biases[l], h, cw[l * per_layer].t());
+      const T in = l == 0 ? at::cat({x.select(0, t), r_cur.view({B, RW})}, 1) : h;
       if (!s.lstm) {
-        h = hs.select(0, l).select(0, t);
-        at::tanh_out(h, z);
+        h = at::tanh(at::addmm(cw[l * 2 + 1], in, w_in_t[l]));
+        hs.select(0, l).select(0, t).copy_(h);
         continue;
       }
-      const T h_prev = hs.select(0, l).select(0, t), c_prev = cs.select(0, l).select(0, t);
-      z.addmm_(h_prev, cw[l * 4 + 1].t());
-      T a = gates.select(0, l).select(0, t);
-      at::sigmoid_out(a, z);  // i, f, o: sigmoid; g: tanh (overwritten below)
-      T g = a.narrow(1, 2 * C, C);
-      at::tanh_out(g, z.narrow(1, 2 * C, C));
-      const T c_new = at::addcmul(a.narrow(1, C, C) * c_prev, a.narrow(1, 0, C), g);
-      const T h_new = a.narrow(1, 3 * C, C) * at::tanh(c_new);
-      carry(cs.select(0, l).select(0, t + 1), c_new, c_prev, m);
-      carry(hs.select(0, l).select(0, t + 1), h_new, h_prev, m);
-      h = h_new;
+      // nn.LSTMCell's CPU arithmetic op for op (ATen's LSTMCell), so the results are bitwise NTMCell's
+      T a = at::addmm(cw[l * 4 + 3], h_cur[l], cw[l * 4 + 1].t());
+      a.add_(at::addmm(cw[l * 4 + 2], in, w_in_t[l]));
+      auto chunks = a.unsafe_chunk(4, 1);
+      const T i = chunks[0].sigmoid_(), f = chunks[1].sigmoid_(), g = chunks[2].tanh_(), o = chunks[3].sigmoid_();
+      gates.select(0, l).select(0, t).copy_(a);
+      const T c_new = (f * c_cur[l]).add_(i * g);
+      h = o * c_new.tanh();
+      c_cur[l] = keep_where(c_new, c_cur[l], m);
+      h_cur[l] = keep_where(h, h_cur[l], m);
+      cs.select(0, l).select(0, t + 1).copy_(c_cur[l]);
+      hs.select(0, l).select(0, t + 1).copy_(h_cur[l]);
     }
-    T p = ps.select(0, t);
-    at::addmm_out(p, head_bias, h, head_weight.t());
+    const T p = at::addmm(head_bias, h, head_weight.t());
+    ps.select(0, t).copy_(p);
     const Heads hd(p, s);
-    const T memory = memories.select(0, t), w_prev = weights.select(0, t);
-    const T w = memops::ntm_address(memory, hd.keys, hd.beta, hd.gate, hd.kernel, hd.gamma, w_prev, eps);
-    const T r = memops::read(memory, w.narrow(1, 0, s.R));
-    const T memory_new = memops::write(memory, w.narrow(1, s.R, s.Hw), hd.erase, hd.add);
-    carry(weights.select(0, t + 1), w, w_prev, m);
-    carry(reads.select(0, t + 1), r, reads.select(0, t), m);
-    carry(memories.select(0, t + 1), memory_new, memory, m);
-  }
+    const T w = memops::ntm_address(m_cur, hd.keys, hd.beta, hd.gate, hd.kernel, hd.gamma, w_cur, eps);
+    const T r = memops::read(m_cur, w.narrow(1, 0, s.R));
+    const T memory_new = memops::write(m_cur, w.narrow(1, s.R, s.Hw), hd.erase, hd.add);
+    w_cur = keep_where(w, w_cur, m);
+    r_cur = keep_where(r, r_cur, m);
+    m_cur = keep_where(memory_new, m_cur, m);
+    weights.select(0, t + 1).copy_(w_cur);
+    reads.select(0, t + 1).copy_(r_cur);
+    memories.select(0, t + 1).copy_(m_cur);
 
-  // Outputs, all steps in one GEMM; rows past their length are 0.
-  T y = at::zeros({s.T, B, s.O}, opt);
-  if (Tm > 0) {
-    const T h_top = s.lstm ? hs.select(0, L - 1).narrow(0, 1, Tm) : hs.select(0, L - 1).narrow(0, 0, Tm);
-    T out = at::cat({h_top, reads.narrow(0, 1, Tm).reshape({Tm, B, RW})}, 2);
-    if (s.has_output) out = at::addmm(*output_bias, out.view({Tm * B, C + RW}), output_weight->t()).view({Tm, B, s.O});
-    if (steps.all_until < Tm) {
-      const T active = at::arange(Tm, steps.lengths.options()).view({Tm, 1}).lt(steps.lengths.view({1, B}));
-      out = at::where(active.unsqueeze(-1), out, at::zeros({}, opt));
-    }
-    y.narrow(0, 0, Tm).copy_(out);
+    // output; rows past their length are 0
+    const T out = at::cat({h, r.reshape({B, RW})}, 1);
+    T y_t = s.has_output ? at::addmm(*output_bias, out, output_weight->t()) : out;
+    if (m.has_value()) y_t = keep_where(y_t, at::zeros({}, opt), m);
+    y.select(0, t).copy_(y_t);
   }
   T h_final = s.lstm ? hs.select(1, Tm).clone() : at::empty({0}, opt);
   T c_final = s.lstm ? cs.select(1, Tm).clone() : at::empty({0}, opt);

@@ -218,6 +218,7 @@ class NTM(nn.Module):
         super().__init__()
         self.cell = NTMCell(input_size, output_size, **cell_options)
         self.batch_first = batch_first
+        self.fused = True  # False: always step by step (benchmarks, tests); no effect on the parameters
 
     @property
     def backend(self):
@@ -273,6 +274,8 @@ class NTM(nn.Module):
     def _fused(self, x, state):
         """Whether memops.ntm_sequence can run this call: compiled ops for x's device, one dtype throughout,
         no autocast (the stepwise path casts the head parameters to the memory's dtype)."""
+        if not getattr(self, "fused", True):
+            return False
         try:
             if _backend.select(self.cell.backend, x) != "cpp":
                 return False

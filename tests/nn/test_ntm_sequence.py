@@ -293,3 +293,17 @@ def test_bad_arguments_name_the_argument():
         torch.ops.memops.ntm_sequence(*[("gru" if i == 14 else a) for i, a in enumerate(args)])
     with pytest.raises(ValueError, match="lengths must be integers"):
         ntm(x, lengths=torch.tensor([1.0, 2.0]))
+
+
+@pytest.mark.parametrize("name,options", [CONFIGS[1], CONFIGS[4]], ids=["lstm2", "ff2"])
+def test_forward_is_bitwise_the_stepwise_module_on_cpp(name, options):
+    """The fused forward runs NTMCell's ATen ops in the same order: the same bits as step by step."""
+    ntm = make(options, dtype=torch.float32)
+    x = torch.randn(6, 5, 3)
+    lengths = torch.tensor([6, 2, 0, 5, 6])
+    y, state = ntm(x, lengths=lengths)
+    ntm.fused = False
+    y_steps, state_steps = ntm(x, lengths=lengths)
+    torch.testing.assert_close(y, y_steps, rtol=0, atol=0)
+    for a, b in zip([*state.controller, *state[1:]], [*state_steps.controller, *state_steps[1:]]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
