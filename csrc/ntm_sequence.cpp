@@ -168,10 +168,10 @@ Steps steps_of(const OT& lengths, int64_t T_, int64_t B) {
 }
 
 // m ? next : prev, by rows of a (B, ...) tensor; next without a mask.
-T keep_where(const T& next, const T& prev, const OT& m) {
+T keep_where(const T& next, const T& prev, const OT& m, int64_t batch_dim = 0) {
   if (!m.has_value()) return next;
   std::vector<int64_t> shape(next.dim(), 1);
-  shape[0] = next.size(0);
+  shape[batch_dim] = next.size(batch_dim);
   return at::where(m->view(shape), next, prev);
 }
 
@@ -250,16 +250,17 @@ Forward ntm_sequence_kernel(const T& x, const OT& lengths, const T& h0, const T&
   for (int64_t l = 0; l < L; ++l) w_in_t[l] = cw[l * per_layer].t();
   T y = at::zeros({s.T, B, s.O}, opt);
 
-  // The state between steps: fresh tensors (copied into the saved buffers), so every step's inputs
-  // sit where the allocator puts them whatever T is: a sequence run in pieces, the state passed
-  // along, gives bitwise the results of the whole (a GEMM's rounding may depend on its inputs' alignment).
-  std::vector<T> h_cur(L), c_cur(L);
-  for (int64_t l = 0; l < L && s.lstm; ++l) h_cur[l] = h0.select(0, l).clone(), c_cur[l] = c0.select(0, l).clone();
+  // The state between steps: the step's own output tensors (copied into the saved buffers), laid out
+  // as NTMCell's, never views into the buffers: a GEMM's rounding can depend on where its inputs sit
+  // (their alignment), and this way every step's inputs sit as they do step by step, whatever T is.
+  // The controller state is one (L, B, C) tensor per step, each layer's a view, as NTMCell stacks it.
+  T h_cur = s.lstm ? h0.contiguous() : T(), c_cur = s.lstm ? c0.contiguous() : T();
   T r_cur = reads0.clone(at::MemoryFormat::Contiguous), w_cur = weights0.clone(at::MemoryFormat::Contiguous);
   T m_cur = memory0.clone(at::MemoryFormat::Contiguous);
   for (int64_t t = 0; t < Tm; ++t) {
     const OT m = t < steps.all_until ? OT() : OT(steps.mask(t));
     T h;  // the top layer's output
+    std::vector<T> h_new(L), c_new(L);
     for (int64_t l = 0; l < L; ++l) {
       const T in = l == 0 ? at::cat({x.select(0, t), r_cur.view({B, RW})}, 1) : h;
       if (!s.lstm) {
@@ -268,17 +269,19 @@ Forward ntm_sequence_kernel(const T& x, const OT& lengths, const T& h0, const T&
         continue;
       }
       // nn.LSTMCell's CPU arithmetic op for op (ATen's LSTMCell), so the results are bitwise NTMCell's
-      T a = at::addmm(cw[l * 4 + 3], h_cur[l], cw[l * 4 + 1].t());
+      T a = at::addmm(cw[l * 4 + 3], h_cur.select(0, l), cw[l * 4 + 1].t());
       a.add_(at::addmm(cw[l * 4 + 2], in, w_in_t[l]));
       auto chunks = a.unsafe_chunk(4, 1);
       const T i = chunks[0].sigmoid_(), f = chunks[1].sigmoid_(), g = chunks[2].tanh_(), o = chunks[3].sigmoid_();
       gates.select(0, l).select(0, t).copy_(a);
-      const T c_new = (f * c_cur[l]).add_(i * g);
-      h = o * c_new.tanh();
-      c_cur[l] = keep_where(c_new, c_cur[l], m);
-      h_cur[l] = keep_where(h, h_cur[l], m);
-      cs.select(0, l).select(0, t + 1).copy_(c_cur[l]);
-      hs.select(0, l).select(0, t + 1).copy_(h_cur[l]);
+      c_new[l] = (f * c_cur.select(0, l)).add_(i * g);
+      h = h_new[l] = o * c_new[l].tanh();
+    }
+    if (s.lstm) {
+      h_cur = keep_where(at::stack(h_new), h_cur, m, 1);
+      c_cur = keep_where(at::stack(c_new), c_cur, m, 1);
+      hs.select(1, t + 1).copy_(h_cur);
+      cs.select(1, t + 1).copy_(c_cur);
     }
     const T p = at::addmm(head_bias, h, head_weight.t());
     ps.select(0, t).copy_(p);
