@@ -307,3 +307,25 @@ def test_forward_is_bitwise_the_stepwise_module_on_cpp(name, options):
     torch.testing.assert_close(y, y_steps, rtol=0, atol=0)
     for a, b in zip([*state.controller, *state[1:]], [*state_steps.controller, *state_steps[1:]]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_compile_does_not_recompile_for_other_lengths():
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    ntm = make(CONFIGS[1][1])
+    counter = CompileCounterWithBackend("aot_eager")
+
+    def loss(model, x, lengths):
+        y, state = model(x, lengths=lengths)
+        return y.square().sum() + state.memory.sum()
+
+    compiled = torch.compile(loss, fullgraph=True, backend=counter, dynamic=True)
+    frames = []
+    for T in (4, 6, 9):
+        x = torch.randn(T, 3, 3, dtype=torch.float64)
+        lengths = torch.randint(1, T + 1, (3,))
+        out = compiled(ntm, x, lengths)
+        torch.testing.assert_close(out, loss(ntm, x, lengths), rtol=1e-12, atol=1e-12)
+        frames.append(counter.frame_count)
+    assert frames[0] == frames[1] == frames[2], frames
