@@ -329,3 +329,21 @@ def test_compile_does_not_recompile_for_other_lengths():
         torch.testing.assert_close(out, loss(ntm, x, lengths), rtol=1e-12, atol=1e-12)
         frames.append(counter.frame_count)
     assert frames[0] == frames[1] == frames[2], frames
+
+
+def test_compiled_graph_holds_the_sequence_as_one_op():
+    from torch._dynamo.backends.debugging import aot_eager
+
+    graphs = []
+
+    def recorder(gm, example_inputs):
+        graphs.append([str(n.target) for n in gm.graph.nodes if n.op == "call_function"])
+        return aot_eager(gm, example_inputs)
+
+    torch._dynamo.reset()
+    ntm = make(CONFIGS[0][1])
+    compiled = torch.compile(lambda x: ntm(x)[0].sum(), fullgraph=True, backend=recorder)
+    compiled(torch.randn(5, 2, 3, dtype=torch.float64)).backward()
+    assert len(graphs) == 1
+    memops_ops = [t for t in graphs[0] if "memops" in t]
+    assert memops_ops == ["memops.ntm_sequence"], graphs[0]
