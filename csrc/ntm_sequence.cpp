@@ -35,6 +35,9 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -210,6 +213,132 @@ struct Heads {
   }
 };
 
+// CPU loops for the backward's elementwise work (the generic path above costs one ATen call per
+// activation, which at NTM sizes costs more than the arithmetic): the head activations recomputed from
+// p, their gradients into g_p, and the LSTM cell's gradient. Values equal the ATen ops' to rounding.
+template <typename scalar_t>
+scalar_t sigmoid_of(scalar_t x) { return scalar_t(1) / (scalar_t(1) + std::exp(-x)); }
+
+// softplus(x) (threshold 20, as F.softplus) and its derivative
+template <typename scalar_t>
+scalar_t softplus_of(scalar_t x) { return x > scalar_t(20) ? x : std::log1p(std::exp(x)); }
+template <typename scalar_t>
+scalar_t softplus_slope(scalar_t x) { return x > scalar_t(20) ? scalar_t(1) : sigmoid_of(x); }
+
+struct HeadValues {
+  T keys, beta, gate, kernel, gamma, erase, add;  // contiguous: (B,H,W), (B,H) x2, (B,H,S), (B,H), (B,Hw,W) x2
+};
+
+HeadValues heads_cpu(const T& p_in, const Sizes& s) {
+  const T p = p_in.contiguous();
+  const auto opt = p.options();
+  HeadValues v{at::empty({s.B, s.H, s.W}, opt), at::empty({s.B, s.H}, opt), at::empty({s.B, s.H}, opt),
+               at::empty({s.B, s.H, s.S}, opt), at::empty({s.B, s.H}, opt), at::empty({s.B, s.Hw, s.W}, opt),
+               at::empty({s.B, s.Hw, s.W}, opt)};
+  AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "ntm_sequence_heads", [&] {
+    const scalar_t* pp = p.data_ptr<scalar_t>();
+    scalar_t *keys = v.keys.data_ptr<scalar_t>(), *beta = v.beta.data_ptr<scalar_t>(),
+             *gate = v.gate.data_ptr<scalar_t>(), *kernel = v.kernel.data_ptr<scalar_t>(),
+             *gamma = v.gamma.data_ptr<scalar_t>(), *erase = v.erase.data_ptr<scalar_t>(),
+             *add = v.add.data_ptr<scalar_t>();
+    for (int64_t b = 0; b < s.B; ++b) {
+      for (int64_t h = 0; h < s.H; ++h) {
+        const scalar_t* row = pp + b * s.P + h * s.A;
+        const int64_t r = b * s.H + h;
+        for (int64_t k = 0; k < s.W; ++k) keys[r * s.W + k] = row[k];
+        beta[r] = softplus_of(row[s.W]);
+        gate[r] = sigmoid_of(row[s.W + 1]);
+        scalar_t top = row[s.W + 2];
+        for (int64_t j = 1; j < s.S; ++j) top = std::max(top, row[s.W + 2 + j]);
+        scalar_t sum = 0;
+        for (int64_t j = 0; j < s.S; ++j) sum += (kernel[r * s.S + j] = std::exp(row[s.W + 2 + j] - top));
+        for (int64_t j = 0; j < s.S; ++j) kernel[r * s.S + j] /= sum;
+        gamma[r] = scalar_t(1) + softplus_of(row[s.W + 2 + s.S]);
+      }
+      for (int64_t h = 0; h < s.Hw; ++h) {
+        const scalar_t* row = pp + b * s.P + s.H * s.A + h * 2 * s.W;
+        for (int64_t k = 0; k < s.W; ++k) {
+          erase[(b * s.Hw + h) * s.W + k] = sigmoid_of(row[k]);
+          add[(b * s.Hw + h) * s.W + k] = std::tanh(row[s.W + k]);
+        }
+      }
+    }
+  });
+  return v;
+}
+
+// The gradients of the head activations -> gp (B, P), a contiguous row block of g_p.
+void heads_backward_cpu(const T& p_in, const HeadValues& v, const T& g_keys_in, const T& g_beta_in,
+                        const T& g_gate_in, const T& g_kernel_in, const T& g_gamma_in, const T& g_erase_in,
+                        const T& g_add_in, T& gp, const Sizes& s) {
+  const T p = p_in.contiguous(), g_keys = g_keys_in.contiguous(), g_beta = g_beta_in.contiguous(),
+          g_gate = g_gate_in.contiguous(), g_kernel = g_kernel_in.contiguous(), g_gamma = g_gamma_in.contiguous(),
+          g_erase = g_erase_in.contiguous(), g_add = g_add_in.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "ntm_sequence_heads_backward", [&] {
+    const scalar_t *pp = p.data_ptr<scalar_t>(), *gk = g_keys.data_ptr<scalar_t>(),
+                   *gb = g_beta.data_ptr<scalar_t>(), *gg = g_gate.data_ptr<scalar_t>(),
+                   *gs = g_kernel.data_ptr<scalar_t>(), *gy = g_gamma.data_ptr<scalar_t>(),
+                   *ge = g_erase.data_ptr<scalar_t>(), *ga = g_add.data_ptr<scalar_t>();
+    const scalar_t *gate = v.gate.data_ptr<scalar_t>(), *kernel = v.kernel.data_ptr<scalar_t>(),
+                   *erase = v.erase.data_ptr<scalar_t>(), *add = v.add.data_ptr<scalar_t>();
+    scalar_t* out = gp.data_ptr<scalar_t>();
+    for (int64_t b = 0; b < s.B; ++b) {
+      for (int64_t h = 0; h < s.H; ++h) {
+        const int64_t r = b * s.H + h;
+        const scalar_t* row = pp + b * s.P + h * s.A;
+        scalar_t* o = out + b * s.P + h * s.A;
+        for (int64_t k = 0; k < s.W; ++k) o[k] = gk[r * s.W + k];
+        o[s.W] = gb[r] * softplus_slope(row[s.W]);
+        o[s.W + 1] = gg[r] * gate[r] * (scalar_t(1) - gate[r]);
+        scalar_t dot = 0;
+        for (int64_t j = 0; j < s.S; ++j) dot += gs[r * s.S + j] * kernel[r * s.S + j];
+        for (int64_t j = 0; j < s.S; ++j) o[s.W + 2 + j] = kernel[r * s.S + j] * (gs[r * s.S + j] - dot);
+        o[s.W + 2 + s.S] = gy[r] * softplus_slope(row[s.W + 2 + s.S]);
+      }
+      for (int64_t h = 0; h < s.Hw; ++h) {
+        scalar_t* o = out + b * s.P + s.H * s.A + h * 2 * s.W;
+        for (int64_t k = 0; k < s.W; ++k) {
+          const int64_t i = (b * s.Hw + h) * s.W + k;
+          o[k] = ge[i] * erase[i] * (scalar_t(1) - erase[i]);
+          o[s.W + k] = ga[i] * (scalar_t(1) - add[i] * add[i]);
+        }
+      }
+    }
+  });
+}
+
+// One LSTM layer's step backward: gates a (B,4C) activated (i, f, g, o), c_prev, c_new (B,C), the
+// gradients g_h, g_c_in (B,C) of its h and c -> gz (B,4C) (pre-activation gradients), returns the
+// gradient of c_prev.
+T lstm_backward_cpu(const T& a_in, const T& c_prev_in, const T& c_new_in, const T& g_h_in, const T& g_c_in, T& gz) {
+  const T a = a_in.contiguous(), c_prev = c_prev_in.contiguous(), c_new = c_new_in.contiguous(),
+          g_h = g_h_in.contiguous(), g_c = g_c_in.contiguous();
+  const int64_t B = c_new.size(0), C = c_new.size(1);
+  T g_c_prev = at::empty({B, C}, c_new.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "ntm_sequence_lstm_backward", [&] {
+    const scalar_t *pa = a.data_ptr<scalar_t>(), *pcp = c_prev.data_ptr<scalar_t>(),
+                   *pcn = c_new.data_ptr<scalar_t>(), *pgh = g_h.data_ptr<scalar_t>(),
+                   *pgc = g_c.data_ptr<scalar_t>();
+    scalar_t *pz = gz.data_ptr<scalar_t>(), *pout = g_c_prev.data_ptr<scalar_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      const scalar_t* gates = pa + b * 4 * C;
+      scalar_t* z = pz + b * 4 * C;
+      for (int64_t j = 0; j < C; ++j) {
+        const int64_t k = b * C + j;
+        const scalar_t i = gates[j], f = gates[C + j], g = gates[2 * C + j], o = gates[3 * C + j];
+        const scalar_t tc = std::tanh(pcn[k]), gh = pgh[k];
+        const scalar_t gc = gh * o * (scalar_t(1) - tc * tc) + pgc[k];
+        z[j] = gc * g * i * (scalar_t(1) - i);
+        z[C + j] = gc * pcp[k] * f * (scalar_t(1) - f);
+        z[2 * C + j] = gc * i * (scalar_t(1) - g * g);
+        z[3 * C + j] = gh * tc * o * (scalar_t(1) - o);
+        pout[k] = gc * f;
+      }
+    }
+  });
+  return g_c_prev;
+}
+
 using Forward = std::tuple<T, T, T, T, T, T, std::vector<T>>;
 
 Forward ntm_sequence_kernel(const T& x, const OT& lengths, const T& h0, const T& c0, const T& reads0,
@@ -362,12 +491,22 @@ Backward ntm_sequence_backward_kernel(const T& grad_y, const T& grad_h, const T&
   // Per-step gradients of the controller's pre-activations and the head parameters, for the weight GEMMs.
   T g_z = at::empty({L, Tm, B, lstm ? 4 * C : C}, opt);
   T g_p = at::empty({Tm, B, s.P}, opt);
-  std::vector<T> w_in_t(L), w_hh(L);
+  // CPU: the elementwise work in the loops above; MEMOPS_NTM_SEQUENCE_ATEN=1 takes the ATen calls
+  // every device runs (for tests of that path on the CPU).
+  const char* aten_env = std::getenv("MEMOPS_NTM_SEQUENCE_ATEN");
+  const bool loops = x.is_cpu() && !(aten_env && std::string(aten_env) == "1");
 
   for (int64_t t = Tm - 1; t >= 0; --t) {
     const OT m = t < steps.all_until ? OT() : OT(steps.mask(t));
     const T memory = memories.select(0, t), w_prev = weights.select(0, t), w = weights.select(0, t + 1);
-    const Heads hd(ps.select(0, t), s);
+    const T p = ps.select(0, t);
+    HeadValues hd;
+    if (loops) {
+      hd = heads_cpu(p, s);
+    } else {
+      const Heads raw(p, s);
+      hd = HeadValues{raw.keys, raw.beta, raw.gate, raw.kernel, raw.gamma, raw.erase, raw.add};
+    }
     auto [gm_step, gm_keep] = split_grad(gm, m);
     auto [gw_step, gw_keep] = split_grad(gw, m);
     auto [gr_step, gr_keep] = split_grad(gr, m);
@@ -384,16 +523,21 @@ Backward ntm_sequence_backward_kernel(const T& grad_y, const T& grad_h, const T&
     gw = plus(g_w_prev, gw_keep);
 
     // head activations -> raw head parameters
-    const T gp = g_p.select(0, t);
-    const T g_address = gp.narrow(1, 0, s.H * s.A).view({B, s.H, s.A});
-    g_address.narrow(2, 0, s.W).copy_(g_keys);
-    g_address.select(2, s.W).copy_(at::softplus_backward(g_beta, hd.beta_raw, 1, 20));
-    g_address.select(2, s.W + 1).copy_(at::sigmoid_backward(g_gate, hd.gate));
-    g_address.narrow(2, s.W + 2, s.S).copy_(hd.kernel * (g_kernel - (g_kernel * hd.kernel).sum(-1, true)));
-    g_address.select(2, s.W + 2 + s.S).copy_(at::softplus_backward(g_gamma, hd.gamma_raw, 1, 20));
-    const T g_rest = gp.narrow(1, s.H * s.A, s.Hw * 2 * s.W).view({B, s.Hw, 2 * s.W});
-    g_rest.narrow(2, 0, s.W).copy_(at::sigmoid_backward(g_erase, hd.erase));
-    g_rest.narrow(2, s.W, s.W).copy_(at::tanh_backward(g_add, hd.add));
+    T gp = g_p.select(0, t);
+    if (loops) {
+      heads_backward_cpu(p, hd, g_keys, g_beta, g_gate, g_kernel, g_gamma, g_erase, g_add, gp, s);
+    } else {
+      const Heads raw(p, s);
+      const T g_address = gp.narrow(1, 0, s.H * s.A).view({B, s.H, s.A});
+      g_address.narrow(2, 0, s.W).copy_(g_keys);
+      g_address.select(2, s.W).copy_(at::softplus_backward(g_beta, raw.beta_raw, 1, 20));
+      g_address.select(2, s.W + 1).copy_(at::sigmoid_backward(g_gate, hd.gate));
+      g_address.narrow(2, s.W + 2, s.S).copy_(hd.kernel * (g_kernel - (g_kernel * hd.kernel).sum(-1, true)));
+      g_address.select(2, s.W + 2 + s.S).copy_(at::softplus_backward(g_gamma, raw.gamma_raw, 1, 20));
+      const T g_rest = gp.narrow(1, s.H * s.A, s.Hw * 2 * s.W).view({B, s.Hw, 2 * s.W});
+      g_rest.narrow(2, 0, s.W).copy_(at::sigmoid_backward(g_erase, hd.erase));
+      g_rest.narrow(2, s.W, s.W).copy_(at::tanh_backward(g_add, hd.add));
+    }
 
     // controller, top layer down
     T g_h = at::addmm(g_out.select(0, t).narrow(1, 0, C), gp, head_weight);
@@ -408,15 +552,20 @@ Backward ntm_sequence_backward_kernel(const T& grad_y, const T& grad_h, const T&
         gh_keep[l] = gh_k, gc_keep[l] = gc_k;
         g_h = g_h + gh_step;
         const T a = gates.select(0, l).select(0, t);
-        const T i = a.narrow(1, 0, C), f = a.narrow(1, C, C), g = a.narrow(1, 2 * C, C), o = a.narrow(1, 3 * C, C);
-        const T c_prev = cs.select(0, l).select(0, t), tc = at::tanh(cs.select(0, l).select(0, t + 1));
-        const T g_c = at::tanh_backward(g_h * o, tc) + gc_step;
-        T gi = gz.narrow(1, 0, C), gf = gz.narrow(1, C, C), gg = gz.narrow(1, 2 * C, C), go = gz.narrow(1, 3 * C, C);
-        at::sigmoid_backward_out(gi, g_c * g, i);
-        at::sigmoid_backward_out(gf, g_c * c_prev, f);
-        at::tanh_backward_out(gg, g_c * i, g);
-        at::sigmoid_backward_out(go, g_h * tc, o);
-        gc.select(0, l).copy_(plus(g_c * f, gc_keep[l]));
+        const T c_prev = cs.select(0, l).select(0, t), c_new = cs.select(0, l).select(0, t + 1);
+        if (loops) {
+          gc.select(0, l).copy_(plus(lstm_backward_cpu(a, c_prev, c_new, g_h, gc_step, gz), gc_keep[l]));
+        } else {
+          const T i = a.narrow(1, 0, C), f = a.narrow(1, C, C), g = a.narrow(1, 2 * C, C), o = a.narrow(1, 3 * C, C);
+          const T tc = at::tanh(c_new);
+          const T g_c = at::tanh_backward(g_h * o, tc) + gc_step;
+          T gi = gz.narrow(1, 0, C), gf = gz.narrow(1, C, C), gg = gz.narrow(1, 2 * C, C), go = gz.narrow(1, 3 * C, C);
+          at::sigmoid_backward_out(gi, g_c * g, i);
+          at::sigmoid_backward_out(gf, g_c * c_prev, f);
+          at::tanh_backward_out(gg, g_c * i, g);
+          at::sigmoid_backward_out(go, g_h * tc, o);
+          gc.select(0, l).copy_(plus(g_c * f, gc_keep[l]));
+        }
         gh.select(0, l).copy_(plus(at::mm(gz, cw[l * 4 + 1]), gh_keep[l]));
       }
       if (l > 0) g_h = at::mm(gz, cw[l * per_layer]);

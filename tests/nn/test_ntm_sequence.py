@@ -347,3 +347,13 @@ def test_compiled_graph_holds_the_sequence_as_one_op():
     assert len(graphs) == 1
     memops_ops = [t for t in graphs[0] if "memops" in t]
     assert memops_ops == ["memops.ntm_sequence"], graphs[0]
+
+
+@pytest.mark.parametrize("name,options", [CONFIGS[1], CONFIGS[3]], ids=["lstm2", "ff1"])
+def test_generic_aten_path(name, options, monkeypatch):
+    """The backward's ATen-only path (what CUDA runs; the CPU has loops for its elementwise work)."""
+    monkeypatch.setenv("MEMOPS_NTM_SEQUENCE_ATEN", "1")
+    ntm = make(options)
+    x = torch.randn(5, 4, 3, dtype=torch.float64)
+    compare(ntm, x, random_state(ntm, 4, torch.float64), lengths=torch.tensor([5, 2, 0, 4]))
+    compare(ntm, x)
