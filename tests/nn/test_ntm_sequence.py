@@ -357,3 +357,23 @@ def test_generic_aten_path(name, options, monkeypatch):
     x = torch.randn(5, 4, 3, dtype=torch.float64)
     compare(ntm, x, random_state(ntm, 4, torch.float64), lengths=torch.tensor([5, 2, 0, 4]))
     compare(ntm, x)
+
+
+def test_saves_no_more_for_backward_than_the_stepwise_module():
+    torch.manual_seed(0)
+    ntm = NTM(9, 8, controller_size=100, memory_slots=128, memory_width=20)
+    x = torch.randn(12, 4, 9)
+
+    def saved_bytes(fused):
+        ntm.fused = fused
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            ntm(x)[0].sum()
+        return sum(storages.values())
+
+    assert saved_bytes(True) <= saved_bytes(False)
