@@ -60,5 +60,11 @@ if [ -n "$launchers" ]; then
     if wait "${p%%:*}"; then echo "ok ${p#*:}"; else echo "FAILED ${p#*:}"; cat "$OUT/$(basename "${p#*:}" .cu).log"; status=1; fi
   done
   [ "$status" = 0 ] || exit 1
+  # device-generic C++ that a CUDA build compiles with the host compiler and MEMOPS_WITH_CUDA (its
+  # CUDA registration): the fused NTM sequence
+  echo "--- host compiler, -DMEMOPS_WITH_CUDA: csrc/ntm_sequence.cpp"
+  "${CXX:-c++}" -std=c++20 -fsyntax-only -Wall -Wno-unknown-pragmas -DMEMOPS_WITH_CUDA \
+    -D_GLIBCXX_USE_CXX11_ABI="$ABI" -I"$TORCH_INC" -I"$TORCH_INC/torch/csrc/api/include" csrc/ntm_sequence.cpp
+  echo "ok csrc/ntm_sequence.cpp"
 fi
 echo "nvcc checks passed"
