@@ -101,8 +101,8 @@ def emulated_extension():
         raise SystemExit("MEMOPS_CUDA_EMU=1 needs the CUDA headers (cuda_fp16.h); set CUDA_HOME")
     gen = os.path.join("build", "cuda_emu")
     os.makedirs(gen, exist_ok=True)
-    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/cuda/emu/emu.cpp", "csrc/cuda/emu/module.cpp",
-               "csrc/cuda/emu/selftest.cpp"]
+    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/ntm_sequence.cpp", "csrc/cuda/emu/emu.cpp",
+               "csrc/cuda/emu/module.cpp", "csrc/cuda/emu/selftest.cpp"]
     for cu in sorted(glob.glob("csrc/cuda/*.cu")):
         name = os.path.basename(cu)
         if name == "kernels_check.cu":

@@ -516,10 +516,10 @@ Backward ntm_sequence_backward_kernel(const T& grad_y, const T& grad_h, const T&
         memops::write_backward(gm_step, memory, w.narrow(1, s.R, s.Hw), hd.erase, hd.add);
     const T g_r = gr_step + g_out.select(0, t).narrow(1, C, RW).view({B, s.R, s.W});
     auto [gm_read, g_read_w] = memops::read_backward(g_r, memory, w.narrow(1, 0, s.R));
-    const T g_w = at::cat({g_read_w, g_write_w}, 1) + gw_step;
+    const T g_w = at::cat({g_read_w, g_write_w}, 1).add_(gw_step);
     auto [gm_address, g_keys, g_beta, g_gate, g_kernel, g_gamma, g_w_prev] = memops::ntm_address_backward(
         g_w, memory, hd.keys, hd.beta, hd.gate, hd.kernel, hd.gamma, w_prev, w, eps);
-    gm = plus(gm_write + gm_read + gm_address, gm_keep);
+    gm = plus(gm_write.add_(gm_read).add_(gm_address), gm_keep);
     gw = plus(g_w_prev, gw_keep);
 
     // head activations -> raw head parameters

@@ -377,3 +377,23 @@ def test_saves_no_more_for_backward_than_the_stepwise_module():
         return sum(storages.values())
 
     assert saved_bytes(True) <= saved_bytes(False)
+
+
+def test_same_loop_on_the_emulated_cuda_kernels():
+    """ntm_sequence built against the CUDA kernels (run by the CPU emulator, backend "cuda_emu"): the
+    same results and gradients as on the CPU kernels."""
+    require_backend("cuda_emu", "cpu")
+    from memops import _emu  # noqa: F401  (registers torch.ops.memops_cuda_emu)
+
+    ntm = make(CONFIGS[1][1])
+    x = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
+    state = leaves(random_state(ntm, 3, torch.float64))
+    args = _op_args(ntm, x, state, lengths=torch.tensor([4, 1, 3]))
+    inputs = [t for t in (x, *args[2:7], *args[7], *args[8:12]) if t is not None and t.requires_grad]
+    results = []
+    for namespace in (torch.ops.memops, torch.ops.memops_cuda_emu):
+        outs = namespace.ntm_sequence(*args)[:6]
+        loss = sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view(o.shape)).sum() for o in outs)
+        results.append((outs, torch.autograd.grad(loss, inputs)))
+    for a, b in zip(results[0][0] + results[0][1], results[1][0] + results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
