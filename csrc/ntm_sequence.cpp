@@ -339,6 +339,14 @@ T lstm_backward_cpu(const T& a_in, const T& c_prev_in, const T& c_new_in, const 
   return g_c_prev;
 }
 
+// t, with zeros appended along `dim` up to `total`.
+T pad_steps(const T& t, int64_t dim, int64_t total) {
+  if (t.size(dim) >= total) return t;
+  auto shape = t.sizes().vec();
+  shape[dim] = total - t.size(dim);
+  return at::cat({t, at::zeros(shape, t.options())}, dim);
+}
+
 using Forward = std::tuple<T, T, T, T, T, T, std::vector<T>>;
 
 Forward ntm_sequence_kernel(const T& x, const OT& lengths, const T& h0, const T& c0, const T& reads0,
@@ -352,32 +360,19 @@ Forward ntm_sequence_kernel(const T& x, const OT& lengths, const T& h0, const T&
   const int64_t Tm = steps.until;
   const auto opt = x.options();
 
-  T hs, cs, gates;  // see the file's comment for the layouts
-  if (s.lstm) {
-    hs = at::empty({L, s.T + 1, B, C}, opt);
-    cs = at::empty({L, s.T + 1, B, C}, opt);
-    gates = at::empty({L, s.T, B, 4 * C}, opt);
-    hs.select(1, 0).copy_(h0);
-    cs.select(1, 0).copy_(c0);
-  } else {
-    hs = at::empty({L, s.T, B, C}, opt);
-    cs = at::empty({0}, opt);
-    gates = at::empty({0}, opt);
-  }
-  T ps = at::empty({s.T, B, s.P}, opt);
+  // Each step's tensors are kept (the saved tensors are stacked from them at the end, one call each,
+  // instead of a copy per step), except the memories: copied as they come, as a stack at the end
+  // would hold them twice.
   T memories = at::empty({s.T + 1, B, s.N, s.W}, opt);
-  T reads = at::empty({s.T + 1, B, s.R, s.W}, opt);
-  T weights = at::empty({s.T + 1, B, s.H, s.N}, opt);
   memories.select(0, 0).copy_(memory0);
-  reads.select(0, 0).copy_(reads0);
-  weights.select(0, 0).copy_(weights0);
+  std::vector<T> h_steps, c_steps, gate_steps, p_steps, w_steps, r_steps, y_steps;  // gate_steps: layer-major
+  std::vector<std::vector<T>> layer_steps(L);  // gates (lstm) or h (feedforward) of each layer
 
   // Every GEMM of the forward takes one step's B rows, so a sequence run in pieces (the state passed
   // along) gives bitwise the same results as run whole.
   const int64_t per_layer = s.lstm ? 4 : 2;
   std::vector<T> w_in_t(L);
   for (int64_t l = 0; l < L; ++l) w_in_t[l] = cw[l * per_layer].t();
-  T y = at::zeros({s.T, B, s.O}, opt);
 
   // The state between steps: the step's own output tensors (copied into the saved buffers), laid out
   // as NTMCell's, never views into the buffers: a GEMM's rounding can depend on where its inputs sit
@@ -386,6 +381,9 @@ Forward ntm_sequence_kernel(const T& x, const OT& lengths, const T& h0, const T&
   T h_cur = s.lstm ? h0.contiguous() : T(), c_cur = s.lstm ? c0.contiguous() : T();
   T r_cur = reads0.clone(at::MemoryFormat::Contiguous), w_cur = weights0.clone(at::MemoryFormat::Contiguous);
   T m_cur = memory0.clone(at::MemoryFormat::Contiguous);
+  if (s.lstm) h_steps.push_back(h_cur), c_steps.push_back(c_cur);
+  r_steps.push_back(r_cur);
+  w_steps.push_back(w_cur);
   for (int64_t t = 0; t < Tm; ++t) {
     const OT m = t < steps.all_until ? OT() : OT(steps.mask(t));
     T h;  // the top layer's output
@@ -394,7 +392,7 @@ Forward ntm_sequence_kernel(const T& x, const OT& lengths, const T& h0, const T&
       const T in = l == 0 ? at::cat({x.select(0, t), r_cur.view({B, RW})}, 1) : h;
       if (!s.lstm) {
         h = at::tanh(at::addmm(cw[l * 2 + 1], in, w_in_t[l]));
-        hs.select(0, l).select(0, t).copy_(h);
+        layer_steps[l].push_back(h);
         continue;
       }
       // nn.LSTMCell's CPU arithmetic op for op (ATen's LSTMCell), so the results are bitwise NTMCell's
@@ -402,18 +400,18 @@ Forward ntm_sequence_kernel(const T& x, const OT& lengths, const T& h0, const T&
       a.add_(at::addmm(cw[l * 4 + 2], in, w_in_t[l]));
       auto chunks = a.unsafe_chunk(4, 1);
       const T i = chunks[0].sigmoid_(), f = chunks[1].sigmoid_(), g = chunks[2].tanh_(), o = chunks[3].sigmoid_();
-      gates.select(0, l).select(0, t).copy_(a);
+      layer_steps[l].push_back(a);
       c_new[l] = (f * c_cur.select(0, l)).add_(i * g);
       h = h_new[l] = o * c_new[l].tanh();
     }
     if (s.lstm) {
       h_cur = keep_where(at::stack(h_new), h_cur, m, 1);
       c_cur = keep_where(at::stack(c_new), c_cur, m, 1);
-      hs.select(1, t + 1).copy_(h_cur);
-      cs.select(1, t + 1).copy_(c_cur);
+      h_steps.push_back(h_cur);
+      c_steps.push_back(c_cur);
     }
     const T p = at::addmm(head_bias, h, head_weight.t());
-    ps.select(0, t).copy_(p);
+    p_steps.push_back(p);
     const Heads hd(p, s);
     const T w = memops::ntm_address(m_cur, hd.keys, hd.beta, hd.gate, hd.kernel, hd.gamma, w_cur, eps);
     const T r = memops::read(m_cur, w.narrow(1, 0, s.R));
@@ -421,20 +419,39 @@ Forward ntm_sequence_kernel(const T& x, const OT& lengths, const T& h0, const T&
     w_cur = keep_where(w, w_cur, m);
     r_cur = keep_where(r, r_cur, m);
     m_cur = keep_where(memory_new, m_cur, m);
-    weights.select(0, t + 1).copy_(w_cur);
-    reads.select(0, t + 1).copy_(r_cur);
+    w_steps.push_back(w_cur);
+    r_steps.push_back(r_cur);
     memories.select(0, t + 1).copy_(m_cur);
 
     // output; rows past their length are 0
     const T out = at::cat({h, r.reshape({B, RW})}, 1);
     T y_t = s.has_output ? at::addmm(*output_bias, out, output_weight->t()) : out;
     if (m.has_value()) y_t = keep_where(y_t, at::zeros({}, opt), m);
-    y.select(0, t).copy_(y_t);
+    y_steps.push_back(y_t);
   }
-  T h_final = s.lstm ? hs.select(1, Tm).clone() : at::empty({0}, opt);
-  T c_final = s.lstm ? cs.select(1, Tm).clone() : at::empty({0}, opt);
-  return {y, h_final, c_final, reads.select(0, Tm).clone(), weights.select(0, Tm).clone(),
-          memories.select(0, Tm).clone(), {hs, cs, gates, ps, memories, reads, weights}};
+
+  // The saved tensors (see the file's comment for the layouts); steps from Tm on are zeros.
+  T hs, cs, gates;
+  for (auto& list : layer_steps) gate_steps.insert(gate_steps.end(), list.begin(), list.end());
+  const int64_t width = s.lstm ? 4 * C : C;
+  const T per_layer_steps = gate_steps.empty() ? at::zeros({L, s.T, B, width}, opt)
+                                               : pad_steps(at::stack(gate_steps).view({L, Tm, B, width}), 1, s.T);
+  if (s.lstm) {
+    hs = pad_steps(at::stack(h_steps, 1), 1, s.T + 1);
+    cs = pad_steps(at::stack(c_steps, 1), 1, s.T + 1);
+    gates = per_layer_steps;
+  } else {
+    hs = per_layer_steps;
+    cs = at::empty({0}, opt);
+    gates = at::empty({0}, opt);
+  }
+  const T ps = p_steps.empty() ? at::zeros({s.T, B, s.P}, opt) : pad_steps(at::stack(p_steps), 0, s.T);
+  const T weights = pad_steps(at::stack(w_steps), 0, s.T + 1), reads = pad_steps(at::stack(r_steps), 0, s.T + 1);
+  const T y = y_steps.empty() ? at::zeros({s.T, B, s.O}, opt) : pad_steps(at::stack(y_steps), 0, s.T);
+  T h_final = s.lstm ? h_cur.clone() : at::empty({0}, opt);
+  T c_final = s.lstm ? c_cur.clone() : at::empty({0}, opt);
+  return {y, h_final, c_final, r_cur.clone(), w_cur.clone(), m_cur.clone(),
+          {hs, cs, gates, ps, memories, reads, weights}};
 }
 
 using Backward = std::tuple<T, T, T, T, T, T, std::vector<T>, T, T, T, T>;
