@@ -23,13 +23,15 @@
 //         inputs and tanh(c) all come from them) and the gate activations (L, T, B, 4C) (four
 //         transcendentals per unit: cheaper to keep than recompute); feedforward: each layer's h
 //         (L, T, B, C);
-//   the raw head parameters p (T, B, P): their activations are recomputed (a few elementwise calls);
+//   the raw head parameters p (T, B, P): their activations are recomputed (one pass over p on the
+//         CPU: cheaper than saving seven more tensors a step and reading them back);
 //   memory, reads and head weights before and after every step: (T+1, B, N, W), (T+1, B, R, W),
 //         (T+1, B, R+Hw, N). The memory must be kept (every memory op's backward reads M_{t-1}; the
 //         stepwise module keeps the same T+1 memories); the weights are ntm_address's output, which
 //         its backward takes, and the next step's previous weights.
 //   Rows past their sequence's length hold the carried state; they receive zero gradients, so any
-//   finite value there serves.
+//   finite value there serves (ntm_address's backward gets the carried weights as its output there).
+//   Steps from max(lengths) on are zeros.
 // Weight gradients are summed over all steps at once: the per-step gradients of the gates and head
 // parameters are kept and multiplied with the saved inputs in one GEMM per weight at the end.
 #include <ATen/ATen.h>
@@ -473,6 +475,25 @@ Backward ntm_sequence_backward_kernel(const T& grad_y, const T& grad_h, const T&
                                  reads.select(0, 0), weights.select(0, 0), memories.select(0, 0), cw, head_weight,
                                  head_bias, output_weight, output_bias, read_heads, shift_width, controller);
   const int64_t B = s.B, C = s.C, L = s.L, RW = s.R * s.W, per_layer = lstm ? 4 : 2;
+  auto expect = [](const char* name, const T& t, std::vector<int64_t> shape) {
+    TORCH_CHECK(t.sizes() == at::IntArrayRef(shape), "_ntm_sequence_backward: ", name, " must have shape ",
+                at::IntArrayRef(shape), ", got ", t.sizes());
+  };
+  expect("saved[0] (h)", hs, {L, lstm ? s.T + 1 : s.T, B, C});
+  if (lstm) {
+    expect("saved[1] (c)", cs, {L, s.T + 1, B, C});
+    expect("saved[2] (gates)", gates, {L, s.T, B, 4 * C});
+    expect("grad_h", grad_h, {L, B, C});
+    expect("grad_c", grad_c, {L, B, C});
+  }
+  expect("saved[3] (head parameters)", ps, {s.T, B, s.P});
+  expect("saved[4] (memories)", memories, {s.T + 1, B, s.N, s.W});
+  expect("saved[5] (reads)", reads, {s.T + 1, B, s.R, s.W});
+  expect("saved[6] (weights)", weights, {s.T + 1, B, s.H, s.N});
+  expect("grad_y", grad_y, {s.T, B, s.O});
+  expect("grad_reads", grad_reads, {B, s.R, s.W});
+  expect("grad_weights", grad_weights, {B, s.H, s.N});
+  expect("grad_memory", grad_memory, {B, s.N, s.W});
   const Steps steps = steps_of(lengths, s.T, B);
   const int64_t Tm = steps.until;
   const auto opt = x.options();

@@ -397,3 +397,17 @@ def test_same_loop_on_the_emulated_cuda_kernels():
         results.append((outs, torch.autograd.grad(loss, inputs)))
     for a, b in zip(results[0][0] + results[0][1], results[1][0] + results[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_backward_checks_the_saved_tensors():
+    ntm = make(CONFIGS[0][1])
+    x = torch.randn(3, 2, 3, dtype=torch.float64)
+    args = _op_args(ntm, x, ntm.initial_state(2, dtype=torch.float64))
+    with torch.no_grad():
+        y, h, c, r, w, m, saved = torch.ops.memops.ntm_sequence(*args)
+        grads = [torch.zeros_like(t) for t in (y, h, c, r, w, m)]
+        rest = (x, None, args[7], args[8], args[10])
+        torch.ops.memops._ntm_sequence_backward(*grads, *rest, saved, *args[12:])  # as given: fine
+        saved[3] = saved[3][:, :, :-1]
+        with pytest.raises(RuntimeError, match=r"saved\[3\] \(head parameters\) must have shape"):
+            torch.ops.memops._ntm_sequence_backward(*grads, *rest, saved, *args[12:])
