@@ -206,6 +206,12 @@ class NTM(nn.Module):
     read from the next step on (the order of Collier & Beel 2018; it lets one fused call address every
     head). All memory work goes through memops ops, so the module runs on whatever backend is chosen.
 
+    Without a trace, on the compiled ops (backend "cpp" on CPU, a CUDA build on CUDA), the whole
+    sequence is one op, memops.ntm_sequence: the same step in C++ (on the CPU bitwise the same
+    forward), with its backward through time written by hand, one node for autograd and torch.compile.
+    Otherwise (return_trace=True, the reference or Triton backends, autocast, `ntm.fused = False`) the
+    module runs NTMCell step by step. The parameters, and so the checkpoints, are the same either way.
+
     Initial state: memory by `memory_init` ("constant": every cell 1e-6, which Collier & Beel found to
     train fastest; "learned": a parameter; "random": drawn anew for each sequence from torch's generator);
     every head's previous weighting focused on slot 0 (so location-based addressing has a place to start
