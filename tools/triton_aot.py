@@ -66,9 +66,10 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.f
 # The benchmarked ops and variants, and content_scores (not benchmarked, but its kernels ship): its
 # default (dot, no mask) and the other value of each of its flags.
 CALLS = {**OPS, "content_scores": Op("content_scores"),
-         "content_scores_cosine_mask": Op("content_scores", similarity="cosine", mask="random")}
+         "content_scores_cosine_mask": Op("content_scores", similarity="cosine", mask="random"),
+         "attention_gru_mask": Op("attention_gru", mask="random")}
 MODULES = [getattr(memops_triton, name) for name in
-           ("content_address", "content_scores", "ntm_address", "read", "sharpen", "shift", "write")]
+           ("attention_gru", "content_address", "content_scores", "ntm_address", "read", "sharpen", "shift", "write")]
 
 
 class AOTDriver:
@@ -135,6 +136,7 @@ def record_launches(call, dims, dtype):
         return Recorder()
 
     spec = SPECS[call.op]
+    dims = {"F": dims["N"], "D": dims["W"], **dims}  # attention_gru's facts and state width (as memops.testing)
     tensors = {}
     for name, letters in spec.tensors:
         if name == "erase" and call.variant.get("erase") is False:
