@@ -59,3 +59,27 @@ def test_a_compile_error_fails_the_run(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAILED" in r.stdout and "FAILED: shift._shift_gather_kernel float32 paper" in r.stderr, r.stderr
     assert "arange" in r.stderr
+
+
+def test_every_op_launches_at_every_size_and_every_kernel_is_reached():
+    """Recording alone (no compile, cheap): every op of memops.spec among the calls, every call's launches
+    at every size (a new op whose dims the tool does not know fails here, not only in CI's full run), and
+    every kernel of memops/triton reached by some launch."""
+    code = textwrap.dedent("""
+        import sys, torch
+        sys.argv = ["triton_aot"]
+        import triton_aot as t
+        from memops.spec import SPECS
+        missing = set(SPECS) - {call.op for call in t.CALLS.values()}
+        assert not missing, f"ops the tool does not call: {sorted(missing)}"
+        reached = set()
+        for size, dims in t.GPU_SIZES.items():
+            for name, call in t.CALLS.items():
+                launches = t.record_launches(call, dims, torch.float32)
+                assert launches, (size, name)
+                reached |= {launch.name for launch in launches}
+        assert reached == t.all_kernels(), sorted(t.all_kernels() - reached)
+        print("ok", len(reached))
+    """)
+    r = run("-c", f"import sys; sys.path.insert(0, {os.path.join(REPO, 'tools')!r})\n" + code)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr
