@@ -94,10 +94,18 @@ def console():
     import os
 
     try:
-        return main()
+        code = main()
     except USER_ERRORS as e:
         if os.environ.get("MEMOPS_TRACEBACK", "0") not in ("", "0"):
             raise
         message = str(e) if str(e).startswith("memops") else f"memops: {e}"
         print(message, file=sys.stderr)
-        return 2
+        code = 2
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # a torchrun rank, its work done and its files closed: leave without the interpreter's teardown,
+        # where gloo's threads could still be torn down and a rank aborted now and then ("terminate
+        # called without an active exception"), failing the run after it had finished
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 0)
+    return code

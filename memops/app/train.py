@@ -40,6 +40,7 @@ DistributedDataParallel (gloo on CPU, nccl on CUDA); --batch-size is per process
 
 import argparse
 import csv
+import gc
 import math
 import os
 import sys
@@ -493,5 +494,10 @@ def _train(args):
     if last_eval and world.main and not interrupt.signum:
         print(f"memops train {args.task}: step {step}, {sequences} sequences, {duration(wall)} training; "
               f"{recipe.summary(last_eval)}; non-finite steps {nonfinite}", file=sys.stderr)
+    # DDP's reducer (held by the wrapper and the parameters' gradient hooks) holds the process group: let
+    # them go while the interpreter is alive, so the group's threads are joined in world.close(), not
+    # at interpreter exit (where a rank aborted: "terminate called without an active exception")
+    model = trained = optimizer = None  # noqa: F841
+    gc.collect()
     world.close()
     return status
