@@ -1,7 +1,7 @@
 """What bench_ops.py times: the ops and their variants, the sizes, the targets, and the byte model
 (each op's minimal memory traffic). Tensor names and dims come from memops.spec.SPECS."""
 
-from memops.spec import SPECS
+from memops.spec import SPECS, with_aliases
 
 PAPER = dict(B=64, H=1, N=128, W=20, S=3)  # NTM paper: 128 slots of width 20, one head
 # DMN+ on bAbI (issue 15's target for attention_gru): batch 100, F = 50 facts (N), state width D = 80 (W)
@@ -134,7 +134,7 @@ def traffic_bytes(op_name, dims, pass_, itemsize):
     W=128, float32: fwd = (2 BNW + BHN + 2 BHW) * 4 = 539,033,600 bytes.
     """
     op = OPS[op_name]
-    dims = {"F": dims["N"], "D": dims["W"], **dims}  # attention_gru's facts and state width
+    dims = with_aliases(dims)  # attention_gru's facts and state width
     dims_of = dict(op.spec.tensors)
     inputs = sum(_numel(dims_of[name], dims) for name in op.inputs)
     output = _numel(op.spec.out, dims)

@@ -77,4 +77,14 @@ SPECS = {
 
 OPS = tuple(SPECS)
 
-__all__ = ["OpSpec", "SPECS", "OPS"]
+# Sizes are given as B, H, N, W, S everywhere (sample inputs, benchmark and compile sizes): attention_gru's
+# F facts and D state width are read from N and W.
+ALIASES = {"F": "N", "D": "W"}
+
+
+def with_aliases(sizes):
+    """{letter: size} with the aliased letters (F, D) filled in from the sizes they stand for."""
+    return {**{a: sizes[b] for a, b in ALIASES.items() if b in sizes}, **sizes}
+
+
+__all__ = ["OpSpec", "SPECS", "OPS", "ALIASES", "with_aliases"]

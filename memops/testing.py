@@ -11,12 +11,12 @@ import subprocess
 
 import torch
 
-from .spec import SPECS
+from .spec import SPECS, with_aliases
 
 # ---------------------------------------------------------------------------------------------------
 # Inputs in the ranges a model gives them (never zeros): memory and keys normal, beta in [0, 5],
 # weights and kernels from a softmax, gamma in [1, 5], gate and erase in [0, 1], add normal.
-# attention_gru has F facts and D state width: the sizes N and W stand for them.
+# attention_gru has F facts and D state width: the sizes N and W stand for them (spec.with_aliases).
 
 
 def _values(op, name, shape, gen, W):
@@ -75,7 +75,7 @@ def sample_inputs(op, B=2, H=3, N=5, W=4, S=3, *, seed=0, mask=None, similarity=
     schema order (write's erase is None when erase=False), drawn in float64 from `seed` and then cast;
     options the op's keyword arguments (mask, similarity, eps where the op has them)."""
     spec = SPECS[op]
-    sizes = dict(B=B, H=H, N=N, W=W, S=S, F=N, D=W)
+    sizes = with_aliases(dict(B=B, H=H, N=N, W=W, S=S))
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
     for name, dims in spec.tensors:

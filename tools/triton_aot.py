@@ -56,7 +56,7 @@ from triton.runtime.jit import JITFunction  # noqa: E402
 
 import memops  # noqa: E402
 from memops import triton as memops_triton  # noqa: E402  (registers the ops; the kernels are defined)
-from memops.spec import SPECS  # noqa: E402
+from memops.spec import SPECS, with_aliases  # noqa: E402
 
 from _ops_sizes import GPU_SIZES, OPS, Op  # noqa: E402
 
@@ -136,7 +136,7 @@ def record_launches(call, dims, dtype):
         return Recorder()
 
     spec = SPECS[call.op]
-    dims = {"F": dims["N"], "D": dims["W"], **dims}  # attention_gru's facts and state width (as memops.testing)
+    dims = with_aliases(dims)  # attention_gru's facts and state width
     tensors = {}
     for name, letters in spec.tensors:
         if name == "erase" and call.variant.get("erase") is False:
