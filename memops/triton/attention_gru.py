@@ -59,6 +59,18 @@ def _matvecs(ur_ptr, uh_ptr, hp_ptr, j, j_live, D, BLOCK: tl.constexpr, ACC: tl.
 
 
 @triton.jit
+def _cell(xr_ptr, xh_ptr, ur_ptr, uh_ptr, bu_ptr, hp_ptr, bi, j, j_live, D, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """The GRU cell of fact bi at the state elements j, from the state at hp_ptr: (h, r, u, c) with
+    u = uh h + bu (the forward's, recomputed by the backward)."""
+    ar, au = _matvecs(ur_ptr, uh_ptr, hp_ptr, j, j_live, D, BLOCK, ACC)
+    h = tl.load(hp_ptr + j, mask=j_live, other=0.0).to(ACC)
+    r = _sigmoid(tl.load(xr_ptr + bi * D + j, mask=j_live, other=0.0).to(ACC) + ar)
+    u = au + tl.load(bu_ptr + j, mask=j_live, other=0.0).to(ACC)
+    c = _tanh(tl.load(xh_ptr + bi * D + j, mask=j_live, other=0.0).to(ACC) + r * u)
+    return h, r, u, c
+
+
+@triton.jit
 def _fwd_step(xr_ptr, xh_ptr, ur_ptr, uh_ptr, bu_ptr, g_ptr, keep_ptr, out_ptr, hp_ptr, bi, D,
               HAS_MASK: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """One fact bi = b * F + i of one batch row, from the state at hp_ptr."""
@@ -69,11 +81,7 @@ def _fwd_step(xr_ptr, xh_ptr, ur_ptr, uh_ptr, bu_ptr, g_ptr, keep_ptr, out_ptr, 
     for j0 in range(0, D, BLOCK):
         j = j0 + tl.arange(0, BLOCK)
         j_live = j < D
-        ar, au = _matvecs(ur_ptr, uh_ptr, hp_ptr, j, j_live, D, BLOCK, ACC)
-        h = tl.load(hp_ptr + j, mask=j_live, other=0.0).to(ACC)
-        r = _sigmoid(tl.load(xr_ptr + bi * D + j, mask=j_live, other=0.0).to(ACC) + ar)
-        u = au + tl.load(bu_ptr + j, mask=j_live, other=0.0).to(ACC)
-        c = _tanh(tl.load(xh_ptr + bi * D + j, mask=j_live, other=0.0).to(ACC) + r * u)
+        h, r, u, c = _cell(xr_ptr, xh_ptr, ur_ptr, uh_ptr, bu_ptr, hp_ptr, bi, j, j_live, D, BLOCK, ACC)
         h_new = tl.where(keep, g * c + (1.0 - g) * h, h)
         tl.store(out_ptr + bi * D + j, h_new.to(out_ptr.dtype.element_ty), mask=j_live)
     tl.debug_barrier()  # h_i is read by every chunk of the next fact
@@ -106,11 +114,7 @@ def _bwd_step(grad_ptr, xr_ptr, xh_ptr, ur_ptr, uh_ptr, bu_ptr, g_ptr, keep_ptr,
     for j0 in range(0, D, BLOCK):
         j = j0 + tl.arange(0, BLOCK)
         j_live = j < D
-        ar, au = _matvecs(ur_ptr, uh_ptr, hp_ptr, j, j_live, D, BLOCK, ACC)
-        h = tl.load(hp_ptr + j, mask=j_live, other=0.0).to(ACC)
-        r = _sigmoid(tl.load(xr_ptr + bi * D + j, mask=j_live, other=0.0).to(ACC) + ar)
-        u = au + tl.load(bu_ptr + j, mask=j_live, other=0.0).to(ACC)
-        c = _tanh(tl.load(xh_ptr + bi * D + j, mask=j_live, other=0.0).to(ACC) + r * u)
+        h, r, u, c = _cell(xr_ptr, xh_ptr, ur_ptr, uh_ptr, bu_ptr, hp_ptr, bi, j, j_live, D, BLOCK, ACC)
         dh = tl.load(dh_ptr + j, mask=j_live, other=0.0) + tl.load(grad_ptr + bi * D + j, mask=j_live,
                                                                     other=0.0).to(ACC)
         dxh = tl.where(keep, g * dh * (1.0 - c * c), 0.0)
