@@ -81,6 +81,17 @@ def load_checkpoint(path, device="cpu"):
     return ckpt
 
 
+# What a run needs to resume but a trained model does not (about 3x the weights with RMSProp's state).
+TRAINING_STATE = ("optimizer", "data_rng", "torch_rng")
+
+
+def export_model(path, out):
+    """Write the checkpoint `path` without its training state to `out`: the form to ship a trained
+    model in. `memops eval` and `memops plot` read it as they read the original; it cannot resume."""
+    ckpt = load_checkpoint(path)
+    save_checkpoint(out, {k: v for k, v in ckpt.items() if k not in TRAINING_STATE + ("format", "checksum")})
+
+
 def model_from_checkpoint(path, device="cpu", backend=None):
     """(model in eval mode, its recipe, the checkpoint dict) from a checkpoint of `memops train`."""
     from .recipes import recipe_class  # recipes import the models: only when one is rebuilt

@@ -11,7 +11,7 @@ import torch
 
 from memops.app.cli import main
 from memops.app.tasks import TASKS
-from memops.app.checkpoints import FORMAT, load_checkpoint
+from memops.app.checkpoints import FORMAT, export_model, load_checkpoint
 from memops.app.progress import read_metrics
 
 SMALL = ["--controller-size", "8", "--memory-slots", "8", "--memory-width", "4", "--batch-size", "2",
@@ -143,6 +143,24 @@ def test_eval_and_plot(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["plot", ckpt]) == 0
     assert (tmp_path / "plot.png").exists()
+
+
+def test_exported_model_evaluates_as_the_checkpoint_and_cannot_resume(tmp_path, capsys):
+    assert train(tmp_path, steps=2) == 0
+    ckpt, shipped = str(tmp_path / "checkpoint.pt"), str(tmp_path / "shipped.pt")
+    export_model(ckpt, shipped)
+    slim = load_checkpoint(shipped)
+    assert "optimizer" not in slim and os.path.getsize(shipped) < os.path.getsize(ckpt) / 2
+    full = load_checkpoint(ckpt)
+    assert slim["model"].keys() == full["model"].keys()
+    assert all(torch.equal(full["model"][k], v) for k, v in slim["model"].items())
+    capsys.readouterr()
+    results = []
+    for path in (ckpt, shipped):
+        assert main(["eval", path, "--length", "5", "--sequences", "4", "--json", "--threads", "1"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0] == results[1]
+    assert main(["plot", shipped, "--out", str(tmp_path / "s.png"), "--length", "3"]) == 0
 
 
 def test_bad_task_option(tmp_path):

@@ -64,3 +64,18 @@ def test_resume_with_the_same_number_of_processes(runs):
     assert code == 0, err
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["step"] == 9 and ckpt["replicas"][0] == ckpt["replicas"][1]
+
+
+def test_restarts_on_two_processes(tmp_path):
+    """--restarts under torchrun: every restart trains on both ranks, rank 0 picks and copies the best."""
+    import json
+
+    code, err = run(tmp_path / "r", "--restarts", "2", procs=2, steps=3)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "r" / "restarts.json").read_text())
+    assert [r["seed"] for r in summary["runs"]] == [0, 1]
+    for seed in (0, 1):
+        ckpt = load_checkpoint(tmp_path / "r" / f"seed{seed}" / "checkpoint.pt")
+        assert ckpt["config"]["world_size"] == 2 and ckpt["step"] == 3 and ckpt["replicas"][0] == ckpt["replicas"][1]
+    chosen = tmp_path / "r" / f"seed{summary['best_seed']}" / "best.pt"
+    assert (tmp_path / "r" / "best.pt").read_bytes() == chosen.read_bytes()
