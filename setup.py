@@ -92,10 +92,11 @@ def cuda_include_dir():
     return None
 
 
-def emulated_extension():
+def emulated_extension(tsan=False):
     """memops._cuda_emu: csrc/cuda/<op>.cu built with g++ against csrc/cuda/emu/ (one generated source
     per launcher: the emulator's header, then the .cu), and csrc/ops.cpp / autograd.cpp, all with
-    -Dmemops=memops_cuda_emu: the ops register as torch.ops.memops_cuda_emu.<op> for CPU tensors."""
+    -Dmemops=memops_cuda_emu: the ops register as torch.ops.memops_cuda_emu.<op> for CPU tensors.
+    tsan: the ThreadSanitizer build that tools/emu_tsan.py makes and runs (-fsanitize=thread)."""
     include = cuda_include_dir()
     if include is None:
         raise SystemExit("MEMOPS_CUDA_EMU=1 needs the CUDA headers (cuda_fp16.h); set CUDA_HOME")
@@ -119,19 +120,24 @@ def emulated_extension():
     flags = ["-O2", "-Wall", "-Wno-unknown-pragmas", "-fno-math-errno", "-fno-extern-tls-init",
              "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
              "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]
+    if tsan:
+        flags += ["-fsanitize=thread", "-g1"]
     return CppExtension(
         "memops._cuda_emu",
         sources,
         include_dirs=[os.path.join(HERE, "csrc", "cuda"), include],
         define_macros=[("MEMOPS_CUDA_EMU", None), ("memops", "memops_cuda_emu")],
         extra_compile_args={"cxx": flags},
+        extra_link_args=["-fsanitize=thread"] if tsan else [],
     )
 
 
-EMU = os.environ.get("MEMOPS_CUDA_EMU", "0")  # "1": both extensions; "only": the emulated one alone
-extensions = [] if EMU == "only" else [extension()]
-if EMU in ("1", "only"):
-    extensions.append(emulated_extension())
+# "1": both extensions; "only": the emulated one alone; "tsan": the emulated one with ThreadSanitizer
+# (only for tools/emu_tsan.py, which builds it outside the package: it loads only under libtsan)
+EMU = os.environ.get("MEMOPS_CUDA_EMU", "0")
+extensions = [] if EMU in ("only", "tsan") else [extension()]
+if EMU in ("1", "only", "tsan"):
+    extensions.append(emulated_extension(tsan=EMU == "tsan"))
 
 setup(
     version=VERSION,

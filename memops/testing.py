@@ -95,6 +95,61 @@ def sample_inputs(op, B=2, H=3, N=5, W=4, S=3, *, seed=0, mask=None, similarity=
 
 
 # ---------------------------------------------------------------------------------------------------
+# The CUDA emulator's cases (tests/ops/test_cuda_emu.py, tools/emu_tsan.py): per op, shapes that
+# reach each of its CUDA launch paths, as (B, H, N, W, S, variant) with the path in a comment.
+EMULATOR_CASES = {
+    "content_address": [
+        (2, 3, 1, 3, 3, dict(similarity="cosine", mask="none")),      # fused, G=4 scalar loads
+        (2, 3, 127, 20, 3, dict(similarity="cosine", mask="random")),  # fused, G=8 vector loads, mask
+        (3, 5, 129, 65, 3, dict(similarity="dot", mask="empty_row")),  # fused, G=32 scalar, empty row
+        (2, 2, 4097, 64, 3, dict(similarity="cosine", mask="random")),  # chunked, G=16 vector
+        (1, 9, 300, 128, 3, dict(similarity="dot", mask="none")),      # heads past the head batch, G=32
+    ],
+    "ntm_address": [
+        (2, 3, 1, 3, 1, {}),
+        (2, 3, 127, 20, 3, {}),
+        (3, 5, 129, 65, 5, {}),   # S wider than the warp count? no: S < warps
+        (2, 2, 4097, 64, 3, {}),  # chunked
+        (1, 2, 40, 128, 41, {}),  # S past the warp count, S == N + 1
+    ],
+    "shift": [
+        (2, 3, 1, 1, 5, {}),
+        (2, 3, 127, 1, 3, {}),    # backward: a block reduction per tap
+        (2, 3, 129, 1, 41, {}),   # backward: a warp per tap
+        (1, 2, 4097, 1, 5, {}),   # forward: a row over many blocks; backward 1024 threads
+    ],
+    "sharpen": [
+        (2, 3, 1, 1, 1, {}),
+        (2, 3, 129, 1, 1, {}),
+        (1, 2, 4097, 1, 1, {}),    # shared-memory cache
+        (1, 1, 20000, 1, 1, {}),   # past the cache
+    ],
+    "read": [
+        (2, 3, 1, 3, 1, {}),
+        (2, 3, 129, 20, 1, {}),
+        (3, 9, 127, 65, 1, {}),    # heads past the tile, odd width
+        (2, 2, 4097, 64, 1, {}),   # chunked partials and their combine
+    ],
+    "write": [
+        (2, 3, 1, 3, 1, dict(erase=True)),
+        (2, 3, 129, 20, 1, dict(erase=False)),
+        (3, 9, 127, 65, 1, dict(erase=True)),
+        (2, 2, 4097, 64, 1, dict(erase=True)),
+        (2, 2, 4097, 64, 1, dict(erase=False)),
+    ],
+    "content_scores": [
+        (2, 3, 127, 20, 3, dict(similarity="cosine", mask="random")),
+        (2, 2, 4097, 64, 3, dict(similarity="dot", mask="empty_row")),
+    ],
+    "attention_gru": [  # N facts of state width W: rows past the warps (W > 4), columns past the block
+        (2, 1, 5, 3, 1, dict(mask="none")),
+        (3, 1, 7, 65, 1, dict(mask="empty_row")),  # 65 rows over 4 warps, a fully masked batch row
+        (1, 1, 3, 129, 1, dict(mask="random")),    # 129 columns over 128 threads
+    ],
+}
+
+
+# ---------------------------------------------------------------------------------------------------
 # Tolerances: an op's result in `dtype` against the reference computed in float64 from the same
 # (rounded) inputs. Elementwise |actual - expected| <= atol * max(1, max |expected|) + slack
 # + rtol * |expected|: atol scales with the tensor's magnitude (gradients can be large). float32 is

@@ -8,6 +8,8 @@ tests passed with the bug in). About two minutes per mutation (the rebuild). Fro
 
     python tools/emu_mutations.py            # all of them
     python tools/emu_mutations.py syncwarp   # those whose name contains "syncwarp"
+    python tools/emu_mutations.py --tsan barrier   # checked by ThreadSanitizer (tools/emu_tsan.py on the
+                                                   # op) instead of the tests: the missing-barrier ones
 """
 
 import os
@@ -19,6 +21,7 @@ import time
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = None  # the scratch copy
+TSAN = False  # --tsan: tools/emu_tsan.py is the check
 
 # (name, file, text, replacement, pytest -k expression)
 MUTATIONS = [
@@ -49,6 +52,8 @@ MUTATIONS = [
 
 
 def build():
+    if TSAN:
+        return True  # run_tsan builds (the ThreadSanitizer build, in the scratch copy's build/tsan)
     env = dict(os.environ, MEMOPS_CUDA_EMU="only", MAX_JOBS=os.environ.get("MAX_JOBS", "2"))
     r = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=ROOT, env=env,
                        capture_output=True, text=True)
@@ -57,7 +62,17 @@ def build():
     return r.returncode == 0
 
 
+def run_tsan(ops, build=False):
+    """tools/emu_tsan.py of the scratch copy on `ops` (building it first if asked): (status, lines)."""
+    cmd = [sys.executable, "tools/emu_tsan.py", "--ops", *ops] + ([] if build else ["--no-build"])
+    r = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+    lines = [l for l in (r.stdout + r.stderr).splitlines() if l.startswith(("emu_tsan", "SUMMARY", "TSan build"))]
+    return r.returncode, lines
+
+
 def run_tests(expr):
+    if TSAN:  # the op is the expression's last word; emu_tsan.py rebuilds what the mutation touched
+        return run_tsan([expr.split()[-1]], build=True)
     env = dict(os.environ, PYTHONPATH=ROOT)  # the scratch copy's memops, not the checkout's
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                         "tests/ops/test_cuda_emu.py", "-k", expr], cwd=ROOT, env=env, capture_output=True, text=True)
@@ -85,11 +100,13 @@ def main(filters):
     rows = []
     # the unmutated kernels first: every test the mutations use must pass
     assert build(), "the scratch copy does not build"
-    exprs = " or ".join(f"({m[4]})" for m in MUTATIONS)
-    rc, lines = run_tests(exprs)
+    chosen = [m for m in MUTATIONS if not filters or any(f in m[0] for f in filters)]
+    if TSAN:
+        rc, lines = run_tsan(sorted({m[4].split()[-1] for m in chosen}), build=True)
+    else:
+        rc, lines = run_tests(" or ".join(f"({m[4]})" for m in MUTATIONS))
     assert rc == 0, f"the tests fail without a mutation: {lines}"
     print(f"baseline: {lines[-1] if lines else ''}", flush=True)
-    chosen = [m for m in MUTATIONS if not filters or any(f in m[0] for f in filters)]
     for name, path, text, replacement, expr in chosen:
         full = os.path.join(ROOT, path)
         original = open(full).read()
@@ -103,18 +120,19 @@ def main(filters):
                 continue
             rc, lines = run_tests(expr)
             verdict = "caught" if rc != 0 else "SURVIVED"
-            first = next((l for l in lines if l.startswith(("FAILED", "ERROR"))), lines[-1] if lines else "")
+            first = next((l for l in lines if l.startswith(("FAILED", "ERROR", "SUMMARY"))), lines[-1] if lines else "")
             rows.append((name, expr, verdict, f"{first[:150]} ({time.time() - start:.0f} s)"))
         finally:
             with open(full, "w") as f:
                 f.write(original)
         print(rows[-1], flush=True)
     shutil.rmtree(ROOT, ignore_errors=True)
-    print("\n| mutation | tests (-k) | result | first failure |\n|---|---|---|---|")
+    print(f"\n| mutation | {'op (tools/emu_tsan.py)' if TSAN else 'tests (-k)'} | result | first failure |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     return 0 if all(r[2] == "caught" for r in rows) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    TSAN = "--tsan" in sys.argv
+    sys.exit(main([a for a in sys.argv[1:] if a != "--tsan"]))

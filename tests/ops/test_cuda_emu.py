@@ -11,6 +11,7 @@ import torch
 
 from helpers import (check_against_reference, forward_backward, make_inputs, random_grad, require_backend, seed_of,
                      to)
+from memops.testing import EMULATOR_CASES
 
 ALL_SCHEDULES = [("round_robin", 0, 1), ("lowest_first", 0, 1), ("highest_first", 0, 1), ("random", 7, 2)]
 
@@ -78,6 +79,18 @@ def test_a_race_shows_as_outputs_that_differ_between_schedules(emu):
     assert outs["highest_first"][32:].isnan().all() and torch.equal(outs["highest_first"][:32], right[:32].float())
 
 
+def test_a_race_hidden_by_a_shuffle_gives_the_same_outputs_under_every_schedule(emu):
+    """Why tools/emu_tsan.py exists: lane 0's write and the other lanes' reads are separated only by a
+    shuffle (which orders no memory on a GPU), and every schedule runs the write first. The same
+    exchange with __syncwarp / __syncthreads (`ordered`, two blocks) is right, and TSan must stay
+    quiet on it."""
+    for schedule, seed, workers in ALL_SCHEDULES:
+        emu.configure(schedule, seed, workers)
+        hidden = torch.tensor(emu._cuda_emu.selftest("race_hidden_by_shuffle", 64)[:64])
+        ordered = torch.tensor(emu._cuda_emu.selftest("ordered", 64)[:128])  # two blocks of 64
+        assert torch.equal(hidden, torch.full((64,), 2.0)) and torch.equal(ordered, torch.full((128,), 2.0))
+
+
 def test_unwritten_dynamic_shared_memory_reads_nan(emu):
     out = torch.tensor(emu._cuda_emu.selftest("unwritten_shared", 32)[:32])
     assert out.isnan().all()
@@ -92,60 +105,9 @@ def test_launch_limits_are_checked(emu):
 # every op, every launch path, every schedule: against the reference, and bitwise the same
 
 
-# (B, H, N, W, S, variant): per op, shapes that reach its paths (comments: the path).
-CASES = {
-    "content_address": [
-        (2, 3, 1, 3, 3, dict(similarity="cosine", mask="none")),      # fused, G=4 scalar loads
-        (2, 3, 127, 20, 3, dict(similarity="cosine", mask="random")),  # fused, G=8 vector loads, mask
-        (3, 5, 129, 65, 3, dict(similarity="dot", mask="empty_row")),  # fused, G=32 scalar, empty row
-        (2, 2, 4097, 64, 3, dict(similarity="cosine", mask="random")),  # chunked, G=16 vector
-        (1, 9, 300, 128, 3, dict(similarity="dot", mask="none")),      # heads past the head batch, G=32
-    ],
-    "ntm_address": [
-        (2, 3, 1, 3, 1, {}),
-        (2, 3, 127, 20, 3, {}),
-        (3, 5, 129, 65, 5, {}),   # S wider than the warp count? no: S < warps
-        (2, 2, 4097, 64, 3, {}),  # chunked
-        (1, 2, 40, 128, 41, {}),  # S past the warp count, S == N + 1
-    ],
-    "shift": [
-        (2, 3, 1, 1, 5, {}),
-        (2, 3, 127, 1, 3, {}),    # backward: a block reduction per tap
-        (2, 3, 129, 1, 41, {}),   # backward: a warp per tap
-        (1, 2, 4097, 1, 5, {}),   # forward: a row over many blocks; backward 1024 threads
-    ],
-    "sharpen": [
-        (2, 3, 1, 1, 1, {}),
-        (2, 3, 129, 1, 1, {}),
-        (1, 2, 4097, 1, 1, {}),    # shared-memory cache
-        (1, 1, 20000, 1, 1, {}),   # past the cache
-    ],
-    "read": [
-        (2, 3, 1, 3, 1, {}),
-        (2, 3, 129, 20, 1, {}),
-        (3, 9, 127, 65, 1, {}),    # heads past the tile, odd width
-        (2, 2, 4097, 64, 1, {}),   # chunked partials and their combine
-    ],
-    "write": [
-        (2, 3, 1, 3, 1, dict(erase=True)),
-        (2, 3, 129, 20, 1, dict(erase=False)),
-        (3, 9, 127, 65, 1, dict(erase=True)),
-        (2, 2, 4097, 64, 1, dict(erase=True)),
-        (2, 2, 4097, 64, 1, dict(erase=False)),
-    ],
-    "content_scores": [
-        (2, 3, 127, 20, 3, dict(similarity="cosine", mask="random")),
-        (2, 2, 4097, 64, 3, dict(similarity="dot", mask="empty_row")),
-    ],
-    "attention_gru": [  # N facts of state width W: rows past the warps (W > 4), columns past the block
-        (2, 1, 5, 3, 1, dict(mask="none")),
-        (3, 1, 7, 65, 1, dict(mask="empty_row")),  # 65 rows over 4 warps, a fully masked batch row
-        (1, 1, 3, 129, 1, dict(mask="random")),    # 129 columns over 128 threads
-    ],
-}
 PARAMS = [pytest.param(op, case, id=f"{op}-B{case[0]}H{case[1]}N{case[2]}W{case[3]}S{case[4]}"
                        + "".join(f"-{v}" for v in case[5].values()))
-          for op, cases in CASES.items() for case in cases]
+          for op, cases in EMULATOR_CASES.items() for case in cases]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 

@@ -23,6 +23,43 @@
 
 #include "runtime.h"
 
+// The ThreadSanitizer build (tools/emu_tsan.py; g++ -fsanitize=thread defines __SANITIZE_THREAD__):
+// every emulated thread is a TSan fiber, the emulator's own bookkeeping is ignored, and the ordering
+// CUDA guarantees is announced as release/acquire: __syncthreads and a full-warp __syncwarp (per
+// barrier generation, two alternating sync objects: a thread cannot reach generation k + 2 before
+// every thread has left k), and the host's writes before a launch / its reads after one. A shuffle
+// orders nothing (as on a GPU): a race it hides from every schedule is still reported.
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+extern "C" void __tsan_ignore_thread_begin();
+extern "C" void __tsan_ignore_thread_end();
+namespace emu {
+namespace tsan {
+inline void* create_fiber() { return __tsan_create_fiber(0); }
+inline void destroy_fiber(void* f) { __tsan_destroy_fiber(f); }
+inline void* current_fiber() { return __tsan_get_current_fiber(); }
+inline void switch_to(void* f) { __tsan_switch_to_fiber(f, __tsan_switch_to_fiber_no_sync); }
+inline void release(void* a) { __tsan_release(a); }
+inline void acquire(void* a) { __tsan_acquire(a); }
+inline void ignore_begin() { __tsan_ignore_thread_begin(); }
+inline void ignore_end() { __tsan_ignore_thread_end(); }
+}  // namespace tsan
+}  // namespace emu
+#else
+namespace emu {
+namespace tsan {
+inline void* create_fiber() { return nullptr; }
+inline void destroy_fiber(void*) {}
+inline void* current_fiber() { return nullptr; }
+inline void switch_to(void*) {}
+inline void release(void*) {}
+inline void acquire(void*) {}
+inline void ignore_begin() {}
+inline void ignore_end() {}
+}  // namespace tsan
+}  // namespace emu
+#endif
+
 namespace emu {
 
 thread_local ThreadState* current = nullptr;
@@ -99,6 +136,19 @@ struct Fiber {
   int warp_kind = 0;  // 0 __syncwarp, 1 + Shfl: a shuffle
   int width = 32, arg = 0;
   uint64_t bits = 0;  // shuffle: the value it gives, then the value it gets
+  uint64_t generation = 0;  // the barrier / warp-sync generation it waits at (TSan's sync object)
+  void* tsan = nullptr;     // its TSan fiber (TSan build)
+  bool ignoring = false;    // TSan ignores its accesses: it is inside the emulator, not the kernel
+
+  void ignore() {
+    tsan::ignore_begin();
+    ignoring = true;
+  }
+  void unignore() {
+    if (!ignoring) return;
+    ignoring = false;
+    tsan::ignore_end();
+  }
 };
 
 struct Worker;
@@ -109,6 +159,12 @@ struct Worker {
   std::vector<Fiber> fibers;
   std::vector<int> ready;  // runnable fibers, ordered by the schedule
   std::vector<uint32_t> arrived, exited;  // per warp: lanes waiting at a warp op, lanes that exited
+  std::vector<uint64_t> warp_generation;  // per warp: __syncwarp releases so far
+  uint64_t bar_generation = 0;            // __syncthreads releases so far
+  // TSan's sync objects (only their addresses matter): barrier and warp-sync generations (even, odd),
+  // the host before the block's threads start, the threads' ends before the host goes on.
+  char bar_sync[2], warp_sync[32][2], block_start, block_end;
+  void* tsan_sched = nullptr;  // the TSan fiber of the scheduler (the OS thread's own)
   Context sched;
   const std::function<void()>* body = nullptr;
   int live = 0, nthreads = 0, running = -1;
@@ -118,8 +174,10 @@ struct Worker {
   size_t rr_head = 0;
 
   ~Worker() {
-    for (auto& f : fibers)
+    for (auto& f : fibers) {
       if (f.stack) munmap(f.stack - kStackBytes - page(), kStackBytes + page());
+      if (f.tsan) tsan::destroy_fiber(f.tsan);
+    }
   }
   static size_t page() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
 
@@ -131,6 +189,7 @@ struct Worker {
       if (base == MAP_FAILED) throw std::runtime_error("emu: cannot map a fiber stack");
       mprotect(base, page(), PROT_NONE);  // guard page: a stack overflow faults instead of corrupting
       f.stack = base + page() + kStackBytes;
+      f.tsan = tsan::create_fiber();
       fibers.push_back(f);
     }
   }
@@ -195,10 +254,15 @@ std::string Worker::where(int t) const {
 
 void Worker::fiber_main() {
   Worker* w = t_worker;
+  tsan::acquire(&w->block_start);
+  w->fibers[w->running].unignore();  // (a reused fiber left its last block inside the emulator)
   (*w->body)();
+  w->fibers[w->running].ignore();
+  tsan::release(&w->block_end);
   w->fibers[w->running].wait = Wait::Exited;
   w->exited[w->running / 32] |= 1u << (w->running % 32);
   --w->live;
+  w->fibers[w->running].unignore();  // (TSan: a fiber must not end inside an ignore)
   w->yield_to_scheduler();  // never resumed
   std::abort();
 }
@@ -234,6 +298,7 @@ void Worker::resume(int t) {
   current = &fibers[t].state;
   fibers[t].wait = Wait::None;
   g_switches.fetch_add(1, std::memory_order_relaxed);
+  tsan::switch_to(fibers[t].tsan);  // (immediately before the switch: what follows is the fiber's)
 #if defined(__x86_64__)
   memops_emu_switch(&sched.sp, fibers[t].ctx.sp);
 #else
@@ -244,6 +309,7 @@ void Worker::resume(int t) {
 
 void Worker::yield_to_scheduler() {
   Fiber& f = fibers[running];
+  tsan::switch_to(tsan_sched);
 #if defined(__x86_64__)
   memops_emu_switch(&f.ctx.sp, sched.sp);
 #else
@@ -256,6 +322,7 @@ void Worker::yield_to_scheduler() {
 void Worker::fail(const std::string& what) {
   if (error.empty()) error = what;
   fibers[running].wait = Wait::Exited;  // never resumed: the block is abandoned
+  fibers[running].unignore();
   yield_to_scheduler();
   std::abort();
 }
@@ -268,6 +335,7 @@ void Worker::run_block(uint3 block_idx, dim3 grid, dim3 block, size_t smem) {
   rr_head = 0;
   arrived.assign((nthreads + 31) / 32, 0u);
   exited.assign((nthreads + 31) / 32, 0u);
+  warp_generation.assign((nthreads + 31) / 32, 0u);
   rng.seed(g_seed.load() * 0x9E3779B97F4A7C15ull ^
            ((uint64_t(block_idx.z) * grid.y + block_idx.y) * grid.x + block_idx.x));
   for (int t = 0; t < nthreads; ++t) {
@@ -281,6 +349,7 @@ void Worker::run_block(uint3 block_idx, dim3 grid, dim3 block, size_t smem) {
     push(t);
   }
   live = nthreads;
+  tsan::release(&block_start);
   for (;;) {
     while (!empty()) {
       resume(pop());
@@ -309,8 +378,10 @@ void Worker::run_block(uint3 block_idx, dim3 grid, dim3 block, size_t smem) {
     if (exited >= 0)
       throw std::runtime_error("emu: deadlock: " + where(exited) + " while " + where(at_bar) +
                                ": __syncthreads must be reached by every thread of the block");
+    ++bar_generation;
     for (int t = 0; t < nthreads; ++t) push(t);  // release the barrier
   }
+  tsan::acquire(&block_end);
   if (smem + kCanary > 0 && dynamic_shared_base) {
     const unsigned char* p = dynamic_shared_base() + smem;
     for (size_t i = 0; i < kCanary; ++i)
@@ -334,8 +405,10 @@ struct Job {
 };
 
 void work(Job& job) {
+  tsan::ignore_begin();  // the scheduler's bookkeeping; only the kernels' accesses are checked
   thread_local Worker worker;
   t_worker = &worker;
+  worker.tsan_sched = tsan::current_fiber();
   worker.body = job.body;
   worker.schedule = static_cast<Schedule>(g_schedule.load());
   for (;;) {
@@ -359,6 +432,7 @@ void work(Job& job) {
     }
     g_blocks.fetch_add(1, std::memory_order_relaxed);
   }
+  tsan::ignore_end();
 }
 
 }  // namespace
@@ -400,10 +474,15 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, const std:
 void syncthreads(const char* file, int line) {
   Worker& w = *t_worker;
   Fiber& f = w.fibers[w.running];
+  f.ignore();
   f.wait = Wait::Bar;
   f.file = file;
   f.line = line;
+  f.generation = w.bar_generation;
+  tsan::release(&w.bar_sync[f.generation & 1]);
   w.yield_to_scheduler();
+  tsan::acquire(&w.bar_sync[f.generation & 1]);
+  f.unignore();
 }
 
 namespace {
@@ -427,6 +506,8 @@ void warp_op(Worker& w, int kind, unsigned mask, int arg, int width, const char*
     fail("shuffle width ", width, " is not a power of two up to 32");
   if (w.exited[warp] & mask) fail("deadlock: a lane of the mask has exited (exited lanes 0x", std::hex, w.exited[warp], ")");
   Fiber& f = w.fibers[t];
+  f.generation = w.warp_generation[warp];
+  if (kind == 0) tsan::release(&w.warp_sync[warp][f.generation & 1]);
   f.wait = Wait::Warp;
   f.warp_kind = kind;
   f.mask = mask;
@@ -463,6 +544,7 @@ void warp_op(Worker& w, int kind, unsigned mask, int arg, int width, const char*
         if (mask >> l & 1u) w.fibers[base + l].bits = got[l];
     }
     w.arrived[warp] &= ~mask;
+    if (kind == 0) ++w.warp_generation[warp];
     for (int l = 0; l < lanes; ++l)
       if (mask >> l & 1u) {
         w.fibers[base + l].wait = Wait::None;
@@ -470,17 +552,28 @@ void warp_op(Worker& w, int kind, unsigned mask, int arg, int width, const char*
       }
   }
   w.yield_to_scheduler();
+  if (kind == 0) tsan::acquire(&w.warp_sync[warp][f.generation & 1]);
 }
 
 }  // namespace
 
-void syncwarp(unsigned mask, const char* file, int line) { warp_op(*t_worker, 0, mask, 0, 32, file, line); }
+void syncwarp(unsigned mask, const char* file, int line) {
+  Worker& w = *t_worker;
+  Fiber& f = w.fibers[w.running];
+  f.ignore();
+  warp_op(w, 0, mask, 0, 32, file, line);
+  f.unignore();
+}
 
 uint64_t shuffle(unsigned mask, uint64_t bits, Shfl kind, int arg, int width, const char* file, int line) {
   Worker& w = *t_worker;
-  w.fibers[w.running].bits = bits;
+  Fiber& f = w.fibers[w.running];
+  f.ignore();
+  f.bits = bits;
   warp_op(w, 1 + static_cast<int>(kind), mask, arg, width, file, line);
-  return w.fibers[w.running].bits;
+  bits = f.bits;
+  f.unignore();
+  return bits;
 }
 
 void configure(Schedule schedule, uint64_t seed, int workers) {

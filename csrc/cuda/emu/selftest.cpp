@@ -55,6 +55,30 @@ __global__ void race(float* out) {
   out[threadIdx.x] = s[(threadIdx.x + 32) % 64];
 }
 
+// Lane 0 writes, then the warp shuffles, then every lane reads lane 0's value. The shuffle is a
+// switch point, so under every schedule the write runs first and the outputs agree; but on a GPU a
+// shuffle orders no memory: a race only the ThreadSanitizer build (tools/emu_tsan.py) reports.
+__global__ void race_hidden_by_shuffle(float* out) {
+  float* s = dynamic_floats();
+  if (threadIdx.x % 32 == 0) s[threadIdx.x] = 1.0f;
+  const float v = __shfl_sync(0xffffffffu, 1.0f, 0);
+  out[threadIdx.x] = s[threadIdx.x / 32 * 32] + v;
+}
+
+// The same exchange ordered by __syncwarp within each warp, then by __syncthreads across warps; two
+// blocks (the second reuses the first's shared memory on one worker): no race.
+__global__ void ordered(float* out) {
+  float* s = dynamic_floats();
+  if (threadIdx.x % 32 == 0) s[threadIdx.x] = 1.0f;
+  __syncwarp();
+  float v = s[threadIdx.x / 32 * 32];
+  __syncthreads();
+  v += s[(threadIdx.x / 32 * 32 + 32) % blockDim.x];
+  __syncthreads();
+  s[threadIdx.x] = v;  // rewritten after every thread has read it
+  out[blockIdx.x * blockDim.x + threadIdx.x] = v;
+}
+
 // Dynamic shared memory that no thread wrote reads as NaN.
 __global__ void unwritten_shared(float* out) {
   out[threadIdx.x] = dynamic_floats()[threadIdx.x];
@@ -69,6 +93,9 @@ std::vector<float> run(const std::string& name, int threads, int width) {
   else if (name == "partial_warp_shuffle") emu::launch(partial_warp_shuffle, dim3(1), dim3(threads), 0, p);
   else if (name == "smem_overrun") emu::launch(smem_overrun, dim3(1), dim3(threads), 32 * sizeof(float), p);
   else if (name == "race") emu::launch(race, dim3(1), dim3(threads), 64 * sizeof(float), p);
+  else if (name == "race_hidden_by_shuffle")
+    emu::launch(race_hidden_by_shuffle, dim3(1), dim3(threads), 64 * sizeof(float), p);
+  else if (name == "ordered") emu::launch(ordered, dim3(2), dim3(threads), 64 * sizeof(float), p);
   else if (name == "unwritten_shared") emu::launch(unwritten_shared, dim3(1), dim3(threads), 64 * sizeof(float), p);
   else throw std::invalid_argument("unknown self-test " + name);
   out.resize(4 * threads);
