@@ -352,3 +352,24 @@ def covering(full, rest):
         covered |= pairs(row)
     assert wanted <= covered
     return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# bAbI models (tests/nn/test_memn2n.py, test_dmn.py)
+
+# the bAbI files (tests that need them skip without): MEMOPS_BABI_DATA, else ../shared/data/babi
+BABI = os.environ.get("MEMOPS_BABI_DATA", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                     "..", "shared", "data", "babi"))
+
+
+def story_batch(B=3, M=6, L=5, Lq=4, V=12, seed=0):
+    """Random stories with padded sentences and words (id 0) at the ends."""
+    gen = torch.Generator().manual_seed(seed)
+    story = torch.randint(1, V, (B, M, L), generator=gen)
+    lengths = torch.randint(1, L + 1, (B, M), generator=gen)
+    story = story * (torch.arange(L) < lengths[..., None])
+    sentences = torch.randint(1, M + 1, (B,), generator=gen)
+    story = story * (torch.arange(M) < sentences[:, None])[..., None]
+    question = torch.randint(1, V, (B, Lq), generator=gen)
+    question[:, -1] = 0
+    return story, question

@@ -7,7 +7,9 @@ Each restart is `memops train babi --task N --seed S` (the paper's settings; 1 t
 whose best.pt has the lowest validation error (ties: the lower validation loss) is copied to
 SHIP/qaN.pt, and SHIP/results.json records every restart's error, loss, epochs, time and command
 (a later invocation with other seeds adds its restarts to those recorded).
-Extra arguments after `--` go to `memops train` (e.g. -- --size 10k).
+Extra arguments after `--` go to `memops train` (e.g. -- --size 10k, or -- --model dmn).
+--weights-only ships the checkpoint without the optimizer's and the random generators' states (eval
+and plot need neither; Adam's two moments would triple a DMN+ checkpoint).
 """
 
 import argparse
@@ -19,6 +21,8 @@ import sys
 import time
 
 import torch
+
+from memops.app.checkpoints import load_checkpoint, save_checkpoint
 
 
 def parse_tasks(text):
@@ -39,6 +43,8 @@ def main():
     parser.add_argument("--ship", default=None, help="copy each task's best checkpoint here as qaN.pt")
     parser.add_argument("--name", default="qa{task}.pt", help="file name in --ship (default qa{task}.pt)")
     parser.add_argument("--results-name", default="results.json", help="in --ship (else --runs)")
+    parser.add_argument("--weights-only", action="store_true",
+                        help="ship without the optimizer and RNG states (not resumable; eval and plot work)")
     parser.add_argument("extra", nargs="*")
     args = parser.parse_args()
     results_path = os.path.join(args.ship or args.runs, args.results_name)
@@ -81,7 +87,13 @@ def main():
         results[str(task)] = {"best": best, "restarts": runs}
         if args.ship:
             os.makedirs(args.ship, exist_ok=True)
-            shutil.copy(os.path.join(best["out"], "best.pt"), os.path.join(args.ship, args.name.format(task=task)))
+            shipped = os.path.join(args.ship, args.name.format(task=task))
+            if args.weights_only:
+                ckpt = load_checkpoint(os.path.join(best["out"], "best.pt"))
+                save_checkpoint(shipped, {k: v for k, v in ckpt.items()
+                                          if k not in ("optimizer", "data_rng", "torch_rng", "checksum")})
+            else:
+                shutil.copy(os.path.join(best["out"], "best.pt"), shipped)
         os.makedirs(os.path.dirname(results_path) or ".", exist_ok=True)
         with open(results_path, "w") as f:
             json.dump(results, f, indent=1)

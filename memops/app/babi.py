@@ -1,13 +1,22 @@
-"""The bAbI recipe: `memops train babi --model memn2n|memnn --task N|all --data DIR [--size 1k|10k]`.
+"""The bAbI recipe: `memops train babi --model memn2n|memnn|dmn --task N|all --data DIR [--size 1k|10k]`.
 
-Defaults are the MemN2N paper's (Sukhbaatar et al. 2015, section 4.2): SGD, lr 0.01 halved every 25
-epochs to 100 epochs, gradient-norm clipping to 40, batch 32, d = 20 (single task) or 50 (--task
+MemN2N defaults are the MemN2N paper's (Sukhbaatar et al. 2015, section 4.2): SGD, lr 0.01 halved every
+25 epochs to 100 epochs, gradient-norm clipping to 40, batch 32, d = 20 (single task) or 50 (--task
 all), 3 hops, position encoding, temporal encoding, adjacent tying, linear start and random noise.
 An epoch is len(train) / batch steps (batches are drawn at random); the model is evaluated on the
 held-out 10% of the training file(s) once an epoch, and best.pt is the epoch with the lowest
 validation error. Linear start, as the paper's code: the first 20 epochs without the hops' softmax at
 lr 0.005, then the softmax back and the 100 epochs above (120 in all; --ls-epochs 0 or
 --no-linear-start: 100). The loss is the cross-entropy summed over the batch, as in that code.
+
+DMN+ (--model dmn; Xiong, Merity & Socher 2016, section 4.1): D = 80 (--embed-size), 3 passes
+(--hops), GRU attention (--attention soft: the paper's soft-attention ablation), dropout 0.1 on the
+fused facts (--dropout), the 50 most recent statements (--memory-size), as MemN2N sees; Adam, lr 0.001,
+batch 100, no clipping, and the paper's L2 regularisation as Adam's weight_decay 0.001 (an L2 term
+added to the gradient of every parameter; the paper gives no other value for it). The loss is the mean
+cross-entropy over the batch: Adam's step does not depend on its scale, but the L2 term's weight
+relative to it does, and 0.001 is meant against a mean. 100 epochs (--epochs; the paper stops early
+within 256), the best by validation error kept as best.pt as for MemN2N.
 """
 
 import math
@@ -16,18 +25,20 @@ import os
 import torch
 import torch.nn.functional as F
 
-from ..nn import MemN2N, MemNN
+from ..nn import DMN, MemN2N, MemNN
 from .data.babi import BabiBatch, BabiVocab, encode, load_babi_task, read_babi, split_validation
 from .recipes import Recipe
 
 
 def add_arguments(parser):
-    g = parser.add_argument_group("babi (MemN2N / MemNN on the bAbI tasks)")
+    g = parser.add_argument_group("babi (MemN2N / MemNN / DMN+ on the bAbI tasks)")
     g.add_argument("--task", dest="babi_task", default=None, metavar="N|all",
                    help="bAbI task 1..20, or all (joint training); default 1")
     g.add_argument("--size", choices=["1k", "10k"], default=None,
                    help="with --data holding en/ and en-10k/: which training set (default: the files in DIR)")
-    g.add_argument("--hops", type=int, default=None, help="MemN2N hops (default 3)")
+    g.add_argument("--hops", type=int, default=None, help="MemN2N hops, DMN+ passes (default 3)")
+    g.add_argument("--attention", choices=["gru", "soft"], default=None,
+                   help="DMN+ episode: the attention GRU (default) or the soft-attention sum of the facts")
     g.add_argument("--encoding", choices=["bow", "position"], default=None, help="default: position")
     g.add_argument("--tying", choices=["adjacent", "layer-wise"], default=None, help="default: adjacent")
     g.add_argument("--no-temporal", action="store_true", help="MemN2N without temporal encoding")
@@ -65,7 +76,8 @@ class ScheduledSGD(torch.optim.SGD):
 
 
 class BabiRecipe(Recipe):
-    """MemN2N (weakly supervised: answers only) or MemNN (strongly supervised: supporting facts too)."""
+    """MemN2N or DMN+ (weakly supervised: answers only), or MemNN (strongly supervised: supporting facts
+    too)."""
 
     eval_fields = ("eval_loss", "eval_error")
     primary = "eval_error"
@@ -92,21 +104,24 @@ class BabiRecipe(Recipe):
             raise ValueError(f"memops train babi: task {babi_task} in {args.data} has too few questions")
         vocab = BabiVocab.build(train + valid)
         kind = args.model or "memn2n"
-        if kind not in ("memn2n", "memnn"):
-            raise ValueError(f"memops train babi: --model must be memn2n or memnn, got {kind!r}")
-        d = args.embed_size or (50 if babi_task == "all" else 20)
+        if kind not in ("memn2n", "memnn", "dmn"):
+            raise ValueError(f"memops train babi: --model must be memn2n, memnn or dmn, got {kind!r}")
+        given = getattr(args, "_given", set())
         memory_size = args.memory_size or 50
-        model = {"vocab_size": len(vocab.words), "num_answers": len(vocab.answers), "embed_size": d,
-                 "memory_size": memory_size}
+        model = {"vocab_size": len(vocab.words), "num_answers": len(vocab.answers)}
+        if kind == "dmn":
+            model.update(embed_size=args.embed_size or 80, passes=args.hops or 3, attention=args.attention or "gru",
+                         dropout=args.dropout if "dropout" in given else 0.1)
+        else:
+            model.update(embed_size=args.embed_size or (50 if babi_task == "all" else 20), memory_size=memory_size)
         if kind == "memn2n":
             model.update(answer_words=[vocab.words.encode(a.split(",")) for a in vocab.answers])
             model.update(hops=args.hops or 3, encoding=args.encoding or "position", temporal=not args.no_temporal,
                          tying=args.tying or "adjacent", linear_start=not args.no_linear_start,
                          random_noise=0.1 if args.random_noise is None else args.random_noise)
-        # the paper's schedule, in steps: 100 epochs of len(train) / 32 questions
-        given = getattr(args, "_given", set())
+        # the paper's schedule, in steps: 100 epochs of len(train) / batch questions
         if "batch_size" not in given:
-            args.batch_size = 32
+            args.batch_size = 100 if kind == "dmn" else 32
         epoch = math.ceil(len(train) / args.batch_size)
         ls_epochs = 0 if kind != "memn2n" or not model["linear_start"] else (
             20 if args.ls_epochs is None else args.ls_epochs)
@@ -117,30 +132,40 @@ class BabiRecipe(Recipe):
         if "eval_every" not in given:
             args.eval_every = epoch
         if "clip" not in given:
-            args.clip = 0.0  # MemN2N clips the gradient's norm (ScheduledSGD), not its elements
+            args.clip = 0.0  # MemN2N clips the gradient's norm (ScheduledSGD), DMN+ not at all
         state = {"kind": kind, "model": model, "vocab": vocab.to_dict(), "data": os.path.abspath(args.data),
                  "task": babi_task, "size": args.size, "epoch_steps": epoch,
-                 "ls_epochs": ls_epochs}
+                 "ls_epochs": ls_epochs, "memory_size": memory_size}
         recipe = cls(task, state)
         recipe.train_set = train
         return recipe
 
     # -- model and optimiser
     def hyper(self, args):
+        if self.state["kind"] == "dmn":
+            return {"optimizer": "adam", "lr": args.lr if args.lr is not None else 0.001, "weight_decay": 0.001,
+                    "clip": args.clip}
         lr = args.lr if args.lr is not None else 0.01
         return {"optimizer": "sgd", "lr": lr, "clip": args.clip, "max_norm": 40.0,
                 "halve_every": 25 * self.state["epoch_steps"],
                 "ls_steps": self.state["ls_epochs"] * self.state["epoch_steps"], "ls_lr": lr / 2}
 
     def optimizer(self, params, hyper):
-        self._optimizer = ScheduledSGD(params, hyper["lr"], hyper["halve_every"], hyper["max_norm"],
-                                       hyper.get("ls_steps", 0), hyper.get("ls_lr"))
+        if hyper["optimizer"] == "adam":
+            self._optimizer = torch.optim.Adam(params, lr=hyper["lr"], weight_decay=hyper["weight_decay"])
+        else:
+            self._optimizer = ScheduledSGD(params, hyper["lr"], hyper["halve_every"], hyper["max_norm"],
+                                           hyper.get("ls_steps", 0), hyper.get("ls_lr"))
         return self._optimizer
 
     def build(self, backend=None):
-        if self.state["kind"] == "memnn":
-            return MemNN(**self.state["model"], backend=backend)
-        return MemN2N(**self.state["model"], backend=backend)
+        model = {"memn2n": MemN2N, "memnn": MemNN, "dmn": DMN}[self.state["kind"]]
+        return model(**self.state["model"], backend=backend)
+
+    @property
+    def memory_size(self):
+        """The most recent statements of a story a question sees (older checkpoints: in the model's options)."""
+        return self.state.get("memory_size") or self.state["model"]["memory_size"]
 
     def describe(self):
         s = self.state
@@ -155,7 +180,7 @@ class BabiRecipe(Recipe):
         return self.train_set
 
     def _encode(self, examples):
-        return encode(examples, self.vocab, memory_size=self.state["model"]["memory_size"])
+        return encode(examples, self.vocab, memory_size=self.memory_size)
 
     def sample(self, batch_size, generator):
         train = self._train_set()
@@ -202,13 +227,13 @@ class BabiRecipe(Recipe):
         self._end_linear_start_if_due(model)
         batch = BabiBatch(*(t.to(device) for t in batch))
         inner = getattr(model, "module", model)
-        # summed over the batch, as the paper's code (lr 0.01 is a step size for the sum)
         if self.state["kind"] == "memnn":
             loss = inner.loss(batch.story, batch.question, batch.supports, batch.labels) * len(batch.labels)
-        else:
+        else:  # MemN2N: summed over the batch, as the paper's code (lr 0.01 is a step size for the sum)
             loss = F.cross_entropy(model(batch.story, batch.question), batch.labels, ignore_index=-1,
-                                   reduction="sum")
-        return loss, loss.item() / max(len(batch.labels), 1)
+                                   reduction="mean" if self.state["kind"] == "dmn" else "sum")
+        per_question = loss.item() if self.state["kind"] == "dmn" else loss.item() / max(len(batch.labels), 1)
+        return loss, per_question
 
     def evaluate(self, model, batches, device):
         total, errors, count = 0.0, 0, 0
@@ -247,7 +272,7 @@ def draw_attention(model, recipe, example, path, title):
     batch = recipe._encode([example])
     with torch.no_grad():
         logits, attention = model(batch.story, batch.question, return_attention=True)
-    M = min(len(example.story), recipe.state["model"]["memory_size"])
+    M = min(len(example.story), recipe.memory_size)
     att = attention[0, :, :M].flip(-1).T.float().cpu()  # (sentences oldest first, hops)
     sentences = [" ".join(s) for s in example.story[-M:]]
     first = len(example.story) - M
@@ -264,5 +289,40 @@ def draw_attention(model, recipe, example, path, title):
     ax.set_xlabel(f"{' '.join(example.question)}?  answer: {example.answer_text}, predicted: {answer}"
                   + ("" if getattr(model, "linear_start", False) is False else " (linear start: scores)"))
     ax.set_title(title + "  (* supporting fact)", fontsize=9)
+    save(fig, path)
+    return True
+
+
+def draw_gates(model, recipe, example, path, title):
+    """The DMN+ paper's picture for one question: the episodic memory's gates of every pass (rows) over
+    the story's facts (columns, oldest first, the supporting facts starred), the question and the answer
+    in the title; False if matplotlib is missing."""
+    from .plotting import pyplot, save
+
+    plt = pyplot()
+    if plt is None:
+        return False
+    batch = recipe._encode([example])
+    with torch.no_grad():
+        logits, gates = model(batch.story, batch.question, return_attention=True)
+    M = min(len(example.story), recipe.memory_size)
+    g = gates[0, :, :M].flip(-1).float().cpu()  # (passes, facts oldest first)
+    first = len(example.story) - M
+    support = {i - first for i in example.supports if i >= first}
+    facts = [("* " if i in support else "") + " ".join(s) for i, s in enumerate(example.story[-M:])]
+    answer = recipe.vocab.answers[int(logits.argmax(-1))]
+    passes = g.shape[0]
+    fig, ax = plt.subplots(figsize=(max(6, 2 + 0.42 * M), 2.4 + 0.4 * passes + 0.08 * max(len(f) for f in facts)),
+                           dpi=90)
+    ax.imshow(g.numpy(), aspect="auto", interpolation="nearest", cmap="Blues", vmin=0,
+              vmax=max(float(g.max()), 1e-6))
+    for t in range(passes):
+        for i in range(M):
+            ax.text(i, t, f"{g[t, i]:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if g[t, i] > 0.6 * g.max() else "black")
+    ax.set_yticks(range(passes), [f"pass {t + 1}" for t in range(passes)])
+    ax.set_xticks(range(M), facts, rotation=90, fontsize=8)
+    ax.set_title(f"{title}  (* supporting fact)\n{' '.join(example.question)}?  answer: {example.answer_text}, "
+                 f"predicted: {answer}", fontsize=9)
     save(fig, path)
     return True

@@ -8,6 +8,8 @@ NTM checkpoints: panels, each over time (x axis): the input; the target and the 
 one head over the memory slots; and the final memory contents (slots x width).
 NSE checkpoints of nse-recall: the attention (the read and write weighting) of every step over the
 memory's slots, one per token, and the predicted distribution over the answers.
+bAbI checkpoints (--data FILE --question N): MemN2N's attention of every hop over the story's
+sentences; DMN+'s gates of every pass over the facts.
 Default output: next to the checkpoint, as plot.png.
 """
 
@@ -138,16 +140,18 @@ def run(args):
         overrides["length"] = args.length
     generator = torch.Generator().manual_seed(args.seed)
     suffix = f", step {ckpt['step']}" + (f", length {args.length}" if args.length else "")
-    if ckpt["task"] == "babi" and recipe.state["kind"] == "memn2n":
-        from .babi import draw_attention
+    if ckpt["task"] == "babi" and recipe.state["kind"] in ("memn2n", "dmn"):
+        from .babi import draw_attention, draw_gates
 
         examples = recipe.eval_examples(**({"data": args.data} if args.data else {}))
         if not 0 <= args.question < len(examples):
             print(f"memops plot: --question {args.question}: there are {len(examples)} questions (0 to "
                   f"{len(examples) - 1})", file=sys.stderr)
             return 2
-        drawn = draw_attention(model.cpu(), recipe, examples[args.question], path,
-                               f"MemN2N, bAbI task {examples[args.question].task}{suffix}")
+        dmn = recipe.state["kind"] == "dmn"
+        drawn = (draw_gates if dmn else draw_attention)(
+            model.cpu(), recipe, examples[args.question], path,
+            f"{'DMN+' if dmn else 'MemN2N'}, bAbI task {examples[args.question].task}{suffix}")
     elif isinstance(recipe, RecallRecipe) and recipe.state["model"]["encoder"] == "nse":
         batch = recipe.eval_batches(1, args.seed, **overrides)[0]
         drawn = draw_nse_recall(model.cpu(), recipe.task, batch, path, f"NSE on {ckpt['task']}{suffix}")
@@ -162,7 +166,8 @@ def run(args):
         batch = task.sample(1, generator=generator, **merge_task_options(task, recipe.options, overrides))
         drawn = draw(model, batch, path, f"NTM on {task.name}{suffix}", args.head)
     else:
-        print(f"memops plot: draws NTM checkpoints and NSE checkpoints of nse-recall; {args.checkpoint} is a "
+        print(f"memops plot: draws NTM checkpoints, NSE checkpoints of nse-recall and MemN2N / DMN+ checkpoints "
+              f"of babi; {args.checkpoint} is a "
               f"{recipe.state['model'].get('encoder', '')} model of {ckpt['task']}", file=sys.stderr)
         return 2
     if not drawn:

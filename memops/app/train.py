@@ -114,11 +114,12 @@ def add_model_arguments(parser):
     g.add_argument("--shift-width", type=int, metavar="S", help="odd number of allowed shifts")
     g.add_argument("--memory-init", choices=["constant", "learned", "random"], help="default: constant")
     n = parser.add_argument_group("NSE tasks (nse-recall, nse-nli, nse-classify)")
-    n.add_argument("--model", choices=["nse", "lstm", "memn2n", "memnn"], default=None,
-                   help="the encoder (default: nse); babi: memn2n (default) or memnn")
+    n.add_argument("--model", choices=["nse", "lstm", "memn2n", "memnn", "dmn"], default=None,
+                   help="the encoder (default: nse); babi: memn2n (default), memnn or dmn (DMN+)")
     n.add_argument("--hidden-size", type=int, default=None, help="default: 64 for nse-recall, 300 on text files")
-    n.add_argument("--embed-size", type=int, default=None, help="word vectors on text files (default: 300)")
-    n.add_argument("--dropout", type=float, default=0.0)
+    n.add_argument("--embed-size", type=int, default=None,
+                   help="word vectors on text files (default: 300); babi: d (MemN2N 20, DMN+ 80)")
+    n.add_argument("--dropout", type=float, default=0.0, help="default: 0 (babi DMN+: 0.1)")
     n.add_argument("--data", default=None, help="a directory with one *train* and one *dev* file "
                                                  "(.jsonl for nse-nli, .tsv for nse-classify)")
     n.add_argument("--glove", default=None, help="GloVe-format text vectors to start the embedding from")

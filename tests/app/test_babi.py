@@ -137,3 +137,57 @@ def test_malformed_file_is_one_line(tmp_path):
     (d / "qa1_x_train.txt").write_text("1 Mary moved.\n2 Where is Mary?\tbathroom\t5\n")
     with pytest.raises(ValueError, match=r"qa1_x_train\.txt:2: supporting fact '5'"):
         main(["train", "babi", "--data", str(d), "--out", str(tmp_path / "o"), "--no-progress"])
+
+
+def test_dmn_train_resume_eval_plot(tmp_path, data, capsys):
+    """--model dmn: the DMN+ defaults (Adam with L2, batch 100, D 80, 3 passes), resume, best.pt by
+    validation error, eval --json and the gates' plot; --hops sets the passes, --attention the episode."""
+    out = tmp_path / "dmn"
+    assert train(out, data, "--model", "dmn", "--steps", "2") == 0
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["recipe"]["kind"] == "dmn" and ckpt["config"]["batch_size"] == 100
+    assert ckpt["recipe"]["model"] == {"vocab_size": 18, "num_answers": 4, "embed_size": 80, "passes": 3,
+                                       "attention": "gru", "dropout": 0.1}
+    assert ckpt["hyper"] == {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.001, "clip": 0.0}
+    assert ckpt["optimizer"]["param_groups"][0]["weight_decay"] == 0.001
+    assert train(out, data, "--model", "dmn", "--steps", "3", "--resume") == 0
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 3
+    assert [r["step"] for r in read_metrics(out / "metrics.csv") if r["eval_error"] is not None] == [1, 2, 3]
+    capsys.readouterr()
+    path = data / "qa1_single-supporting-fact_train.txt"
+    assert main(["eval", str(out / "best.pt"), "--data", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["task"] == 1 and result["questions"] == 3
+    assert result["errors"] == round(result["error_rate"] * result["questions"])
+    png = tmp_path / "gates.png"
+    assert main(["plot", str(out / "best.pt"), "--data", str(path), "--question", "2", "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    small = tmp_path / "soft"
+    assert train(small, data, "--model", "dmn", "--steps", "1", "--hops", "2", "--attention", "soft",
+                 "--embed-size", "16", "--dropout", "0", "--batch-size", "8") == 0
+    model = load_checkpoint(small / "checkpoint.pt")["recipe"]["model"]
+    assert (model["passes"], model["attention"], model["embed_size"], model["dropout"]) == (2, "soft", 16, 0.0)
+
+
+def test_dmn_gates_plot_draws_every_pass(tmp_path, data, monkeypatch):
+    """The plot's heatmap: one row per pass, one column per fact (oldest first), the gates' values."""
+    from memops.app import babi, plotting
+    from memops.app.checkpoints import model_from_checkpoint
+
+    out = tmp_path / "dmn"
+    assert train(out, data, "--model", "dmn", "--steps", "1", "--hops", "2", "--embed-size", "8") == 0
+    model, recipe, _ = model_from_checkpoint(str(out / "best.pt"), "cpu", None)
+    drawn = {}
+    monkeypatch.setattr(plotting, "save", lambda fig, path: drawn.update(image=fig.axes[0].images[0].get_array()))
+    example = recipe.eval_examples(data=str(data / "qa1_single-supporting-fact_train.txt"), split="all")[4]
+    assert babi.draw_gates(model, recipe, example, str(tmp_path / "g.png"), "t")
+    batch = recipe._encode([example])
+    _, gates = model(batch.story, batch.question, return_attention=True)
+    assert drawn["image"].shape == (2, len(example.story))
+    torch.testing.assert_close(torch.as_tensor(drawn["image"].data), gates[0].flip(-1).detach())
+
+
+def test_bad_model_is_refused(tmp_path, data):
+    with pytest.raises(ValueError, match="--model must be memn2n, memnn or dmn, got 'nse'"):
+        main(["train", "babi", "--data", str(data), "--model", "nse", "--out", str(tmp_path / "e"), "--no-progress"])
+    assert main(["train", "babi", "--data", str(data), "--model", "dmn+", "--out", str(tmp_path / "e")]) == 2

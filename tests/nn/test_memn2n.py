@@ -13,21 +13,7 @@ import memops
 from memops.nn import MemN2N, MemNN
 from memops.nn.memn2n import position_encoding
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BABI = os.environ.get("MEMOPS_BABI_DATA", os.path.join(REPO, "..", "shared", "data", "babi"))
-
-
-def story_batch(B=3, M=6, L=5, Lq=4, V=12, seed=0):
-    """Random stories with padded sentences and words (id 0) at the ends."""
-    gen = torch.Generator().manual_seed(seed)
-    story = torch.randint(1, V, (B, M, L), generator=gen)
-    lengths = torch.randint(1, L + 1, (B, M), generator=gen)
-    story = story * (torch.arange(L) < lengths[..., None])
-    sentences = torch.randint(1, M + 1, (B,), generator=gen)
-    story = story * (torch.arange(M) < sentences[:, None])[..., None]
-    question = torch.randint(1, V, (B, Lq), generator=gen)
-    question[:, -1] = 0
-    return story, question
+from helpers import BABI, story_batch
 
 
 def test_shapes_and_attention():
