@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from memops.app.checkpoints import load_checkpoint, save_checkpoint
+from memops.app.checkpoints import export_model
 
 
 def parse_tasks(text):
@@ -89,9 +89,7 @@ def main():
             os.makedirs(args.ship, exist_ok=True)
             shipped = os.path.join(args.ship, args.name.format(task=task))
             if args.weights_only:
-                ckpt = load_checkpoint(os.path.join(best["out"], "best.pt"))
-                save_checkpoint(shipped, {k: v for k, v in ckpt.items()
-                                          if k not in ("optimizer", "data_rng", "torch_rng", "checksum")})
+                export_model(os.path.join(best["out"], "best.pt"), shipped)
             else:
                 shutil.copy(os.path.join(best["out"], "best.pt"), shipped)
         os.makedirs(os.path.dirname(results_path) or ".", exist_ok=True)
