@@ -154,6 +154,8 @@ def add_arguments(parser):
     o.add_argument("--momentum", type=non_negative_float, default=0.9, help="RMSProp momentum (NTM tasks)")
     o.add_argument("--decay", type=non_negative_float, default=0.95,
                    help="RMSProp decay of the squared-gradient average")
+    o.add_argument("--weight-decay", type=non_negative_float, default=None, metavar="L2",
+                   help="L2 weight: Adam's weight_decay, added to every gradient (babi DMN+ only; default 0.001)")
     o.add_argument("--clip", type=non_negative_float, default=10.0,
                    help="clip each gradient element to [-CLIP, CLIP]; 0: off")
     e = parser.add_argument_group("progress")

@@ -164,9 +164,11 @@ def test_dmn_train_resume_eval_plot(tmp_path, data, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     small = tmp_path / "soft"
     assert train(small, data, "--model", "dmn", "--steps", "1", "--hops", "2", "--attention", "soft",
-                 "--embed-size", "16", "--dropout", "0", "--batch-size", "8") == 0
-    model = load_checkpoint(small / "checkpoint.pt")["recipe"]["model"]
+                 "--embed-size", "16", "--dropout", "0", "--batch-size", "8", "--weight-decay", "0") == 0
+    ckpt = load_checkpoint(small / "checkpoint.pt")
+    model = ckpt["recipe"]["model"]
     assert (model["passes"], model["attention"], model["embed_size"], model["dropout"]) == (2, "soft", 16, 0.0)
+    assert ckpt["hyper"]["weight_decay"] == 0.0 and ckpt["optimizer"]["param_groups"][0]["weight_decay"] == 0.0
 
 
 def test_dmn_gates_plot_draws_every_pass(tmp_path, data, monkeypatch):
