@@ -235,7 +235,8 @@ def test_nse_recall_trains_resumes_and_evaluates(tmp_path, capsys, model):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:  # an LSTM has no memory to draw, and plot says so
         assert main(["plot", str(tmp_path / "a" / "best.pt"), "--out", str(png)]) == 2
-        assert "draws NTM checkpoints and NSE checkpoints" in capsys.readouterr().err
+        refused = capsys.readouterr().err
+        assert "draws NTM checkpoints, NSE checkpoints of nse-recall and MemN2N / DMN+ checkpoints of babi" in refused
 
 
 def test_lstm_baseline_has_about_the_nse_parameter_count(tmp_path):
