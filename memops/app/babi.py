@@ -264,6 +264,18 @@ class BabiRecipe(Recipe):
         return f"valid loss {r['eval_loss']:.3g}, error {100 * r['eval_error']:.1f}%"
 
 
+def _one_question(model, recipe, example):
+    """One question through the model: (logits, its attention (hops or passes, M) over the M sentences
+    it sees, oldest first, those sentences' supporting facts as indices 0..M-1)."""
+    batch = recipe._encode([example])
+    with torch.no_grad():
+        logits, attention = model(batch.story, batch.question, return_attention=True)
+    M = min(len(example.story), recipe.memory_size)
+    first = len(example.story) - M
+    support = {i - first for i in example.supports if i >= first}
+    return logits, attention[0, :, :M].flip(-1).float().cpu(), M, support
+
+
 def draw_attention(model, recipe, example, path, title):
     """The MemN2N paper's picture for one question: the story's sentences (newest at the bottom), the
     attention of every hop over them, the supporting facts marked; False if matplotlib is missing."""
@@ -272,14 +284,9 @@ def draw_attention(model, recipe, example, path, title):
     plt = pyplot()
     if plt is None:
         return False
-    batch = recipe._encode([example])
-    with torch.no_grad():
-        logits, attention = model(batch.story, batch.question, return_attention=True)
-    M = min(len(example.story), recipe.memory_size)
-    att = attention[0, :, :M].flip(-1).T.float().cpu()  # (sentences oldest first, hops)
+    logits, attention, M, support = _one_question(model, recipe, example)
+    att = attention.T  # (sentences oldest first, hops)
     sentences = [" ".join(s) for s in example.story[-M:]]
-    first = len(example.story) - M
-    support = {i - first for i in example.supports if i >= first}
     answer = recipe.vocab.answers[int(logits.argmax(-1))]
     fig, ax = plt.subplots(figsize=(4 + 0.9 * att.shape[1], 1.2 + 0.32 * M), dpi=90)
     ax.imshow(att.numpy(), aspect="auto", interpolation="nearest", cmap="Blues", vmin=0,
@@ -305,13 +312,7 @@ def draw_gates(model, recipe, example, path, title):
     plt = pyplot()
     if plt is None:
         return False
-    batch = recipe._encode([example])
-    with torch.no_grad():
-        logits, gates = model(batch.story, batch.question, return_attention=True)
-    M = min(len(example.story), recipe.memory_size)
-    g = gates[0, :, :M].flip(-1).float().cpu()  # (passes, facts oldest first)
-    first = len(example.story) - M
-    support = {i - first for i in example.supports if i >= first}
+    logits, g, M, support = _one_question(model, recipe, example)  # g (passes, facts oldest first)
     facts = [("* " if i in support else "") + " ".join(s) for i, s in enumerate(example.story[-M:])]
     answer = recipe.vocab.answers[int(logits.argmax(-1))]
     passes = g.shape[0]
