@@ -2,6 +2,8 @@
 // other sources run at load) and tells what this build is.
 #include <torch/extension.h>
 
+#include "cpu/isa.h"
+
 #ifndef MEMOPS_VERSION
 #define MEMOPS_VERSION "unknown"
 #endif
@@ -27,4 +29,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #else
   m.attr("openmp") = false;
 #endif
+  // The instruction set of the CPU kernels (csrc/cpu/isa.h), by name: default, avx2, avx512.
+  using memops::cpu::Isa;
+  m.def("cpu_capability_supported", [] { return memops::cpu::isa_name(memops::cpu::isa_supported()); });
+  m.def("cpu_capability", [] { return memops::cpu::isa_name(memops::cpu::isa_in_use()); });
+  m.def("set_cpu_capability", [](const std::string& name) {
+    for (Isa isa : {Isa::kDefault, Isa::kAvx2, Isa::kAvx512}) {
+      if (name == memops::cpu::isa_name(isa)) return memops::cpu::set_isa(isa);
+    }
+    TORCH_CHECK_VALUE(false, "memops: unknown CPU capability '", name, "' (expected default, avx2 or avx512)");
+  });
 }

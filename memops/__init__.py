@@ -19,6 +19,8 @@ from .ops import (attention_gru, content_address, content_scores, ntm_address, n
 
 __version__ = "0.1.0"
 build_info = _library.build_info
+cpu_capability = _library.cpu_capability
+set_cpu_capability = _library.set_cpu_capability
 
 from . import nn  # noqa: E402  (the models, after the ops they are built on)
 
@@ -47,6 +49,8 @@ __all__ = [
     "available_backends",
     "set_debug",
     "build_info",
+    "cpu_capability",
+    "set_cpu_capability",
     "reference",
     "nn",
     "tasks",

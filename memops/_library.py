@@ -50,7 +50,47 @@ def build_info():
         "cuda_archs": _C.cuda_archs,
         "torch_version": _C.torch_version,
         "openmp": bool(_C.openmp),
+        "cpu_capability": _C.cpu_capability(),
+        "cpu_capability_supported": _C.cpu_capability_supported(),
     }
+
+
+CPU_CAPABILITIES = ("default", "avx2", "avx512")
+
+
+def cpu_capability():
+    """The instruction set the CPU kernels run: 'avx512', 'avx2' or 'default' (baseline x86-64).
+    The best the CPU has unless lowered by MEMOPS_CPU_CAPABILITY or set_cpu_capability(); None
+    without the compiled ops."""
+    return _C.cpu_capability() if AVAILABLE else None
+
+
+def set_cpu_capability(name):
+    """Run the CPU kernels compiled for `name` ('default', 'avx2' or 'avx512'; at most what the CPU
+    has), e.g. to compare them. Results agree within the tolerance table, not bit for bit (lane
+    counts and FMA change the rounding); each one is deterministic."""
+    if not AVAILABLE:
+        raise RuntimeError(f"memops.set_cpu_capability: the compiled ops are not loaded ({LOAD_ERROR})")
+    if name not in CPU_CAPABILITIES:
+        raise ValueError(f"memops.set_cpu_capability: name must be one of {', '.join(CPU_CAPABILITIES)}, "
+                         f"got {name!r}")
+    best = _C.cpu_capability_supported()
+    if CPU_CAPABILITIES.index(name) > CPU_CAPABILITIES.index(best):
+        raise ValueError(f"memops.set_cpu_capability: this CPU runs at most {best!r}, not {name!r}")
+    _C.set_cpu_capability(name)
+
+
+def _capability_from_environment():
+    name = os.environ.get("MEMOPS_CPU_CAPABILITY", "").strip().lower()
+    if name and AVAILABLE:
+        try:
+            set_cpu_capability(name)
+        except ValueError as e:
+            warnings.warn(f"MEMOPS_CPU_CAPABILITY={name!r} ignored: {e}; the kernels run "
+                          f"{cpu_capability()!r}", RuntimeWarning, stacklevel=3)
+
+
+_capability_from_environment()
 
 
 def _fake_forward(spec):

@@ -27,30 +27,15 @@ constexpr int64_t kRows = 128;  // batch rows per chunk: DMN+'s batch of 100 is 
 
 int64_t chunks(int64_t B) { return (B + kRows - 1) / kRows; }
 
-// The row loops below are compiled twice, for AVX2 + FMA and for the baseline of the build's flags,
-// and the AVX2 one is called where the CPU has it: their sigmoid and tanh are most of the CPU time,
-// and 8 lanes instead of 4 (with FMA) make them ~3x faster. (target_clones would pick the clone by
-// itself, but GCC then does not inline the math of csrc/math/gru.h into the clone, which does not
-// vectorise.) Both follow the same formulas; FMA only changes the rounding.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define MEMOPS_AVX2 __attribute__((target("avx2,fma")))
-#define MEMOPS_INLINE __attribute__((always_inline)) inline
-inline bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-#else
-#define MEMOPS_AVX2
-#define MEMOPS_INLINE inline
-inline bool has_avx2() { return false; }
-#endif
+// The row loops below run through vectorized() (isa.h): their sigmoid and tanh are most of the CPU
+// time, and 8 or 16 lanes with FMA instead of the baseline's 4 make them ~3x faster.
 
 // The forward of one fact of one batch row, over its D elements: proj = [ur h | uh h].
 template <typename scalar_t>
-MEMOPS_INLINE void forward_row_loop(const scalar_t* __restrict__ xr, const scalar_t* __restrict__ xh,
-                                    const scalar_t* __restrict__ proj, const scalar_t* __restrict__ bu,
-                                    const scalar_t* __restrict__ h, scalar_t g, int64_t D,
-                                    scalar_t* __restrict__ h_new) {
+inline void forward_row_loop(const scalar_t* __restrict__ xr, const scalar_t* __restrict__ xh,
+                             const scalar_t* __restrict__ proj, const scalar_t* __restrict__ bu,
+                             const scalar_t* __restrict__ h, scalar_t g, int64_t D,
+                             scalar_t* __restrict__ h_new) {
   for (int64_t j = 0; j < D; ++j) {
     const math::GruCell<scalar_t> cell(xr[j], xh[j], proj[j], proj[D + j], bu[j]);
     h_new[j] = cell.next(g, h[j]);
@@ -61,12 +46,12 @@ MEMOPS_INLINE void forward_row_loop(const scalar_t* __restrict__ xr, const scala
 // another and the gate's gradient is left in dg_parts (summed by the caller), so the loop vectorises
 // (with a reduction in it, or pointers that might alias, it ran ~10x slower).
 template <typename scalar_t>
-MEMOPS_INLINE void backward_row_loop(const scalar_t* __restrict__ xr, const scalar_t* __restrict__ xh,
-                                     const scalar_t* __restrict__ proj, const scalar_t* __restrict__ bu,
-                                     const scalar_t* __restrict__ h, scalar_t g, int64_t D,
-                                     scalar_t* __restrict__ dh, scalar_t* __restrict__ grad_xr,
-                                     scalar_t* __restrict__ grad_xh, scalar_t* __restrict__ d2,
-                                     scalar_t* __restrict__ dg_parts) {
+inline void backward_row_loop(const scalar_t* __restrict__ xr, const scalar_t* __restrict__ xh,
+                              const scalar_t* __restrict__ proj, const scalar_t* __restrict__ bu,
+                              const scalar_t* __restrict__ h, scalar_t g, int64_t D,
+                              scalar_t* __restrict__ dh, scalar_t* __restrict__ grad_xr,
+                              scalar_t* __restrict__ grad_xh, scalar_t* __restrict__ d2,
+                              scalar_t* __restrict__ dg_parts) {
   for (int64_t j = 0; j < D; ++j) {
     const math::GruCell<scalar_t> cell(xr[j], xh[j], proj[j], proj[D + j], bu[j]);
     const math::GruCellGrad<scalar_t> cg(cell, g, h[j], dh[j]);
@@ -80,21 +65,12 @@ MEMOPS_INLINE void backward_row_loop(const scalar_t* __restrict__ xr, const scal
 }
 
 template <typename scalar_t, typename... Args>
-MEMOPS_AVX2 void forward_row_avx2(Args... args) { forward_row_loop<scalar_t>(args...); }
-template <typename scalar_t, typename... Args>
-void forward_row_base(Args... args) { forward_row_loop<scalar_t>(args...); }
-template <typename scalar_t, typename... Args>
-MEMOPS_AVX2 void backward_row_avx2(Args... args) { backward_row_loop<scalar_t>(args...); }
-template <typename scalar_t, typename... Args>
-void backward_row_base(Args... args) { backward_row_loop<scalar_t>(args...); }
-
-template <typename scalar_t, typename... Args>
 void forward_row(Args... args) {
-  if (has_avx2()) forward_row_avx2<scalar_t>(args...); else forward_row_base<scalar_t>(args...);
+  vectorized([&](auto) { forward_row_loop<scalar_t>(args...); });
 }
 template <typename scalar_t, typename... Args>
 void backward_row(Args... args) {
-  if (has_avx2()) backward_row_avx2<scalar_t>(args...); else backward_row_base<scalar_t>(args...);
+  vectorized([&](auto) { backward_row_loop<scalar_t>(args...); });
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "../tensors.h"
 #include "../validate.h"
+#include "isa.h"
 
 namespace memops {
 namespace cpu {
@@ -24,6 +25,21 @@ inline void check_cpu_dtype(const char* op, const at::Tensor& t) {
 inline int64_t grain(int64_t work_per_item) {
   constexpr int64_t kWorkPerTask = 32768;
   return std::max<int64_t>(1, kWorkPerTask / std::max<int64_t>(1, work_per_item));
+}
+
+// at::parallel_for whose body runs compiled for the instruction set in use (isa.h): the kernels'
+// row loops go through here. A body (begin, end, isa) also gets the IsaConstant.
+template <typename F>
+void parallel_for(int64_t begin, int64_t end, int64_t grain_size, const F& body) {
+  at::parallel_for(begin, end, grain_size, [&](int64_t first, int64_t last) {
+    vectorized([&](auto isa) {
+      if constexpr (std::is_invocable_v<const F&, int64_t, int64_t, decltype(isa)>) {
+        body(first, last, isa);
+      } else {
+        body(first, last);
+      }
+    });
+  });
 }
 
 }  // namespace cpu

@@ -15,7 +15,7 @@ at::Tensor slot_norms(const at::Tensor& memory, scalar_t eps) {
   auto norms = at::empty({memory.size(0), memory.size(1)}, memory.options());
   const scalar_t* mem = memory.data_ptr<scalar_t>();
   scalar_t* n = norms.data_ptr<scalar_t>();
-  at::parallel_for(0, slots, grain(W), [&](int64_t begin, int64_t end) {
+  parallel_for(0, slots, grain(W), [&](int64_t begin, int64_t end) {
     math::slot_norms(mem + begin * W, end - begin, W, eps, n + begin);
   });
   return norms;
@@ -60,7 +60,7 @@ void content_memory_grad(const scalar_t* mem, const scalar_t* keys, const scalar
                          scalar_t* grad_mem) {
   constexpr int64_t kChunk = 64;  // slots per task
   const int64_t chunks = (N + kChunk - 1) / kChunk;
-  at::parallel_for(0, B * chunks, grain(kChunk * H * W), [&](int64_t begin, int64_t end) {
+  parallel_for(0, B * chunks, grain(kChunk * H * W), [&](int64_t begin, int64_t end) {
     scalar_t scratch[2 * kChunk];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / chunks, first = (task % chunks) * kChunk;

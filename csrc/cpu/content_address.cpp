@@ -28,7 +28,7 @@ at::Tensor content_address(const at::Tensor& memory_, const at::Tensor& keys_, c
     const bool* keep = data_or_null<bool>(mask);
     scalar_t* o = out.data_ptr<scalar_t>();
     const ForwardNorms<scalar_t> norms(memory, H, cosine, scalar_t(eps));
-    at::parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
+    parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> buffer(norms.here ? N : 0);
       for (int64_t row = begin; row < end; ++row) {
         const int64_t b = row / H;
@@ -75,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> content_address_backward(
     scalar_t* mn = cosine ? norms.data_ptr<scalar_t>() : nullptr;
     // Phase 1, per (b, h) row: dlogits = softmax backward, grad_beta = dlogits . sim,
     // dsim = beta * dlogits, grad_key from dsim.
-    at::parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
+    parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const scalar_t* mem_b = mem + (row / H) * N * W;
         scalar_t* mn_b = mn ? mn + (row / H) * N : nullptr;

@@ -26,7 +26,7 @@ at::Tensor content_scores(const at::Tensor& memory_, const at::Tensor& keys_, co
     const bool* keep = data_or_null<bool>(mask);
     scalar_t* o = out.data_ptr<scalar_t>();
     const ForwardNorms<scalar_t> norms(memory, H, cosine, scalar_t(eps));
-    at::parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
+    parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> buffer(norms.here ? N : 0);
       for (int64_t row = begin; row < end; ++row) {
         const int64_t b = row / H;
@@ -72,7 +72,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> content_scores_backward(
     scalar_t* mn = cosine ? norms.data_ptr<scalar_t>() : nullptr;
     // Phase 1, per (b, h) row: grad_beta = sum_i g_i sim_i over kept slots, dsim = beta * g (0 where
     // masked: those scores are constants), grad_key from dsim.
-    at::parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
+    parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t b = row / H;
         const scalar_t* mem_b = mem + b * N * W;

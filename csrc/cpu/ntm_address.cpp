@@ -79,13 +79,13 @@ at::Tensor ntm_address(const at::Tensor& memory, const at::Tensor& keys, const a
   AT_DISPATCH_FLOATING_TYPES(in.memory.scalar_type(), "ntm_address", [&] {
     scalar_t* o = out.data_ptr<scalar_t>();
     const ForwardNorms<scalar_t> norms(in.memory, H, true, scalar_t(eps));
-    at::parallel_for(0, in.B * H, grain(N * (W + S)), [&](int64_t begin, int64_t end) {
+    parallel_for(0, in.B * H, grain(N * (W + S)), [&](int64_t begin, int64_t end, auto isa) {
       std::vector<scalar_t> buf(5 * N);  // sim, content, gated, shifted, slot norms
       scalar_t *sim = buf.data(), *content = sim + N, *gated = content + N, *shifted = gated + N;
       for (int64_t row = begin; row < end; ++row) {
         const auto r = in.row<scalar_t>(row, norms.row(row / H, N, shifted + N), norms.here, eps);
         r.forward(sim, content, gated, shifted);
-        math::sharpen_row(shifted, r.gamma, N, o + row * N);
+        math::sharpen_row<kWideSimd<decltype(isa)>>(shifted, r.gamma, N, o + row * N);
       }
     });
   });
@@ -115,7 +115,7 @@ ntm_address_backward(const at::Tensor& grad_, const at::Tensor& memory, const at
     scalar_t* ds = dsim.data_ptr<scalar_t>();
     scalar_t* kn = key_norm.data_ptr<scalar_t>();
     const auto norms = backward_norms<scalar_t>(in.memory, H, true, scalar_t(eps));
-    at::parallel_for(0, B * H, grain(N * (W + S)), [&](int64_t begin, int64_t end) {
+    parallel_for(0, B * H, grain(N * (W + S)), [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> buf(4 * N);
       scalar_t *content = buf.data(), *gated = content + N, *shifted = gated + N, *d = shifted + N;
       for (int64_t row = begin; row < end; ++row) {

@@ -17,7 +17,7 @@ at::Tensor read(const at::Tensor& memory_, const at::Tensor& weights_) {
     const scalar_t* mem = memory.data_ptr<scalar_t>();
     const scalar_t* w = weights.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
+    parallel_for(0, B * H, grain(N * W), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const scalar_t* wr = w + row * N;
         scalar_t* r = o + row * W;
@@ -45,7 +45,7 @@ std::tuple<at::Tensor, at::Tensor> read_backward(const at::Tensor& grad_, const 
     scalar_t* gw = grad_weights.data_ptr<scalar_t>();
     constexpr int64_t kChunk = 64;
     const int64_t chunks = (N + kChunk - 1) / kChunk;
-    at::parallel_for(0, B * chunks, grain(kChunk * H * W), [&](int64_t begin, int64_t end) {
+    parallel_for(0, B * chunks, grain(kChunk * H * W), [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / chunks, first = (task % chunks) * kChunk;
         const int64_t n = std::min(kChunk, N - first);

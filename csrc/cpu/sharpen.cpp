@@ -17,9 +17,9 @@ at::Tensor sharpen(const at::Tensor& weights_, const at::Tensor& gamma_) {
     const scalar_t* w = weights.data_ptr<scalar_t>();
     const scalar_t* gm = gamma.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, rows, grain(8 * N), [&](int64_t begin, int64_t end) {
+    parallel_for(0, rows, grain(8 * N), [&](int64_t begin, int64_t end, auto isa) {
       for (int64_t row = begin; row < end; ++row) {
-        math::sharpen_row(w + row * N, gm[row], N, o + row * N);
+        math::sharpen_row<kWideSimd<decltype(isa)>>(w + row * N, gm[row], N, o + row * N);
       }
     });
   });
@@ -43,7 +43,7 @@ std::tuple<at::Tensor, at::Tensor> sharpen_backward(const at::Tensor& grad_, con
     const scalar_t* p = out.data_ptr<scalar_t>();
     scalar_t* gw = grad_weights.data_ptr<scalar_t>();
     scalar_t* gg = grad_gamma.data_ptr<scalar_t>();
-    at::parallel_for(0, rows, grain(16 * N), [&](int64_t begin, int64_t end) {
+    parallel_for(0, rows, grain(16 * N), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         math::sharpen_backward_row(g + row * N, w + row * N, gm[row], p + row * N, N, gw + row * N,
                                    gg + row);

@@ -16,7 +16,7 @@ at::Tensor shift(const at::Tensor& weights_, const at::Tensor& kernel_) {
     const scalar_t* w = weights.data_ptr<scalar_t>();
     const scalar_t* k = kernel.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, rows, grain(N * S), [&](int64_t begin, int64_t end) {
+    parallel_for(0, rows, grain(N * S), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         math::shift_row(w + row * N, k + row * S, N, S, o + row * N);
       }
@@ -39,7 +39,7 @@ std::tuple<at::Tensor, at::Tensor> shift_backward(const at::Tensor& grad_, const
     const scalar_t* k = kernel.data_ptr<scalar_t>();
     scalar_t* gw = grad_weights.data_ptr<scalar_t>();
     scalar_t* gk = grad_kernel.data_ptr<scalar_t>();
-    at::parallel_for(0, rows, grain(N * S), [&](int64_t begin, int64_t end) {
+    parallel_for(0, rows, grain(N * S), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         math::shift_backward_row(g + row * N, w + row * N, k + row * S, N, S, gw + row * N,
                                  gk + row * S);

@@ -27,7 +27,7 @@ at::Tensor write(const at::Tensor& memory_, const at::Tensor& weights_,
     const scalar_t* e = data_or_null<scalar_t>(erase);
     const scalar_t* a = add.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, B * N, grain(H * W), [&](int64_t begin, int64_t end) {
+    parallel_for(0, B * N, grain(H * W), [&](int64_t begin, int64_t end) {
       for (int64_t slot = begin; slot < end; ++slot) {
         const int64_t b = slot / N, i = slot % N;
         math::write_slot(mem + slot * W, w + b * H * N + i, e ? e + b * H * W : nullptr,
@@ -66,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> write_backward(
     scalar_t* gw = grad_weights.data_ptr<scalar_t>();
     scalar_t* part = partial.data_ptr<scalar_t>();
     const int64_t HW = H * W;
-    at::parallel_for(0, B * chunks, grain(kChunk * H * W), [&](int64_t begin, int64_t end) {
+    parallel_for(0, B * chunks, grain(kChunk * H * W), [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> scratch((H + 1) * std::max<int64_t>(W, 1));  // (math::write_backward_slot)
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / chunks, first = (task % chunks) * kChunk;
@@ -83,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> write_backward(
     // Sum the partials over chunks, in chunk order.
     scalar_t* ga = grad_add.data_ptr<scalar_t>();
     scalar_t* ge = e ? grad_erase.data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, B, grain(chunks * HW), [&](int64_t begin, int64_t end) {
+    parallel_for(0, B, grain(chunks * HW), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         for (int64_t k = 0; k < HW; ++k) {
           scalar_t sa = 0, se = 0;

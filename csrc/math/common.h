@@ -135,6 +135,67 @@ MEMOPS_HD A exp_nonpositive(A x) {
 #endif
 }
 
+// log(x) for x >= 0. On the host, for float: x = 2^e m with m in [sqrt(1/2), sqrt(2)) (from the bits;
+// subnormals scaled by 2^23 first) and Cephes' degree-9 polynomial in m - 1, branch-free so a loop
+// over it vectorises, within about 1 ulp of the exact log (tests/ops/test_cpu_capability.py checks
+// it, through sharpen, against float64). log(1) is exactly 0, log(0) is -inf, log(inf) is inf, and
+// NaN or a negative x gives NaN. Device code and double call log.
+template <typename A>
+MEMOPS_HD A log_nonnegative(A x) {
+#if defined(__CUDA_ARCH__)
+  return log(x);
+#else
+  if constexpr (std::is_same<A, float>::value) {
+    const bool tiny = x < 1.17549435e-38f;  // subnormal (or 0): scale into the normal range
+    const float xs = tiny ? x * 8388608.0f : x;
+    int32_t bits;
+    std::memcpy(&bits, &xs, sizeof bits);
+    float e = float(((bits >> 23) & 0xff) - 126) - (tiny ? 23.0f : 0.0f);
+    bits = (bits & 0x007fffff) | 0x3f000000;  // the mantissa m in [0.5, 1)
+    float m;
+    std::memcpy(&m, &bits, sizeof m);
+    const bool low = m < 0.707106781186547524f;  // to [sqrt(1/2), sqrt(2)): 2m, e - 1
+    e = low ? e - 1.0f : e;
+    const float f = (low ? m + m : m) - 1.0f;
+    const float z = f * f;
+    float y = 7.0376836292e-2f;
+    y = y * f - 1.1514610310e-1f;
+    y = y * f + 1.1676998740e-1f;
+    y = y * f - 1.2420140846e-1f;
+    y = y * f + 1.4249322787e-1f;
+    y = y * f - 1.6668057665e-1f;
+    y = y * f + 2.0000714765e-1f;
+    y = y * f - 2.4999993993e-1f;
+    y = y * f + 3.3333331174e-1f;
+    y = y * f * z;
+    y = y + e * -2.12194440e-4f - 0.5f * z;  // e ln2 in two parts, as in exp_nonpositive
+    const float r = (f + y) + e * 0.693359375f;
+    return x > 0.0f ? (x < INFINITY ? r : x) : (x == 0.0f ? -INFINITY : NAN);  // and NaN for NaN
+  } else {
+    return log(x);
+  }
+#endif
+}
+
+// x^gamma for x in [0, 1] and gamma > 0 (sharpen's (w / max w)^gamma; the caller takes pow for other
+// gamma). On the host, for float: exp(gamma log x) through the vectorisable functions above, exactly
+// 1 at x = 1 (also for an infinite or NaN gamma, as pow) and 0 at x = 0. The rounding of
+// y = gamma log x carries into e^y: its relative error is up to ~2.3 |y| + 2 ulp (libm's powf: 1),
+// but at most ~6e-8 in absolute terms, since e^y |y| <= 1/e, against sharpen's sum of at least 1
+// (tests/ops/test_cpu_capability.py). Device code and double call pow.
+template <typename A>
+MEMOPS_HD A pow_unit(A x, A gamma) {
+#if defined(__CUDA_ARCH__)
+  return pow(x, gamma);
+#else
+  if constexpr (std::is_same<A, float>::value) {
+    return x == 1.0f ? 1.0f : exp_nonpositive(gamma * log_nonnegative(x));
+  } else {
+    return pow(x, gamma);
+  }
+#endif
+}
+
 // Sums over the N slots of a row (softmax and sharpen normalisers, their backward dot products,
 // the gradients of beta, gate and gamma) run in `Sum<A>`: double on the host whatever
 // A is. They feed cancellations such as g_i - sum_j p_j g_j, where a float sum over thousands of
