@@ -11,6 +11,7 @@ import statistics
 
 import torch
 
+import memops
 from memops.testing import device_name, git_commit
 
 # commit: memops.testing.git_commit, "-dirty" if the tree has changes outside benchmarks/results/
@@ -37,6 +38,8 @@ class Env:
         self.timestamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.commit = git_commit()
         self.device_name = device_name(self.device)
+        if self.device.type == "cpu" and memops.cpu_capability():  # the CPU kernels' instruction set
+            self.device_name += f" ({memops.cpu_capability()})"
         self.threads = torch.get_num_threads()
         self.loadavg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         self.torch = torch.__version__

@@ -215,7 +215,8 @@ def header_lines(device, backends, dtypes, seed):
     built = (
         f"memops {info['version']} (cuda kernels: {info['with_cuda']}"
         + (f", archs {info['cuda_archs']}" if info.get("cuda_archs") else "")
-        + f", openmp: {info['openmp']}, built against torch {info['torch_version']})"
+        + f", openmp: {info['openmp']}, CPU kernels: {info['cpu_capability']}"
+        + f", built against torch {info['torch_version']})"
         if info["built"] else f"memops: compiled ops NOT loaded ({info['error']})"
     )
     dev = torch.device(device)
