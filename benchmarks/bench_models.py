@@ -3,8 +3,15 @@ backend of the memops ops, at the settings `memops train` uses: the NTM on copy,
 baseline on nse-recall. Rows go to benchmarks/results/models.csv; details: benchmarks/README.md.
 
     python benchmarks/bench_models.py --threads 1
-    python benchmarks/bench_models.py --models ntm --batch 1 --no-csv
+    python benchmarks/bench_models.py --models ntm --batch 1 16 64 --compile --no-csv
+
+For the NTM, "fused" is the whole sequence as one op (memops.ntm_sequence), "cpp" / "reference" the
+module step by step on those ops, and with --compile "compiled" is torch.compile(fullgraph=True) of the
+step-by-step module on the reference ops (plain PyTorch, which the compiler can fuse); its compile
+time (first forward, first backward) is printed, not timed.
 """
+
+import time
 
 import argparse
 import os
@@ -49,11 +56,13 @@ def cases(name, batch_size, length, device):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", choices=["ntm", "nse", "lstm"], default=["ntm", "nse", "lstm"])
-    p.add_argument("--batch", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 16, 64])
     p.add_argument("--length", type=int, default=20, help="copy length for the NTM; its sequence has 2L+1 steps")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--min-run-time", type=float, default=2.0)
+    p.add_argument("--compile", action="store_true",
+                   help="NTM: also time torch.compile of the stepwise module on the reference ops (minutes)")
     p.add_argument("--csv", default=DEFAULT_CSV)
     p.add_argument("--no-csv", dest="csv", action="store_const", const=None)
     args = p.parse_args(argv)
@@ -74,20 +83,33 @@ def main(argv=None):
             # the NTM: "fused" is the whole sequence as one op (memops.ntm_sequence, the module's default
             # on the compiled ops); "cpp" and the others run the module step by step on that backend's ops
             runs = ["torch"] if name == "lstm" else (["fused"] if name == "ntm" and "cpp" in backends else []) + backends
+            runs += ["compiled"] if name == "ntm" and args.compile else []
             for backend in runs:
+                run_model = model
                 if name == "ntm":
-                    model.backend = "cpp" if backend == "fused" else backend
+                    model.backend = {"fused": "cpp", "compiled": "reference"}.get(backend, backend)
                     model.fused = backend == "fused"
+                    if backend == "compiled":
+                        torch._dynamo.reset()
+                        run_model = torch.compile(model, fullgraph=True)
+                        start = time.perf_counter()
+                        with torch.no_grad():
+                            forward(run_model)
+                        mid = time.perf_counter()
+                        loss(run_model).backward()
+                        print(f"torch.compile of the stepwise NTM (batch {batch_size}, {steps} steps): "
+                              f"forward {mid - start:.1f} s, forward + backward {time.perf_counter() - mid:.1f} s "
+                              "to compile", flush=True)
                 elif name == "nse":
                     model.encoder.backend = backend
 
                 def fwd():
                     with torch.no_grad():
-                        forward(model)
+                        forward(run_model)
 
                 def step():
                     model.zero_grad(set_to_none=True)
-                    loss(model).backward()
+                    loss(run_model).backward()
 
                 times[backend] = {"fwd": time_us(fwd, args.device, min_run_time=args.min_run_time),
                                   "fwd+bwd": time_us(step, args.device, min_run_time=args.min_run_time)}
@@ -97,7 +119,7 @@ def main(argv=None):
                     rows.append(dict(env.columns(), model=name, task=task, steps=steps, batch=batch_size,
                                      backend=backend, **{"pass": pass_}, us=f"{us:.1f}",
                                      vs_reference="" if ratio is None else f"{ratio:.2f}"))
-                    vs_cpp = times["cpp"][pass_] / us if "cpp" in times and "fused" in times else None
+                    vs_cpp = times["cpp"][pass_] / us if "cpp" in times and name == "ntm" else None
                     table.append([name, batch_size, steps, backend, pass_, f"{us / 1000:.2f}",
                                   "" if ratio is None else f"{ratio:.2f}x", "" if vs_cpp is None else f"{vs_cpp:.2f}x"])
     print(format_table(["model", "batch", "steps", "backend", "pass", "ms per call", "vs reference", "vs cpp steps"],

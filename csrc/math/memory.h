@@ -29,6 +29,15 @@ MEMOPS_HD void read_backward_slots(const TG* g, const T* m, const T* w, int64_t 
 template <typename T, typename A>
 MEMOPS_HD void write_slot(const T* m, const T* w_col, const T* erase, const T* add, int64_t H,
                           int64_t W, int64_t N, A* __restrict__ out) {
+  if (H == 1) {  // the usual case, in one sweep (the same operations in the same order)
+    const A wh = A(w_col[0]);
+    if (erase) {
+      for (int64_t c = 0; c < W; ++c) out[c] = A(m[c]) * (A(1) - wh * A(erase[c])) + wh * A(add[c]);
+    } else {
+      for (int64_t c = 0; c < W; ++c) out[c] = A(m[c]) * (A(1) - wh) + wh * A(add[c]);
+    }
+    return;
+  }
   if (erase) {
     for (int64_t c = 0; c < W; ++c) out[c] = A(m[c]);
     for (int64_t h = 0; h < H; ++h) {

@@ -33,6 +33,15 @@ def test_bench_models_runs(capsys, cpp):
         assert f"\n{model} " in out
 
 
+def test_bench_models_compile(capsys, cpp):
+    """--compile adds torch.compile of the stepwise NTM (~40 s of compiling at this tiny size)."""
+    assert bench_models.main(["--models", "ntm", "--batch", "1", "--length", "1", "--min-run-time", "0.01",
+                              "--threads", "1", "--compile", "--no-csv"]) == 0
+    out = capsys.readouterr().out
+    assert "torch.compile of the stepwise NTM (batch 1, 3 steps): forward" in out
+    assert "\nntm        1      3  compiled   fwd+bwd" in out
+
+
 def test_bench_ops_runs(capsys, cpp):
     assert bench_ops.main(["--ops", "read", *TINY]) == 0
     assert "read" in capsys.readouterr().out
