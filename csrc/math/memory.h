@@ -95,6 +95,20 @@ MEMOPS_HD void write_backward_slot(const TG* g, const T* m, const T* w_col, cons
     for (int64_t c = 0; c < W; ++c) grad_m[c] = A(g[c]) * prefix[H];
     return;
   }
+  if (H == 1) {  // the usual case, in one sweep: X = 1 (no other head), prefix[H] = q
+    const A wh = A(w_col[0]);
+    A gw = A(0);
+    MEMOPS_SIMD_SUM(gw)
+    for (int64_t c = 0; c < W; ++c) {
+      const A gc = A(g[c]), mc = A(m[c]), ec = A(erase[c]);
+      gw += gc * (A(add[c]) - mc * ec);
+      grad_e_acc[c] -= gc * mc * wh;
+      grad_a_acc[c] += gc * wh;
+      grad_m[c] = gc * (A(1) - wh * ec);
+    }
+    grad_w_col[0] = gw;
+    return;
+  }
   A* suffix = grad_m;  // grad_m is written last: until then it holds prod_{h' > h} q_h'c
   for (int64_t c = 0; c < W; ++c) prefix[c] = A(1);
   for (int64_t h = 0; h < H; ++h) {
