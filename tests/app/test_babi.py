@@ -92,6 +92,30 @@ def test_default_steps_are_the_papers_epochs(tmp_path, data):
     assert ckpt["recipe"]["model"]["embed_size"] == 20
 
 
+def test_memn2n_pe_form_code_for_new_runs_paper_for_older_checkpoints(tmp_path, data):
+    """New runs use the position-encoding weights of the paper's code (--pe-form paper: the printed
+    formula); a checkpoint written before pe_form existed is rebuilt with the printed formula it was
+    trained with, so it evaluates as before."""
+    import copy
+
+    from memops.app.babi import BabiRecipe
+    from memops.app.checkpoints import model_from_checkpoint
+
+    assert train(tmp_path / "code", data, "--steps", "1") == 0
+    state = load_checkpoint(tmp_path / "code" / "checkpoint.pt")["recipe"]
+    assert state["model"]["pe_form"] == "code"
+    assert BabiRecipe.restore("babi", state).build().pe_form == "code"
+    older = copy.deepcopy(state)
+    del older["model"]["pe_form"]
+    assert BabiRecipe.restore("babi", older).build().pe_form == "paper"
+    assert train(tmp_path / "paper", data, "--steps", "1", "--pe-form", "paper") == 0
+    model, _, ckpt = model_from_checkpoint(str(tmp_path / "paper" / "checkpoint.pt"))
+    assert ckpt["recipe"]["model"]["pe_form"] == "paper" and model.pe_form == "paper"
+    shipped = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "checkpoints", "babi", "qa16.pt")
+    if os.path.exists(shipped):
+        assert model_from_checkpoint(shipped)[0].pe_form == "paper"
+
+
 def test_joint_training_and_memnn(tmp_path, data, capsys):
     out = tmp_path / "joint"
     assert train(out, data, "--task", "all", "--steps", "2") == 0
