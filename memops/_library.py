@@ -60,8 +60,9 @@ CPU_CAPABILITIES = ("default", "avx2", "avx512")
 
 def cpu_capability():
     """The instruction set the CPU kernels run: 'avx512', 'avx2' or 'default' (baseline x86-64).
-    The best the CPU has unless lowered by MEMOPS_CPU_CAPABILITY or set_cpu_capability(); None
-    without the compiled ops."""
+    'avx2' where the CPU has it ('avx512' only when asked for: on the CPU it was measured on it was
+    slower for most ops at the NTM's sizes), else 'default'; MEMOPS_CPU_CAPABILITY or
+    set_cpu_capability() changes it. None without the compiled ops."""
     return _C.cpu_capability() if AVAILABLE else None
 
 

@@ -1,6 +1,7 @@
 // Which instruction set the CPU kernels run (csrc/cpu/isa.h): detected once, lowered on request.
 #include "isa.h"
 
+#include <algorithm>
 #include <atomic>
 
 #include <c10/util/Exception.h>
@@ -22,8 +23,12 @@ Isa detect() {
   return Isa::kDefault;
 }
 
+// AVX2 unless asked for more (as ATen's own default): the AVX-512 clones are built and tested, but
+// measured on an AMD EPYC (Zen 4, one thread, the NTM paper size, fwd+bwd) they were slower than the
+// AVX2 ones for content_address, ntm_address, read and write (W = 20 fills 16 lanes badly) and faster
+// only for sharpen; benchmarks/results/ops.csv has the runs.
 std::atomic<int>& current() {
-  static std::atomic<int> isa{static_cast<int>(isa_supported())};
+  static std::atomic<int> isa{std::min(static_cast<int>(isa_supported()), static_cast<int>(Isa::kAvx2))};
   return isa;
 }
 

@@ -3,9 +3,9 @@
 // The build's flags target baseline x86-64 (SSE2: 4 float lanes, no FMA), so that the library runs on
 // any x86-64 CPU. The loops that do the work (the per-row math of csrc/math, called inside each
 // kernel's at::parallel_for body) are compiled three times, for AVX-512, for AVX2 + FMA and for the
-// baseline, and `vectorized(f)` runs the one for the capability in use: the best the CPU has, or
-// lower where the user asks (MEMOPS_CPU_CAPABILITY=default|avx2|avx512, or
-// memops.set_cpu_capability(); never higher than the CPU has).
+// baseline, and `vectorized(f)` runs the one for the capability in use: AVX2 where the CPU has it
+// (AVX-512 on request: see isa.cpp), else the baseline; MEMOPS_CPU_CAPABILITY=default|avx2|avx512 or
+// memops.set_cpu_capability() chooses another, never one the CPU lacks.
 //
 // How: `f` (a lambda taking the IsaConstant) is called from a function template with GCC's target attribute and `flatten`,
 // which inlines f and everything it calls (the math in csrc/math) into that function, so all of it is
@@ -26,7 +26,7 @@ enum class Isa : int { kDefault = 0, kAvx2 = 1, kAvx512 = 2 };
 
 const char* isa_name(Isa isa);
 Isa isa_supported();   // the best this CPU and this build have
-Isa isa_in_use();      // what vectorized() runs: isa_supported() unless set lower
+Isa isa_in_use();      // what vectorized() runs: AVX2 (or less, as the CPU has) unless set
 void set_isa(Isa isa);  // TORCH_CHECKs that the CPU has it
 
 // The capability a clone is compiled for, as a type the body receives (a body can pick an algorithm

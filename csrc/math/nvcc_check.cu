@@ -22,6 +22,7 @@ __global__ void every_row_function(const T* mem, const T* key, const T* w, const
   shift_row(w, kern, N, S, a);
   shift_backward_row(w, w, kern, N, S, a, b);
   sharpen_row(w, T(2), N, a);
+  sharpen_row<true>(w, T(2), N, a);
   T grad_gamma;
   sharpen_backward_row(w, w, T(2), a, N, b, &grad_gamma);
   read_backward_slots(key, mem, w, N, int64_t(1), W, N, a, b);
@@ -31,7 +32,7 @@ __global__ void every_row_function(const T* mem, const T* key, const T* w, const
   const GruCell<T> cell(mem[0], mem[1], key[0], key[1], w[0]);
   const GruCellGrad<T> cell_grad(cell, w[1], key[2], w[2]);
   out[1] = cell.next(w[1], key[2]) + cell_grad.dxr + cell_grad.dxh + cell_grad.du + cell_grad.dg + cell_grad.dh_prev;
-  out[0] = exp_nonpositive(T(-1)) + grad_gamma;
+  out[0] = exp_nonpositive(T(-1)) + grad_gamma + log_nonnegative(T(2)) + pow_unit(T(0.5), T(2));
 }
 
 template __global__ void every_row_function<float>(const float*, const float*, const float*, const float*,

@@ -111,7 +111,7 @@ def main():
                         "with no validation error), run by `examples/babi/train_tasks.py --weights-only`; best.pt is the",
                         "epoch with the lowest validation error. One seed per task, not the best of several.",
                         "The DMN+ paper reports the 10k set only (see ../dmn10k); the comparison column is our MemN2N",
-                        "(RESULTS.md in ../babi: best of 3-8 restarts) on the same 100 validation questions.", ""]
+                        "(RESULTS.md in ../babi: best of 3-8 restarts) on the same 100 validation questions."]
     with open(os.path.join(args.ship, "RESULTS_MEMNN.md" if memnn else "RESULTS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
