@@ -34,6 +34,7 @@ def main():
     if dmn:  # no published DMN+ 1k column: our MemN2N on the same validation split instead
         ours = json.load(open(os.path.join(args.memn2n, "results.json")))
         paper_column = {int(t): 100 * r["best"]["valid_error"] for t, r in ours.items()}
+        ours_restarts = sorted(len(r["restarts"]) for r in ours.values())
     else:
         paper_column = PAPER_MEMNN if memnn else PAPER_PE_LS_RN
     results = json.load(open(os.path.join(args.ship, f"{prefix}results.json")))
@@ -54,6 +55,11 @@ def main():
                     f"{paper_column[task]:.1f} | {len(restarts)} ({all_errors}) | {best['seed']} | "
                     f"{best['best_epoch']} / {best['epochs']} | {best['train_s']:.0f} / {best['wall_s']:.0f} |")
     n = len(errors)
+    pe_note = [] if memnn or dmn else [
+        "PE is the weights of the paper's released code (`--pe-form code`, the default; twice the formula",
+        "printed in the paper, see `memops.nn.memn2n.position_encoding`). With the printed formula",
+        "(`--pe-form paper`) tasks 4 and 16 stayed at 14-17% and 44-49% over 8 restarts each.",
+        ""]
     lines = [
         "# MemN2N on bAbI (1k, single task): shipped checkpoints",
         "",
@@ -73,6 +79,7 @@ def main():
         "here, so the comparison is indicative only: 100 validation questions give a 1% granularity and a",
         "few points of noise.",
         "",
+        *pe_note,
         "| task | name | validation error % (errors/questions) | paper PE LS RN (test) % | restarts (their errors %) | "
         "seed | best epoch / epochs | train s / wall s |",
         "|---|---|---|---|---|---|---|---|",
@@ -111,7 +118,8 @@ def main():
                         "with no validation error), run by `examples/babi/train_tasks.py --weights-only`; best.pt is the",
                         "epoch with the lowest validation error. One seed per task, not the best of several.",
                         "The DMN+ paper reports the 10k set only (see ../dmn10k); the comparison column is our MemN2N",
-                        "(RESULTS.md in ../babi: best of 3-8 restarts) on the same 100 validation questions."]
+                        f"(RESULTS.md in ../babi: best of {ours_restarts[0]}-{ours_restarts[-1]} restarts) on the same 100 "
+                        "validation questions."]
     with open(os.path.join(args.ship, "RESULTS_MEMNN.md" if memnn else "RESULTS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
