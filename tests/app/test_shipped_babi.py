@@ -5,6 +5,7 @@ are what `memops eval` prints from a fresh clone, with today's kernels."""
 import glob
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -53,3 +54,19 @@ def test_shipped_checkpoint_reproduces_its_validation_error(folder, name, task, 
     questions = recipe.eval_details()["questions"]
     # the same number of wrong answers
     assert abs(result["eval_error"] - error) * questions < 0.5, (result["eval_error"], error)
+
+
+def test_joint_checkpoint_reproduces_its_table():
+    """joint.pt (one MemN2N for the 20 tasks) gives the per-task errors of its table in RESULTS.md."""
+    root = os.path.join(BABI, "en")
+    if not os.path.isdir(root):
+        pytest.skip(f"the bAbI 1k files are not at {root} (set MEMOPS_BABI_DATA)")
+    text = open(os.path.join(SHIPPED, "babi", "RESULTS.md")).read()
+    table = text[text.index("## MemN2N trained jointly"):]
+    rows = re.findall(r"^\| (\d+) \| [a-z-]+ \| [\d.]+ \((\d+)/(\d+)\) \|", table, flags=re.M)
+    assert [int(r[0]) for r in rows] == list(range(1, 21))
+    model, recipe, _ = model_from_checkpoint(os.path.join(SHIPPED, "babi", "joint.pt"))
+    for task, errors, questions in rows:
+        recipe.evaluate(model, recipe.eval_batches(None, 0, data=find_babi_file(root, int(task))), "cpu")
+        details = recipe.eval_details()
+        assert (details["errors"], details["questions"]) == (int(errors), int(questions)), task
