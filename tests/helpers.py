@@ -183,6 +183,27 @@ def check_against_reference(op, tensors, kwargs, dtype, device="cpu", backend="c
     return out, grads
 
 
+def assert_same_bits_on_1_and_2_threads(op):
+    """The compiled op's output and input gradients (float32, sizes large enough to be split into
+    tasks) are bitwise equal on one thread and on two."""
+    tensors, kwargs = make_inputs(op, B=12, H=2, N=300, W=24, S=5, seed=7)
+    tensors = {k: (v.float() if v is not None else None) for k, v in tensors.items()}
+    grad = random_grad(output_shape(op, tensors), 8, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            leaves = requires_grad(tensors)
+            out = getattr(torch.ops.memops, op)(*schema_args(op, leaves, kwargs))
+            inputs = [t for t in leaves.values() if t is not None]
+            results.append([out, *torch.autograd.grad(out, inputs, grad)])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 # ------------------------------------------------------------------------------------------------
 # non-contiguous tensors with given values
 

@@ -200,6 +200,18 @@ def test_memnn_lookups_and_margin_loss():
     assert model(story, question).shape == (3, 4)
 
 
+def sgd_step(model, opt, data, n, gen):
+    """One step of the paper's SGD on 32 of the n encoded examples (the loss summed over them, the
+    gradient norm clipped to 40)."""
+    model.train()
+    pick = torch.randint(0, n, (32,), generator=gen)
+    loss = F.cross_entropy(model(data.story[pick], data.question[pick]), data.labels[pick], reduction="sum")
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 40)
+    opt.step()
+
+
 @pytest.mark.skipif(not os.path.isdir(os.path.join(BABI, "en")),
                     reason=f"the bAbI files are not at {BABI} (set MEMOPS_BABI_DATA)")
 def test_converges_on_babi_task_1():
@@ -225,14 +237,7 @@ def test_converges_on_babi_task_1():
     torch.set_num_threads(1)  # small ops: threads only add overhead (and stall on a busy machine)
     try:
         for _ in range(300):
-            model.train()
-            pick = torch.randint(0, len(train), (32,), generator=gen)
-            loss = F.cross_entropy(model(everything.story[pick], everything.question[pick]), everything.labels[pick],
-                                   reduction="sum")
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 40)
-            opt.step()
+            sgd_step(model, opt, everything, len(train), gen)
     finally:
         torch.set_num_threads(threads)
     assert valid_loss() < 0.5 * untrained
@@ -264,14 +269,7 @@ def test_learns_babi_task_16():
             if step == 20 * epoch:
                 model.end_linear_start()
                 opt.param_groups[0]["lr"] = 0.01
-            model.train()
-            pick = torch.randint(0, len(train), (32,), generator=gen)
-            loss = F.cross_entropy(model(everything.story[pick], everything.question[pick]), everything.labels[pick],
-                                   reduction="sum")
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 40)
-            opt.step()
+            sgd_step(model, opt, everything, len(train), gen)
             if (step + 1) % epoch == 0 and step >= 20 * epoch:
                 model.eval()
                 with torch.no_grad():

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 
 import memops
 from bad_inputs import ALL, BACKWARD_CASES, CASES, CASES_DTYPE_NAMES, DEBUG_CASES, error_of, f64, run_path, valid
-from helpers import (DTYPES, assert_close, backward_schema_args, check_against_reference, check_noncontiguous,
-                     covering, forward_backward, gradcheck_op, lib_of, make_inputs, output_shape, random_grad,
-                     require_backend, require_device, requires_grad, schema_args, seed_of, to)
+from helpers import (DTYPES, assert_close, assert_same_bits_on_1_and_2_threads, backward_schema_args,
+                     check_against_reference, check_noncontiguous, covering, forward_backward, gradcheck_op, lib_of,
+                     make_inputs, output_shape, random_grad, require_backend, require_device, requires_grad,
+                     schema_args, seed_of, to)
 
 # ------------------------------------------------------------------------------------------------
 # parameters that depend on the op
@@ -221,22 +222,7 @@ def test_double_backward_is_refused(op, cpp):
 def test_bitwise_deterministic_across_thread_counts(op, cpp):
     """The CPU kernels split work in fixed chunks (never by thread count) and sum in a fixed order:
     one thread and two give the same bits, forward and backward. Sizes large enough to be split."""
-    tensors, kwargs = make_inputs(op, B=12, H=2, N=300, W=24, S=5, seed=7)
-    tensors = {k: (v.float() if v is not None else None) for k, v in tensors.items()}
-    grad = random_grad(output_shape(op, tensors), 8, dtype=torch.float32)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            leaves = requires_grad(tensors)
-            out = getattr(torch.ops.memops, op)(*schema_args(op, leaves, kwargs))
-            inputs = [t for t in leaves.values() if t is not None]
-            results.append([out, *torch.autograd.grad(out, inputs, grad)])
-    finally:
-        torch.set_num_threads(threads)
-    for a, b in zip(*results):
-        assert torch.equal(a, b)
+    assert_same_bits_on_1_and_2_threads(op)
 
 
 def test_compile_fullgraph(op, backend, device):

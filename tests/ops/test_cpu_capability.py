@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import memops
-from helpers import (DTYPES, EXTENSION_BUILT, check_against_reference, extension_missing_reason, make_inputs,
-                     output_shape, random_grad, requires_grad, schema_args, seed_of)
+from helpers import (DTYPES, EXTENSION_BUILT, assert_same_bits_on_1_and_2_threads, check_against_reference,
+                     extension_missing_reason, make_inputs, output_shape, random_grad, requires_grad, seed_of)
 from memops._library import CPU_CAPABILITIES
 from memops.spec import SPECS
 
@@ -63,22 +63,7 @@ def test_matches_reference_unaligned(capability, op, N, W, dtype):
 
 @pytest.mark.parametrize("op", OPS)
 def test_bitwise_deterministic_across_thread_counts(capability, op):
-    tensors, kwargs = make_inputs(op, B=12, H=2, N=300, W=24, S=5, seed=7)
-    tensors = {k: (v.float() if v is not None and v.dtype.is_floating_point else v) for k, v in tensors.items()}
-    grad = random_grad(output_shape(op, tensors), 8, dtype=torch.float32)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            leaves = requires_grad(tensors)
-            out = getattr(torch.ops.memops, op)(*schema_args(op, leaves, kwargs))
-            inputs = [t for t in leaves.values() if t is not None]
-            results.append([out, *torch.autograd.grad(out, inputs, grad)])
-    finally:
-        torch.set_num_threads(threads)
-    for a, b in zip(*results):
-        assert torch.equal(a, b)
+    assert_same_bits_on_1_and_2_threads(op)
 
 
 def test_capabilities_agree():
