@@ -7,14 +7,14 @@
 // (AVX-512 on request: see isa.cpp), else the baseline; MEMOPS_CPU_CAPABILITY=default|avx2|avx512 or
 // memops.set_cpu_capability() chooses another, never one the CPU lacks.
 //
-// How: `f` (a lambda taking the IsaConstant) is called from a function template with GCC's target attribute and `flatten`,
-// which inlines f and everything it calls (the math in csrc/math) into that function, so all of it is
-// compiled for the target. What cannot be inlined (libm, ATen) is called as it is. The clones are
-// separate template instances, so nothing compiled for AVX-512 is shared with baseline code. (GCC's
-// target_clones would choose by itself, but does not inline callees into the clones, which then do
-// not vectorise.) The clones follow the same formulas; FMA contraction and lane count change the
-// rounding within the tolerance table, and each clone is deterministic across thread counts (its
-// reductions run in fixed order per row).
+// How: `f` (a lambda taking the IsaConstant below) is called from a function template with GCC's
+// target attribute and `flatten`, which inlines f and everything it calls (the math in csrc/math)
+// into that function, so all of it is compiled for the target; what cannot be inlined (libm, ATen)
+// is called as it is. The clones are separate template instances, so nothing compiled for AVX-512 is
+// shared with baseline code. (GCC's target_clones would choose by itself, but does not inline callees
+// into the clones, which then do not vectorise.) The clones follow the same formulas; FMA contraction
+// and lane count change the rounding within the tolerance table, and each clone is deterministic
+// across thread counts (its reductions run in fixed order per row).
 #pragma once
 
 #include <type_traits>
