@@ -3,7 +3,6 @@ resume -> eval (--json) -> plot, the paper's schedule (ScheduledSGD), linear sta
 joint training, MemNN, and the errors a user can make."""
 
 import json
-import os
 
 import pytest
 import torch
