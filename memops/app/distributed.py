@@ -12,7 +12,13 @@ import torch.distributed as dist
 
 
 class World:
-    """The process group of this run: rank and size, and the reductions the training loop needs."""
+    """The process group of this run: rank and size, and the reductions the training loop needs.
+
+    keep_group: set by `--restarts`, whose runs share one process group (closed by close_group() after
+    the last): destroying the group and creating it again for the next restart hung now and then in
+    init_process_group (seen on a loaded 2-core machine, about one run in three)."""
+
+    keep_group = False
 
     def __init__(self, device):
         self.size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -61,7 +67,15 @@ class World:
         talks to it can abort at exit, so every rank waits for the others first."""
         if self.size > 1 and dist.is_initialized():
             dist.barrier()
-            dist.destroy_process_group()
+            if not World.keep_group:
+                dist.destroy_process_group()
+
+
+def close_group():
+    """Leave the process group kept for --restarts (as World.close)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def weighted_mean(world, results, counts):

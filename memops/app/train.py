@@ -195,7 +195,9 @@ def _prepare_out(out, resume):
         return f"--out {out} is a file, not a directory"
     try:
         os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".memops-write-test")
+        # one probe per process: under torchrun every rank checks OUT at once (a shared name raced:
+        # one rank removed the file the other had just made, and failed; the other then waited for it)
+        probe = os.path.join(out, f".memops-write-test-{os.getpid()}")
         with open(probe, "w"):
             pass
         os.remove(probe)
@@ -253,10 +255,6 @@ def _restarts(args):
     """--restarts K: K runs of _train, seeds SEED .. SEED+K-1, in OUT/seed<S>/ (each resumable: --resume
     continues the unfinished ones and starts those not begun); OUT/best.pt is the best restart's best.pt
     (lowest evaluation cost; ties: the lower seed), OUT/restarts.json lists them all."""
-    import copy
-    import json
-    import shutil
-
     out = args.out or os.path.join("runs", f"{args.task}-restarts")
     problem = _prepare_out(out, args.resume)
     if problem is None and not args.resume and os.path.exists(os.path.join(out, "restarts.json")):
@@ -264,6 +262,21 @@ def _restarts(args):
                    f"those restarts or choose another --out")
     if problem:
         return _fail(problem)
+    from .distributed import World, close_group
+
+    World.keep_group = True  # one process group for all the restarts (see World)
+    try:
+        return _run_restarts(args, out)
+    finally:
+        World.keep_group = False
+        close_group()
+
+
+def _run_restarts(args, out):
+    import copy
+    import json
+    import shutil
+
     main = os.environ.get("RANK", "0") == "0"
     runs = []
     for seed in range(args.seed, args.seed + args.restarts):
