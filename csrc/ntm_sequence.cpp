@@ -1,7 +1,9 @@
 // ntm_sequence: a whole NTM sequence (memops.nn.NTM's step, T times) in one op, and its backward,
-// BPTT written by hand. Device-generic: GEMMs and activations are ATen calls, the memory work is
-// memops's own ops (ntm_address, read, write and their backward ops, through the dispatcher), so the
-// same loop runs the CPU kernels on CPU tensors and the CUDA kernels and cuBLAS on CUDA tensors.
+// BPTT written by hand. This is the device-generic loop: GEMMs and activations are ATen calls, the
+// memory work is memops's own ops (ntm_address, read, write and their backward ops, through the
+// dispatcher), so it runs the CUDA kernels and cuBLAS on CUDA tensors. The CPU has its own loop on raw
+// pointers (csrc/cpu/ntm_sequence.cpp), which saves the same tensors; this one runs on the CPU under
+// MEMOPS_NTM_SEQUENCE_ATEN=1 (and in the emulator build, for CPU tensors standing for CUDA ones).
 //
 // The step is NTMCell.step (memops/nn/ntm.py), exactly, and on the CPU bitwise: the same ATen ops in
 // the same order on tensors of the same shapes and strides:
@@ -44,21 +46,16 @@
 #include <tuple>
 #include <vector>
 
+#include "ntm_sequence.h"
 #include "ops.h"
 
 namespace memops {
-namespace {
+namespace sequence {
 
 using T = at::Tensor;
 using OT = c10::optional<at::Tensor>;
 
-// The sizes of a call, checked. The shapes are those of memops.nn.NTMCell's parameters and state.
-struct Sizes {
-  int64_t T, B, I, C, L, N, W, R, Hw, H, S, A, P, O;
-  bool lstm, has_output;
-};
-
-Sizes check_sequence(const T& x, const OT& lengths, const T& h0, const T& c0, const T& reads0,
+Sizes check_forward(const T& x, const OT& lengths, const T& h0, const T& c0, const T& reads0,
                      const T& weights0, const T& memory0, at::TensorList cw, const T& head_weight,
                      const T& head_bias, const OT& output_weight, const OT& output_bias, int64_t read_heads,
                      int64_t shift_width, c10::string_view controller) {
@@ -155,14 +152,6 @@ Sizes check_sequence(const T& x, const OT& lengths, const T& h0, const T& c0, co
   return s;
 }
 
-// Which steps run, and for which rows. Steps t < all_until run every row; steps all_until <= t < until
-// run the rows with t < lengths (mask(t)); steps from `until` on run none.
-struct Steps {
-  int64_t all_until, until;
-  T lengths;
-  T mask(int64_t t) const { return lengths.gt(t); }
-};
-
 Steps steps_of(const OT& lengths, int64_t T_, int64_t B) {
   if (!lengths.has_value() || B == 0) return {T_, T_, T()};
   const auto [lo, hi] = at::aminmax(*lengths);
@@ -171,6 +160,8 @@ Steps steps_of(const OT& lengths, int64_t T_, int64_t B) {
               "], got values from ", min_length, " to ", max_length);
   return {min_length, max_length, *lengths};
 }
+
+namespace {
 
 // m ? next : prev, by rows of a (B, ...) tensor; next without a mask.
 T keep_where(const T& next, const T& prev, const OT& m, int64_t batch_dim = 0) {
@@ -215,132 +206,6 @@ struct Heads {
   }
 };
 
-// CPU loops for the backward's elementwise work (the generic path above costs one ATen call per
-// activation, which at NTM sizes costs more than the arithmetic): the head activations recomputed from
-// p, their gradients into g_p, and the LSTM cell's gradient. Values equal the ATen ops' to rounding.
-template <typename scalar_t>
-scalar_t sigmoid_of(scalar_t x) { return scalar_t(1) / (scalar_t(1) + std::exp(-x)); }
-
-// softplus(x) (threshold 20, as F.softplus) and its derivative
-template <typename scalar_t>
-scalar_t softplus_of(scalar_t x) { return x > scalar_t(20) ? x : std::log1p(std::exp(x)); }
-template <typename scalar_t>
-scalar_t softplus_slope(scalar_t x) { return x > scalar_t(20) ? scalar_t(1) : sigmoid_of(x); }
-
-struct HeadValues {
-  T keys, beta, gate, kernel, gamma, erase, add;  // contiguous: (B,H,W), (B,H) x2, (B,H,S), (B,H), (B,Hw,W) x2
-};
-
-HeadValues heads_cpu(const T& p_in, const Sizes& s) {
-  const T p = p_in.contiguous();
-  const auto opt = p.options();
-  HeadValues v{at::empty({s.B, s.H, s.W}, opt), at::empty({s.B, s.H}, opt), at::empty({s.B, s.H}, opt),
-               at::empty({s.B, s.H, s.S}, opt), at::empty({s.B, s.H}, opt), at::empty({s.B, s.Hw, s.W}, opt),
-               at::empty({s.B, s.Hw, s.W}, opt)};
-  AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "ntm_sequence_heads", [&] {
-    const scalar_t* pp = p.data_ptr<scalar_t>();
-    scalar_t *keys = v.keys.data_ptr<scalar_t>(), *beta = v.beta.data_ptr<scalar_t>(),
-             *gate = v.gate.data_ptr<scalar_t>(), *kernel = v.kernel.data_ptr<scalar_t>(),
-             *gamma = v.gamma.data_ptr<scalar_t>(), *erase = v.erase.data_ptr<scalar_t>(),
-             *add = v.add.data_ptr<scalar_t>();
-    for (int64_t b = 0; b < s.B; ++b) {
-      for (int64_t h = 0; h < s.H; ++h) {
-        const scalar_t* row = pp + b * s.P + h * s.A;
-        const int64_t r = b * s.H + h;
-        for (int64_t k = 0; k < s.W; ++k) keys[r * s.W + k] = row[k];
-        beta[r] = softplus_of(row[s.W]);
-        gate[r] = sigmoid_of(row[s.W + 1]);
-        scalar_t top = row[s.W + 2];
-        for (int64_t j = 1; j < s.S; ++j) top = std::max(top, row[s.W + 2 + j]);
-        scalar_t sum = 0;
-        for (int64_t j = 0; j < s.S; ++j) sum += (kernel[r * s.S + j] = std::exp(row[s.W + 2 + j] - top));
-        for (int64_t j = 0; j < s.S; ++j) kernel[r * s.S + j] /= sum;
-        gamma[r] = scalar_t(1) + softplus_of(row[s.W + 2 + s.S]);
-      }
-      for (int64_t h = 0; h < s.Hw; ++h) {
-        const scalar_t* row = pp + b * s.P + s.H * s.A + h * 2 * s.W;
-        for (int64_t k = 0; k < s.W; ++k) {
-          erase[(b * s.Hw + h) * s.W + k] = sigmoid_of(row[k]);
-          add[(b * s.Hw + h) * s.W + k] = std::tanh(row[s.W + k]);
-        }
-      }
-    }
-  });
-  return v;
-}
-
-// The gradients of the head activations -> gp (B, P), a contiguous row block of g_p.
-void heads_backward_cpu(const T& p_in, const HeadValues& v, const T& g_keys_in, const T& g_beta_in,
-                        const T& g_gate_in, const T& g_kernel_in, const T& g_gamma_in, const T& g_erase_in,
-                        const T& g_add_in, T& gp, const Sizes& s) {
-  const T p = p_in.contiguous(), g_keys = g_keys_in.contiguous(), g_beta = g_beta_in.contiguous(),
-          g_gate = g_gate_in.contiguous(), g_kernel = g_kernel_in.contiguous(), g_gamma = g_gamma_in.contiguous(),
-          g_erase = g_erase_in.contiguous(), g_add = g_add_in.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "ntm_sequence_heads_backward", [&] {
-    const scalar_t *pp = p.data_ptr<scalar_t>(), *gk = g_keys.data_ptr<scalar_t>(),
-                   *gb = g_beta.data_ptr<scalar_t>(), *gg = g_gate.data_ptr<scalar_t>(),
-                   *gs = g_kernel.data_ptr<scalar_t>(), *gy = g_gamma.data_ptr<scalar_t>(),
-                   *ge = g_erase.data_ptr<scalar_t>(), *ga = g_add.data_ptr<scalar_t>();
-    const scalar_t *gate = v.gate.data_ptr<scalar_t>(), *kernel = v.kernel.data_ptr<scalar_t>(),
-                   *erase = v.erase.data_ptr<scalar_t>(), *add = v.add.data_ptr<scalar_t>();
-    scalar_t* out = gp.data_ptr<scalar_t>();
-    for (int64_t b = 0; b < s.B; ++b) {
-      for (int64_t h = 0; h < s.H; ++h) {
-        const int64_t r = b * s.H + h;
-        const scalar_t* row = pp + b * s.P + h * s.A;
-        scalar_t* o = out + b * s.P + h * s.A;
-        for (int64_t k = 0; k < s.W; ++k) o[k] = gk[r * s.W + k];
-        o[s.W] = gb[r] * softplus_slope(row[s.W]);
-        o[s.W + 1] = gg[r] * gate[r] * (scalar_t(1) - gate[r]);
-        scalar_t dot = 0;
-        for (int64_t j = 0; j < s.S; ++j) dot += gs[r * s.S + j] * kernel[r * s.S + j];
-        for (int64_t j = 0; j < s.S; ++j) o[s.W + 2 + j] = kernel[r * s.S + j] * (gs[r * s.S + j] - dot);
-        o[s.W + 2 + s.S] = gy[r] * softplus_slope(row[s.W + 2 + s.S]);
-      }
-      for (int64_t h = 0; h < s.Hw; ++h) {
-        scalar_t* o = out + b * s.P + s.H * s.A + h * 2 * s.W;
-        for (int64_t k = 0; k < s.W; ++k) {
-          const int64_t i = (b * s.Hw + h) * s.W + k;
-          o[k] = ge[i] * erase[i] * (scalar_t(1) - erase[i]);
-          o[s.W + k] = ga[i] * (scalar_t(1) - add[i] * add[i]);
-        }
-      }
-    }
-  });
-}
-
-// One LSTM layer's step backward: gates a (B,4C) activated (i, f, g, o), c_prev, c_new (B,C), the
-// gradients g_h, g_c_in (B,C) of its h and c -> gz (B,4C) (pre-activation gradients), returns the
-// gradient of c_prev.
-T lstm_backward_cpu(const T& a_in, const T& c_prev_in, const T& c_new_in, const T& g_h_in, const T& g_c_in, T& gz) {
-  const T a = a_in.contiguous(), c_prev = c_prev_in.contiguous(), c_new = c_new_in.contiguous(),
-          g_h = g_h_in.contiguous(), g_c = g_c_in.contiguous();
-  const int64_t B = c_new.size(0), C = c_new.size(1);
-  T g_c_prev = at::empty({B, C}, c_new.options());
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "ntm_sequence_lstm_backward", [&] {
-    const scalar_t *pa = a.data_ptr<scalar_t>(), *pcp = c_prev.data_ptr<scalar_t>(),
-                   *pcn = c_new.data_ptr<scalar_t>(), *pgh = g_h.data_ptr<scalar_t>(),
-                   *pgc = g_c.data_ptr<scalar_t>();
-    scalar_t *pz = gz.data_ptr<scalar_t>(), *pout = g_c_prev.data_ptr<scalar_t>();
-    for (int64_t b = 0; b < B; ++b) {
-      const scalar_t* gates = pa + b * 4 * C;
-      scalar_t* z = pz + b * 4 * C;
-      for (int64_t j = 0; j < C; ++j) {
-        const int64_t k = b * C + j;
-        const scalar_t i = gates[j], f = gates[C + j], g = gates[2 * C + j], o = gates[3 * C + j];
-        const scalar_t tc = std::tanh(pcn[k]), gh = pgh[k];
-        const scalar_t gc = gh * o * (scalar_t(1) - tc * tc) + pgc[k];
-        z[j] = gc * g * i * (scalar_t(1) - i);
-        z[C + j] = gc * pcp[k] * f * (scalar_t(1) - f);
-        z[2 * C + j] = gc * i * (scalar_t(1) - g * g);
-        z[3 * C + j] = gh * tc * o * (scalar_t(1) - o);
-        pout[k] = gc * f;
-      }
-    }
-  });
-  return g_c_prev;
-}
-
 // t, with zeros appended along `dim` up to `total`.
 T pad_steps(const T& t, int64_t dim, int64_t total) {
   if (t.size(dim) >= total) return t;
@@ -349,13 +214,13 @@ T pad_steps(const T& t, int64_t dim, int64_t total) {
   return at::cat({t, at::zeros(shape, t.options())}, dim);
 }
 
-using Forward = std::tuple<T, T, T, T, T, T, std::vector<T>>;
+}  // namespace
 
-Forward ntm_sequence_kernel(const T& x, const OT& lengths, const T& h0, const T& c0, const T& reads0,
-                            const T& weights0, const T& memory0, at::TensorList cw, const T& head_weight,
-                            const T& head_bias, const OT& output_weight, const OT& output_bias, int64_t read_heads,
-                            int64_t shift_width, c10::string_view controller, double eps) {
-  const Sizes s = check_sequence(x, lengths, h0, c0, reads0, weights0, memory0, cw, head_weight, head_bias,
+Forward forward(const T& x, const OT& lengths, const T& h0, const T& c0, const T& reads0, const T& weights0,
+                const T& memory0, at::TensorList cw, const T& head_weight, const T& head_bias,
+                const OT& output_weight, const OT& output_bias, int64_t read_heads, int64_t shift_width,
+                c10::string_view controller, double eps) {
+  const Sizes s = check_forward(x, lengths, h0, c0, reads0, weights0, memory0, cw, head_weight, head_bias,
                                  output_weight, output_bias, read_heads, shift_width, controller);
   const int64_t B = s.B, C = s.C, L = s.L, RW = s.R * s.W;
   const Steps steps = steps_of(lengths, s.T, B);
@@ -456,13 +321,10 @@ Forward ntm_sequence_kernel(const T& x, const OT& lengths, const T& h0, const T&
           {hs, cs, gates, ps, memories, reads, weights}};
 }
 
-using Backward = std::tuple<T, T, T, T, T, T, std::vector<T>, T, T, T, T>;
-
-Backward ntm_sequence_backward_kernel(const T& grad_y, const T& grad_h, const T& grad_c, const T& grad_reads,
-                                      const T& grad_weights, const T& grad_memory, const T& x, const OT& lengths,
-                                      at::TensorList cw, const T& head_weight, const OT& output_weight,
-                                      at::TensorList saved, int64_t read_heads, int64_t shift_width,
-                                      c10::string_view controller, double eps) {
+Sizes check_backward(const T& grad_y, const T& grad_h, const T& grad_c, const T& grad_reads, const T& grad_weights,
+                     const T& grad_memory, const T& x, const OT& lengths, at::TensorList cw, const T& head_weight,
+                     const OT& output_weight, at::TensorList saved, int64_t read_heads, int64_t shift_width,
+                     c10::string_view controller) {
   TORCH_CHECK(saved.size() == 7, "_ntm_sequence_backward: saved must hold the 7 tensors ntm_sequence returns, got ",
               saved.size());
   const T &hs = saved[0], &cs = saved[1], &gates = saved[2], &ps = saved[3], &memories = saved[4],
@@ -471,10 +333,10 @@ Backward ntm_sequence_backward_kernel(const T& grad_y, const T& grad_h, const T&
   const T head_bias = at::empty({head_weight.size(0)}, head_weight.options());
   OT output_bias;
   if (output_weight.has_value()) output_bias = at::empty({output_weight->size(0)}, head_weight.options());
-  const Sizes s = check_sequence(x, lengths, lstm ? hs.select(1, 0) : T(), lstm ? cs.select(1, 0) : T(),
-                                 reads.select(0, 0), weights.select(0, 0), memories.select(0, 0), cw, head_weight,
-                                 head_bias, output_weight, output_bias, read_heads, shift_width, controller);
-  const int64_t B = s.B, C = s.C, L = s.L, RW = s.R * s.W, per_layer = lstm ? 4 : 2;
+  const Sizes s = check_forward(x, lengths, lstm ? hs.select(1, 0) : T(), lstm ? cs.select(1, 0) : T(),
+                                reads.select(0, 0), weights.select(0, 0), memories.select(0, 0), cw, head_weight,
+                                head_bias, output_weight, output_bias, read_heads, shift_width, controller);
+  const int64_t B = s.B, C = s.C, L = s.L;
   auto expect = [](const char* name, const T& t, std::vector<int64_t> shape) {
     TORCH_CHECK(t.sizes() == at::IntArrayRef(shape), "_ntm_sequence_backward: ", name, " must have shape ",
                 at::IntArrayRef(shape), ", got ", t.sizes());
@@ -494,57 +356,102 @@ Backward ntm_sequence_backward_kernel(const T& grad_y, const T& grad_h, const T&
   expect("grad_reads", grad_reads, {B, s.R, s.W});
   expect("grad_weights", grad_weights, {B, s.H, s.N});
   expect("grad_memory", grad_memory, {B, s.N, s.W});
-  const Steps steps = steps_of(lengths, s.T, B);
-  const int64_t Tm = steps.until;
-  const auto opt = x.options();
+  for (const T* t : {&grad_y, &grad_reads, &grad_weights, &grad_memory}) {
+    TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device() == x.device(),
+                "_ntm_sequence_backward: the gradients must have x's dtype and device (", x.scalar_type(), ", ",
+                x.device(), "), got ", t->scalar_type(), ", ", t->device());
+  }
+  for (const T& t : saved) {
+    TORCH_CHECK(t.scalar_type() == x.scalar_type() && t.device() == x.device(),
+                "_ntm_sequence_backward: the saved tensors must have x's dtype and device (", x.scalar_type(), ", ",
+                x.device(), "), got ", t.scalar_type(), ", ", t.device());
+  }
+  return s;
+}
 
-  T grad_x = at::zeros_like(x);
-  std::vector<T> grad_cw(cw.size());
-  for (size_t k = 0; k < cw.size(); ++k) grad_cw[k] = at::zeros_like(cw[k]);
-  T grad_head_weight = at::zeros_like(head_weight), grad_head_bias = at::zeros_like(head_bias);
-  T grad_output_weight = s.has_output ? at::zeros_like(*output_weight) : at::empty({0}, opt);
-  T grad_output_bias = s.has_output ? at::zeros_like(*output_bias) : at::empty({0}, opt);
-  // The running gradients of the state after step t.
-  T gh = lstm ? grad_h.clone() : at::empty({0}, opt), gc = lstm ? grad_c.clone() : at::empty({0}, opt);
-  T gr = grad_reads.clone(), gw = grad_weights.clone(), gm = grad_memory.clone();
-  if (Tm == 0) return {grad_x, gh, gc, gr, gw, gm, grad_cw, grad_head_weight, grad_head_bias, grad_output_weight,
-                       grad_output_bias};
-
-  const T h_top = lstm ? hs.select(0, L - 1).narrow(0, 1, Tm) : hs.select(0, L - 1).narrow(0, 0, Tm);
-  // Output layer, all steps at once: the gradient into [h ; r] of every step.
+std::tuple<T, T, T> output_layer_backward(const Sizes& s, const Steps& steps, const T& grad_y,
+                                          const OT& output_weight, at::TensorList saved) {
+  const int64_t Tm = steps.until, B = s.B, C = s.C, RW = s.R * s.W;
+  const T &hs = saved[0], &reads = saved[5];
+  const auto opt = grad_y.options();
   T gy = grad_y.narrow(0, 0, Tm);
   if (steps.all_until < Tm) {
     const T active = at::arange(Tm, steps.lengths.options()).view({Tm, 1}).lt(steps.lengths.view({1, B}));
     gy = at::where(active.unsqueeze(-1), gy, at::zeros({}, opt));
   }
   T g_out = gy.reshape({Tm * B, s.O});
+  T grad_output_weight = at::empty({0}, opt), grad_output_bias = at::empty({0}, opt);
   if (s.has_output) {
+    const T h_top = s.lstm ? hs.select(0, s.L - 1).narrow(0, 1, Tm) : hs.select(0, s.L - 1).narrow(0, 0, Tm);
     const T out = at::cat({h_top, reads.narrow(0, 1, Tm).reshape({Tm, B, RW})}, 2).view({Tm * B, C + RW});
     grad_output_weight = at::mm(g_out.t(), out);
     grad_output_bias = g_out.sum(0);
     g_out = at::mm(g_out, *output_weight);
   }
-  g_out = g_out.view({Tm, B, C + RW});
+  return {g_out.view({Tm, B, C + RW}).contiguous(), grad_output_weight, grad_output_bias};
+}
+
+std::tuple<std::vector<T>, T, T> weight_gradients(const Sizes& s, int64_t Tm, const T& x, at::TensorList saved,
+                                                  const T& g_z, const T& g_p) {
+  const int64_t B = s.B, C = s.C, L = s.L, RW = s.R * s.W, TB = Tm * B, per_layer = s.lstm ? 4 : 2;
+  const T &hs = saved[0], &reads = saved[5];
+  const T h_top = s.lstm ? hs.select(0, L - 1).narrow(0, 1, Tm) : hs.select(0, L - 1).narrow(0, 0, Tm);
+  std::vector<T> grad_cw(L * per_layer);
+  const T grad_head_weight = at::mm(g_p.view({TB, s.P}).t(), h_top.reshape({TB, C}));
+  const T grad_head_bias = g_p.view({TB, s.P}).sum(0);
+  for (int64_t l = 0; l < L; ++l) {
+    const T gz = g_z.select(0, l).reshape({TB, g_z.size(3)});
+    const T in = l == 0 ? at::cat({x.narrow(0, 0, Tm), reads.narrow(0, 0, Tm).reshape({Tm, B, RW})}, 2)
+                        : (s.lstm ? hs.select(0, l - 1).narrow(0, 1, Tm) : hs.select(0, l - 1).narrow(0, 0, Tm));
+    grad_cw[l * per_layer] = at::mm(gz.t(), in.reshape({TB, in.size(2)}));
+    const T gb = gz.sum(0);
+    if (s.lstm) {
+      grad_cw[l * 4 + 1] = at::mm(gz.t(), hs.select(0, l).narrow(0, 0, Tm).reshape({TB, C}));
+      grad_cw[l * 4 + 2] = gb;
+      grad_cw[l * 4 + 3] = gb.clone();
+    } else {
+      grad_cw[l * 2 + 1] = gb;
+    }
+  }
+  return {grad_cw, grad_head_weight, grad_head_bias};
+}
+
+Backward backward(const T& grad_y, const T& grad_h, const T& grad_c, const T& grad_reads, const T& grad_weights,
+                  const T& grad_memory, const T& x, const OT& lengths, at::TensorList cw, const T& head_weight,
+                  const OT& output_weight, at::TensorList saved, int64_t read_heads, int64_t shift_width,
+                  c10::string_view controller, double eps) {
+  const Sizes s = check_backward(grad_y, grad_h, grad_c, grad_reads, grad_weights, grad_memory, x, lengths, cw,
+                                 head_weight, output_weight, saved, read_heads, shift_width, controller);
+  const T &hs = saved[0], &cs = saved[1], &gates = saved[2], &ps = saved[3], &memories = saved[4],
+          &weights = saved[6];
+  const bool lstm = s.lstm;
+  const int64_t B = s.B, C = s.C, L = s.L, RW = s.R * s.W, per_layer = lstm ? 4 : 2;
+  const Steps steps = steps_of(lengths, s.T, B);
+  const int64_t Tm = steps.until;
+  const auto opt = x.options();
+
+  T grad_x = at::zeros_like(x);
+  // The running gradients of the state after step t.
+  T gh = lstm ? grad_h.clone() : at::empty({0}, opt), gc = lstm ? grad_c.clone() : at::empty({0}, opt);
+  T gr = grad_reads.clone(), gw = grad_weights.clone(), gm = grad_memory.clone();
+  if (Tm == 0) {
+    std::vector<T> grad_cw;
+    for (const T& w : cw) grad_cw.push_back(at::zeros_like(w));
+    const T none = at::empty({0}, opt);
+    return {grad_x, gh, gc, gr, gw, gm, grad_cw, at::zeros_like(head_weight), at::zeros({s.P}, opt),
+            s.has_output ? at::zeros_like(*output_weight) : none, s.has_output ? at::zeros({s.O}, opt) : none};
+  }
+  auto [g_out, grad_output_weight, grad_output_bias] = output_layer_backward(s, steps, grad_y, output_weight, saved);
 
   // Per-step gradients of the controller's pre-activations and the head parameters, for the weight GEMMs.
   T g_z = at::empty({L, Tm, B, lstm ? 4 * C : C}, opt);
   T g_p = at::empty({Tm, B, s.P}, opt);
-  // CPU: the elementwise work in the loops above; MEMOPS_NTM_SEQUENCE_ATEN=1 takes the ATen calls
-  // every device runs (for tests of that path on the CPU).
-  const char* aten_env = std::getenv("MEMOPS_NTM_SEQUENCE_ATEN");
-  const bool loops = x.is_cpu() && !(aten_env && std::string(aten_env) == "1");
 
   for (int64_t t = Tm - 1; t >= 0; --t) {
     const OT m = t < steps.all_until ? OT() : OT(steps.mask(t));
     const T memory = memories.select(0, t), w_prev = weights.select(0, t), w = weights.select(0, t + 1);
     const T p = ps.select(0, t);
-    HeadValues hd;
-    if (loops) {
-      hd = heads_cpu(p, s);
-    } else {
-      const Heads raw(p, s);
-      hd = HeadValues{raw.keys, raw.beta, raw.gate, raw.kernel, raw.gamma, raw.erase, raw.add};
-    }
+    const Heads hd(p, s);
     auto [gm_step, gm_keep] = split_grad(gm, m);
     auto [gw_step, gw_keep] = split_grad(gw, m);
     auto [gr_step, gr_keep] = split_grad(gr, m);
@@ -562,49 +469,38 @@ Backward ntm_sequence_backward_kernel(const T& grad_y, const T& grad_h, const T&
 
     // head activations -> raw head parameters
     T gp = g_p.select(0, t);
-    if (loops) {
-      heads_backward_cpu(p, hd, g_keys, g_beta, g_gate, g_kernel, g_gamma, g_erase, g_add, gp, s);
-    } else {
-      const Heads raw(p, s);
-      const T g_address = gp.narrow(1, 0, s.H * s.A).view({B, s.H, s.A});
-      g_address.narrow(2, 0, s.W).copy_(g_keys);
-      g_address.select(2, s.W).copy_(at::softplus_backward(g_beta, raw.beta_raw, 1, 20));
-      g_address.select(2, s.W + 1).copy_(at::sigmoid_backward(g_gate, hd.gate));
-      g_address.narrow(2, s.W + 2, s.S).copy_(hd.kernel * (g_kernel - (g_kernel * hd.kernel).sum(-1, true)));
-      g_address.select(2, s.W + 2 + s.S).copy_(at::softplus_backward(g_gamma, raw.gamma_raw, 1, 20));
-      const T g_rest = gp.narrow(1, s.H * s.A, s.Hw * 2 * s.W).view({B, s.Hw, 2 * s.W});
-      g_rest.narrow(2, 0, s.W).copy_(at::sigmoid_backward(g_erase, hd.erase));
-      g_rest.narrow(2, s.W, s.W).copy_(at::tanh_backward(g_add, hd.add));
-    }
+    const T g_address = gp.narrow(1, 0, s.H * s.A).view({B, s.H, s.A});
+    g_address.narrow(2, 0, s.W).copy_(g_keys);
+    g_address.select(2, s.W).copy_(at::softplus_backward(g_beta, hd.beta_raw, 1, 20));
+    g_address.select(2, s.W + 1).copy_(at::sigmoid_backward(g_gate, hd.gate));
+    g_address.narrow(2, s.W + 2, s.S).copy_(hd.kernel * (g_kernel - (g_kernel * hd.kernel).sum(-1, true)));
+    g_address.select(2, s.W + 2 + s.S).copy_(at::softplus_backward(g_gamma, hd.gamma_raw, 1, 20));
+    const T g_rest = gp.narrow(1, s.H * s.A, s.Hw * 2 * s.W).view({B, s.Hw, 2 * s.W});
+    g_rest.narrow(2, 0, s.W).copy_(at::sigmoid_backward(g_erase, hd.erase));
+    g_rest.narrow(2, s.W, s.W).copy_(at::tanh_backward(g_add, hd.add));
 
     // controller, top layer down
     T g_h = at::addmm(g_out.select(0, t).narrow(1, 0, C), gp, head_weight);
-    std::vector<T> gh_keep(L), gc_keep(L);
     for (int64_t l = L - 1; l >= 0; --l) {
       T gz = g_z.select(0, l).select(0, t);
       if (!lstm) {
         at::tanh_backward_out(gz, g_h, hs.select(0, l).select(0, t));
       } else {
-        auto [gh_step, gh_k] = split_grad(gh.select(0, l), m);
-        auto [gc_step, gc_k] = split_grad(gc.select(0, l), m);
-        gh_keep[l] = gh_k, gc_keep[l] = gc_k;
+        auto [gh_step, gh_keep] = split_grad(gh.select(0, l), m);
+        auto [gc_step, gc_keep] = split_grad(gc.select(0, l), m);
         g_h = g_h + gh_step;
         const T a = gates.select(0, l).select(0, t);
         const T c_prev = cs.select(0, l).select(0, t), c_new = cs.select(0, l).select(0, t + 1);
-        if (loops) {
-          gc.select(0, l).copy_(plus(lstm_backward_cpu(a, c_prev, c_new, g_h, gc_step, gz), gc_keep[l]));
-        } else {
-          const T i = a.narrow(1, 0, C), f = a.narrow(1, C, C), g = a.narrow(1, 2 * C, C), o = a.narrow(1, 3 * C, C);
-          const T tc = at::tanh(c_new);
-          const T g_c = at::tanh_backward(g_h * o, tc) + gc_step;
-          T gi = gz.narrow(1, 0, C), gf = gz.narrow(1, C, C), gg = gz.narrow(1, 2 * C, C), go = gz.narrow(1, 3 * C, C);
-          at::sigmoid_backward_out(gi, g_c * g, i);
-          at::sigmoid_backward_out(gf, g_c * c_prev, f);
-          at::tanh_backward_out(gg, g_c * i, g);
-          at::sigmoid_backward_out(go, g_h * tc, o);
-          gc.select(0, l).copy_(plus(g_c * f, gc_keep[l]));
-        }
-        gh.select(0, l).copy_(plus(at::mm(gz, cw[l * 4 + 1]), gh_keep[l]));
+        const T i = a.narrow(1, 0, C), f = a.narrow(1, C, C), g = a.narrow(1, 2 * C, C), o = a.narrow(1, 3 * C, C);
+        const T tc = at::tanh(c_new);
+        const T g_c = at::tanh_backward(g_h * o, tc) + gc_step;
+        T gi = gz.narrow(1, 0, C), gf = gz.narrow(1, C, C), gg = gz.narrow(1, 2 * C, C), go = gz.narrow(1, 3 * C, C);
+        at::sigmoid_backward_out(gi, g_c * g, i);
+        at::sigmoid_backward_out(gf, g_c * c_prev, f);
+        at::tanh_backward_out(gg, g_c * i, g);
+        at::sigmoid_backward_out(go, g_h * tc, o);
+        gc.select(0, l).copy_(plus(g_c * f, gc_keep));
+        gh.select(0, l).copy_(plus(at::mm(gz, cw[l * 4 + 1]), gh_keep));
       }
       if (l > 0) g_h = at::mm(gz, cw[l * per_layer]);
     }
@@ -614,42 +510,28 @@ Backward ntm_sequence_backward_kernel(const T& grad_y, const T& grad_h, const T&
     gr = plus(g_in.narrow(1, s.I, RW).view({B, s.R, s.W}), gr_keep);
   }
 
-  // Weight gradients, all steps at once.
-  const int64_t TB = Tm * B;
-  grad_head_weight = at::mm(g_p.view({TB, s.P}).t(), h_top.reshape({TB, C}));
-  grad_head_bias = g_p.view({TB, s.P}).sum(0);
-  for (int64_t l = 0; l < L; ++l) {
-    const T gz = g_z.select(0, l).reshape({TB, g_z.size(3)});
-    const T in = l == 0 ? at::cat({x.narrow(0, 0, Tm), reads.narrow(0, 0, Tm).reshape({Tm, B, RW})}, 2)
-                        : (lstm ? hs.select(0, l - 1).narrow(0, 1, Tm) : hs.select(0, l - 1).narrow(0, 0, Tm));
-    grad_cw[l * per_layer] = at::mm(gz.t(), in.reshape({TB, in.size(2)}));
-    const T gb = gz.sum(0);
-    if (lstm) {
-      grad_cw[l * 4 + 1] = at::mm(gz.t(), hs.select(0, l).narrow(0, 0, Tm).reshape({TB, C}));
-      grad_cw[l * 4 + 2] = gb;
-      grad_cw[l * 4 + 3] = gb.clone();
-    } else {
-      grad_cw[l * 2 + 1] = gb;
-    }
-  }
+  auto [grad_cw, grad_head_weight, grad_head_bias] = weight_gradients(s, Tm, x, saved, g_z, g_p);
   return {grad_x, gh, gc, gr, gw, gm, grad_cw, grad_head_weight, grad_head_bias, grad_output_weight,
           grad_output_bias};
 }
 
-}  // namespace
-
+// On the CPU this loop is the emulator build's (MEMOPS_CUDA_EMU: CPU tensors stand for CUDA ones); the
+// CPU kernel proper is csrc/cpu/ntm_sequence.cpp, which falls back to it under MEMOPS_NTM_SEQUENCE_ATEN=1.
+#ifdef MEMOPS_CUDA_EMU
 TORCH_LIBRARY_IMPL(memops, CPU, m) {
-  m.impl("ntm_sequence", &ntm_sequence_kernel);
-  m.impl("_ntm_sequence_backward", &ntm_sequence_backward_kernel);
+  m.impl("ntm_sequence", &forward);
+  m.impl("_ntm_sequence_backward", &backward);
 }
+#endif
 
 #ifdef MEMOPS_WITH_CUDA
 // The same loop: its ATen calls run on the GPU (cuBLAS for the GEMMs) and memops's ops reach their
 // CUDA kernels through the dispatcher.
 TORCH_LIBRARY_IMPL(memops, CUDA, m) {
-  m.impl("ntm_sequence", &ntm_sequence_kernel);
-  m.impl("_ntm_sequence_backward", &ntm_sequence_backward_kernel);
+  m.impl("ntm_sequence", &forward);
+  m.impl("_ntm_sequence_backward", &backward);
 }
 #endif
 
+}  // namespace sequence
 }  // namespace memops

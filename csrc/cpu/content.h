@@ -1,6 +1,8 @@
 // CPU passes shared by content_address and ntm_address (cosine content addressing).
 #pragma once
 
+#include <vector>
+
 #include "../math/addressing.h"
 #include "common.h"
 
@@ -10,14 +12,17 @@ namespace cpu {
 // max(|m_i|, eps) of every slot of every batch row: (B, N), computed once per call and shared by
 // all heads. Memory rows are contiguous across batches, so any range of slots is one call.
 template <typename scalar_t>
-at::Tensor slot_norms(const at::Tensor& memory, scalar_t eps) {
-  const int64_t slots = memory.size(0) * memory.size(1), W = memory.size(2);
-  auto norms = at::empty({memory.size(0), memory.size(1)}, memory.options());
-  const scalar_t* mem = memory.data_ptr<scalar_t>();
-  scalar_t* n = norms.data_ptr<scalar_t>();
+void slot_norms(const scalar_t* mem, int64_t slots, int64_t W, scalar_t eps, scalar_t* n) {
   parallel_for(0, slots, grain(W), [&](int64_t begin, int64_t end) {
     math::slot_norms(mem + begin * W, end - begin, W, eps, n + begin);
   });
+}
+
+template <typename scalar_t>
+at::Tensor slot_norms(const at::Tensor& memory, scalar_t eps) {
+  auto norms = at::empty({memory.size(0), memory.size(1)}, memory.options());
+  slot_norms(memory.data_ptr<scalar_t>(), memory.size(0) * memory.size(1), memory.size(2), eps,
+             norms.data_ptr<scalar_t>());
   return norms;
 }
 
@@ -27,27 +32,42 @@ at::Tensor slot_norms(const at::Tensor& memory, scalar_t eps) {
 template <typename scalar_t>
 struct ForwardNorms {
   bool here;
-  at::Tensor shared;
+  mutable std::vector<scalar_t> shared;
 
+  ForwardNorms(const scalar_t* mem, int64_t B, int64_t N, int64_t W, int64_t H, bool cosine, scalar_t eps)
+      : here(cosine && H == 1) {
+    if (cosine && H > 1) {
+      shared.resize(B * N);
+      slot_norms(mem, B * N, W, eps, shared.data());
+    }
+  }
   ForwardNorms(const at::Tensor& memory, int64_t H, bool cosine, scalar_t eps)
-      : here(cosine && H == 1),
-        shared(cosine && H > 1 ? slot_norms<scalar_t>(memory, eps) : at::Tensor()) {}
+      : ForwardNorms(memory.data_ptr<scalar_t>(), memory.size(0), memory.size(1), memory.size(2), H, cosine,
+                     eps) {}
 
   // The norms pointer for batch row b; `buffer`: the task's N values, used when `here`.
   scalar_t* row(int64_t b, int64_t N, scalar_t* buffer) const {
     if (here) return buffer;
-    return shared.defined() ? shared.data_ptr<scalar_t>() + b * N : nullptr;
+    return shared.empty() ? nullptr : shared.data() + b * N;
   }
 };
 
 // The slot norms for a backward (cosine), which its second phase needs for every slot: with one
-// head, an empty (B, N) tensor that phase one fills in its own sweep over memory (each batch row has
+// head, an empty (B, N) buffer that phase one fills in its own sweep over memory (each batch row has
 // one row task, so no two tasks write the same norms); with several, slot_norms up front.
 template <typename scalar_t>
 at::Tensor backward_norms(const at::Tensor& memory, int64_t H, bool cosine, scalar_t eps) {
   if (!cosine) return at::Tensor();
   if (H == 1) return at::empty({memory.size(0), memory.size(1)}, memory.options());
   return slot_norms<scalar_t>(memory, eps);
+}
+
+template <typename scalar_t>
+std::vector<scalar_t> backward_norms(const scalar_t* mem, int64_t B, int64_t N, int64_t W, int64_t H,
+                                     scalar_t eps) {
+  std::vector<scalar_t> norms(B * N);
+  if (H > 1) slot_norms(mem, B * N, W, eps, norms.data());
+  return norms;
 }
 
 // The second phase of the content backward. Phase one runs over (b, h) rows and leaves, per row,

@@ -207,8 +207,9 @@ class NTM(nn.Module):
     head). All memory work goes through memops ops, so the module runs on whatever backend is chosen.
 
     Without a trace, on the compiled ops (backend "cpp" on CPU, a CUDA build on CUDA), the whole
-    sequence is one op, memops.ntm_sequence: the same step in C++ (on the CPU bitwise the same
-    forward), with its backward through time written by hand, one node for autograd and torch.compile.
+    sequence is one op, memops.ntm_sequence: the same step in C++ (on the CPU a loop on raw pointers,
+    equal to the stepwise module within float rounding, not bitwise), with its backward through time
+    written by hand, one node for autograd and torch.compile.
     Otherwise (return_trace=True, the reference or Triton backends, autocast, `ntm.fused = False`) the
     module runs NTMCell step by step. The parameters, and so the checkpoints, are the same either way.
 

@@ -296,8 +296,10 @@ def test_bad_arguments_name_the_argument():
 
 
 @pytest.mark.parametrize("name,options", [CONFIGS[1], CONFIGS[4]], ids=["lstm2", "ff2"])
-def test_forward_is_bitwise_the_stepwise_module_on_cpp(name, options):
-    """The fused forward runs NTMCell's ATen ops in the same order: the same bits as step by step."""
+def test_generic_forward_is_bitwise_the_stepwise_module_on_cpp(name, options, monkeypatch):
+    """The generic loop (csrc/ntm_sequence.cpp, what CUDA runs) runs NTMCell's ATen ops in the same order:
+    on the CPU, the same bits as step by step. (The CPU loop is not bitwise: the tests above bound it.)"""
+    monkeypatch.setenv("MEMOPS_NTM_SEQUENCE_ATEN", "1")
     ntm = make(options, dtype=torch.float32)
     x = torch.randn(6, 5, 3)
     lengths = torch.tensor([6, 2, 0, 5, 6])
@@ -351,12 +353,36 @@ def test_compiled_graph_holds_the_sequence_as_one_op():
 
 @pytest.mark.parametrize("name,options", [CONFIGS[1], CONFIGS[3]], ids=["lstm2", "ff1"])
 def test_generic_aten_path(name, options, monkeypatch):
-    """The backward's ATen-only path (what CUDA runs; the CPU has loops for its elementwise work)."""
+    """The generic loop, forward and backward (what CUDA runs; the CPU has its own loop on raw pointers)."""
     monkeypatch.setenv("MEMOPS_NTM_SEQUENCE_ATEN", "1")
     ntm = make(options)
     x = torch.randn(5, 4, 3, dtype=torch.float64)
     compare(ntm, x, random_state(ntm, 4, torch.float64), lengths=torch.tensor([5, 2, 0, 4]))
     compare(ntm, x)
+
+
+@pytest.mark.parametrize("name,options", [CONFIGS[1], CONFIGS[4]], ids=["lstm2", "ff2"])
+@pytest.mark.parametrize("forward_loop,backward_loop", [("cpu", "generic"), ("generic", "cpu")])
+def test_either_loop_takes_the_other_loops_saved_tensors(name, options, forward_loop, backward_loop, monkeypatch):
+    """Both loops save the same tensors in the same layout: a forward by one and a backward by the other give
+    the gradients of either alone, and the two loops agree."""
+    ntm = make(options)
+    x = torch.randn(5, 4, 3, dtype=torch.float64, requires_grad=True)
+    state = leaves(random_state(ntm, 4, torch.float64))
+    args = _op_args(ntm, x, state, lengths=torch.tensor([5, 2, 0, 4]))
+    inputs = [t for t in (x, *args[2:7], *args[7], *args[8:12]) if t is not None and t.requires_grad]
+
+    def run(fwd, bwd):
+        monkeypatch.setenv("MEMOPS_NTM_SEQUENCE_ATEN", "1" if fwd == "generic" else "0")
+        outs = torch.ops.memops.ntm_sequence(*args)[:6]
+        loss = sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view(o.shape)).sum() for o in outs)
+        monkeypatch.setenv("MEMOPS_NTM_SEQUENCE_ATEN", "1" if bwd == "generic" else "0")
+        return outs, torch.autograd.grad(loss, inputs)
+
+    mixed = run(forward_loop, backward_loop)
+    for same in (run("cpu", "cpu"), run("generic", "generic")):
+        for a, b in zip(mixed[0] + mixed[1], same[0] + same[1]):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_saves_no_more_for_backward_than_the_stepwise_module():

@@ -1,0 +1,583 @@
+// ntm_sequence on the CPU: the step of csrc/ntm_sequence.cpp (its comment has the math and what is
+// saved, in the same layout, so either loop's backward takes either forward's saved tensors), on raw
+// pointers. Per step it makes no ATen call: the GEMMs go to BLAS (sgemm_ / dgemm_) straight from and
+// into the saved tensors, the activations and the LSTM cell are this file's loops, and the memory work
+// calls the CPU kernels' raw entry points (raw.h). At NTM sizes the generic loop's ~90 ATen calls a
+// step (views, cat, copies, allocations, the dispatcher) cost more than its arithmetic.
+//
+// Not bitwise the stepwise module (the generic loop is: same ATen ops in the same order): the
+// activations are libm's, not ATen's vectorised ones, and the biases are added before the GEMMs. The
+// results agree within float rounding; MEMOPS_NTM_SEQUENCE_ATEN=1 runs the generic loop instead.
+//
+// Rows past their length: the forward computes them with the rest and then writes the carried state
+// (and a zero output) over them; the backward zeroes their incoming step gradients, so everything the
+// step computes for them is zero, and then writes the carried gradients back.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <string>
+#include <vector>
+
+#include "../ntm_sequence.h"
+#include "common.h"
+#include "raw.h"
+
+namespace memops {
+namespace cpu {
+namespace {
+
+using T = at::Tensor;
+using OT = c10::optional<at::Tensor>;
+using sequence::Sizes;
+using sequence::Steps;
+
+bool generic_loop() {
+  const char* env = std::getenv("MEMOPS_NTM_SEQUENCE_ATEN");
+  return env && std::string(env) == "1";
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace memops
+
+// BLAS's GEMM, which libtorch_cpu carries (MKL or OpenBLAS; ATen's own CPU GEMM calls it by these
+// names). Weak: where a torch build has none, they are null and the loop calls at::mm instead.
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+            const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
+            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
+            const int* ldc) __attribute__((weak));
+}
+
+namespace memops {
+namespace cpu {
+namespace {
+
+template <typename scalar_t>
+void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const scalar_t* alpha,
+               const scalar_t* a, const int* lda, const scalar_t* b, const int* ldb, const scalar_t* beta,
+               scalar_t* c, const int* ldc) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    sgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    dgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+}
+
+// Row-major C (m x n, row stride ldc) = beta C + op(A) op(B), op(A) m x k and op(B) k x n, where
+// op(X) = X^T when tX; beta is 0 (C is not read) or 1. BLAS is column-major: a row-major matrix is its
+// transpose there, so this is C^T = op(B)^T op(A)^T.
+template <typename scalar_t>
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const scalar_t* a, int64_t lda, const scalar_t* b,
+          int64_t ldb, scalar_t beta, scalar_t* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  const bool have_blas = std::is_same_v<scalar_t, float> ? sgemm_ != nullptr : dgemm_ != nullptr;
+  constexpr int64_t kMax = std::numeric_limits<int>::max();
+  if (have_blas && m <= kMax && n <= kMax && k <= kMax && lda <= kMax && ldb <= kMax && ldc <= kMax) {
+    const int mi = int(n), ni = int(m), ki = int(k), la = int(ldb), lb = int(lda), lc = int(ldc);
+    const scalar_t one = 1;
+    blas_gemm<scalar_t>(tb ? "T" : "N", ta ? "T" : "N", &mi, &ni, &ki, &one, b, &la, a, &lb, &beta, c, &lc);
+    return;
+  }
+  const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
+  const T A = at::from_blob(const_cast<scalar_t*>(a), {ta ? k : m, ta ? m : k}, {lda, 1}, opt);
+  const T Bm = at::from_blob(const_cast<scalar_t*>(b), {tb ? n : k, tb ? k : n}, {ldb, 1}, opt);
+  T Cm = at::from_blob(c, {m, n}, {ldc, 1}, opt);
+  if (beta == scalar_t(0)) {
+    at::mm_out(Cm, ta ? A.t() : A, tb ? Bm.t() : Bm);
+  } else {
+    Cm.addmm_(ta ? A.t() : A, tb ? Bm.t() : Bm);
+  }
+}
+
+template <typename scalar_t>
+scalar_t sigmoid_of(scalar_t x) { return scalar_t(1) / (scalar_t(1) + std::exp(-x)); }
+// softplus(x) (threshold 20, as F.softplus) and its derivative
+template <typename scalar_t>
+scalar_t softplus_of(scalar_t x) { return x > scalar_t(20) ? x : std::log1p(std::exp(x)); }
+template <typename scalar_t>
+scalar_t softplus_slope(scalar_t x) { return x > scalar_t(20) ? scalar_t(1) : sigmoid_of(x); }
+
+// Each row of c (rows x n) = v.
+template <typename scalar_t>
+void fill_rows(scalar_t* c, int64_t rows, int64_t n, const scalar_t* v) {
+  for (int64_t b = 0; b < rows; ++b) std::memcpy(c + b * n, v, n * sizeof(scalar_t));
+}
+
+// The head activations of one step, contiguous, from p (B, P): what ntm_address and write take.
+template <typename scalar_t>
+struct Heads {
+  std::vector<scalar_t> buffer;
+  scalar_t *keys, *beta, *gate, *kernel, *gamma, *erase, *add;  // (B,H,W), (B,H) x2, (B,H,S), (B,H), (B,Hw,W) x2
+
+  explicit Heads(const Sizes& s) : buffer(s.B * (s.H * (s.W + 3 + s.S) + 2 * s.Hw * s.W)) {
+    keys = buffer.data();
+    beta = keys + s.B * s.H * s.W;
+    gate = beta + s.B * s.H;
+    kernel = gate + s.B * s.H;
+    gamma = kernel + s.B * s.H * s.S;
+    erase = gamma + s.B * s.H;
+    add = erase + s.B * s.Hw * s.W;
+  }
+
+  void activate(const scalar_t* p, const Sizes& s) {
+    for (int64_t b = 0; b < s.B; ++b) {
+      for (int64_t h = 0; h < s.H; ++h) {
+        const scalar_t* row = p + b * s.P + h * s.A;
+        const int64_t r = b * s.H + h;
+        for (int64_t k = 0; k < s.W; ++k) keys[r * s.W + k] = row[k];
+        beta[r] = softplus_of(row[s.W]);
+        gate[r] = sigmoid_of(row[s.W + 1]);
+        const scalar_t* shift = row + s.W + 2;
+        scalar_t* ker = kernel + r * s.S;
+        scalar_t top = shift[0];
+        for (int64_t j = 1; j < s.S; ++j) top = std::max(top, shift[j]);
+        scalar_t sum = 0;
+        for (int64_t j = 0; j < s.S; ++j) sum += (ker[j] = std::exp(shift[j] - top));
+        for (int64_t j = 0; j < s.S; ++j) ker[j] /= sum;
+        gamma[r] = scalar_t(1) + softplus_of(row[s.W + 2 + s.S]);
+      }
+      for (int64_t h = 0; h < s.Hw; ++h) {
+        const scalar_t* row = p + b * s.P + s.H * s.A + h * 2 * s.W;
+        const int64_t i = (b * s.Hw + h) * s.W;
+        for (int64_t k = 0; k < s.W; ++k) {
+          erase[i + k] = sigmoid_of(row[k]);
+          add[i + k] = std::tanh(row[s.W + k]);
+        }
+      }
+    }
+  }
+};
+
+// The gradients of the head activations (g, laid out as Heads) -> gp (B, P), the raw parameters'.
+template <typename scalar_t>
+void heads_backward(const scalar_t* p, const Heads<scalar_t>& v, const Heads<scalar_t>& g, scalar_t* gp,
+                    const Sizes& s) {
+  for (int64_t b = 0; b < s.B; ++b) {
+    for (int64_t h = 0; h < s.H; ++h) {
+      const int64_t r = b * s.H + h;
+      const scalar_t* row = p + b * s.P + h * s.A;
+      scalar_t* o = gp + b * s.P + h * s.A;
+      for (int64_t k = 0; k < s.W; ++k) o[k] = g.keys[r * s.W + k];
+      o[s.W] = g.beta[r] * softplus_slope(row[s.W]);
+      o[s.W + 1] = g.gate[r] * v.gate[r] * (scalar_t(1) - v.gate[r]);
+      const scalar_t *ker = v.kernel + r * s.S, *gk = g.kernel + r * s.S;
+      scalar_t dot = 0;
+      for (int64_t j = 0; j < s.S; ++j) dot += gk[j] * ker[j];
+      for (int64_t j = 0; j < s.S; ++j) o[s.W + 2 + j] = ker[j] * (gk[j] - dot);
+      o[s.W + 2 + s.S] = g.gamma[r] * softplus_slope(row[s.W + 2 + s.S]);
+    }
+    for (int64_t h = 0; h < s.Hw; ++h) {
+      scalar_t* o = gp + b * s.P + s.H * s.A + h * 2 * s.W;
+      const int64_t i = (b * s.Hw + h) * s.W;
+      for (int64_t k = 0; k < s.W; ++k) {
+        o[k] = g.erase[i + k] * v.erase[i + k] * (scalar_t(1) - v.erase[i + k]);
+        o[s.W + k] = g.add[i + k] * (scalar_t(1) - v.add[i + k] * v.add[i + k]);
+      }
+    }
+  }
+}
+
+// The rows of one step, and the saved tensors' step slices as pointers.
+struct Rows {
+  std::vector<int64_t> lengths;  // empty: no lengths given
+  int64_t all_until;
+  bool active(int64_t b, int64_t t) const { return t < all_until || lengths[b] > t; }
+  bool all(int64_t t) const { return t < all_until; }
+};
+
+Rows rows_of(const Steps& steps) {
+  Rows r{{}, steps.all_until};
+  if (steps.lengths.defined()) {
+    const T l = steps.lengths.to(at::kLong).contiguous();
+    r.lengths.assign(l.data_ptr<int64_t>(), l.data_ptr<int64_t>() + l.numel());
+  }
+  return r;
+}
+
+// For the rows not active at step t: dst[b] = src[b] (rows of `width` values).
+template <typename scalar_t>
+void carry_rows(const Rows& rows, int64_t t, int64_t B, int64_t width, const scalar_t* src, scalar_t* dst) {
+  if (rows.all(t)) return;
+  for (int64_t b = 0; b < B; ++b) {
+    if (!rows.active(b, t)) std::memcpy(dst + b * width, src + b * width, width * sizeof(scalar_t));
+  }
+}
+
+// For the rows not active at step t: keep[b] = x[b], x[b] = 0 (before the step's backward) ...
+template <typename scalar_t>
+void hold_rows(const Rows& rows, int64_t t, int64_t B, int64_t width, scalar_t* x, scalar_t* keep) {
+  if (rows.all(t)) return;
+  for (int64_t b = 0; b < B; ++b) {
+    if (rows.active(b, t)) continue;
+    std::memcpy(keep + b * width, x + b * width, width * sizeof(scalar_t));
+    std::memset(x + b * width, 0, width * sizeof(scalar_t));
+  }
+}
+
+// A buffer on a 64-byte boundary. Every GEMM of the forward reads and writes such buffers (not slices
+// of the saved tensors, whose offsets vary with t): BLAS's rounding can depend on where its operands
+// sit, and this way a step's results do not depend on which step of which call it is, so a sequence
+// run in pieces (the state passed along) gives the same bits as run whole.
+template <typename scalar_t>
+struct Aligned {
+  scalar_t* p;
+  explicit Aligned(int64_t n)
+      : p(static_cast<scalar_t*>(std::aligned_alloc(64, (std::max<int64_t>(n, 1) * sizeof(scalar_t) + 63) / 64 * 64))) {
+    TORCH_CHECK(p, "ntm_sequence: out of memory");
+  }
+  ~Aligned() { std::free(p); }
+  Aligned(const Aligned&) = delete;
+  Aligned& operator=(const Aligned&) = delete;
+  scalar_t* data() const { return p; }
+};
+
+std::vector<T> contiguous_all(at::TensorList ts) {
+  std::vector<T> out;
+  for (const T& t : ts) out.push_back(t.contiguous());
+  return out;
+}
+
+template <typename scalar_t>
+sequence::Forward forward_loop(const Sizes& s, const Steps& steps, const T& x_, const T& h0, const T& c0,
+                               const T& reads0, const T& weights0, const T& memory0, at::TensorList cw_,
+                               const T& head_weight_, const T& head_bias_, const OT& output_weight_,
+                               const OT& output_bias_, double eps_) {
+  const int64_t B = s.B, C = s.C, L = s.L, N = s.N, W = s.W, R = s.R, H = s.H, P = s.P, RW = R * W;
+  const int64_t Tm = steps.until, per_layer = s.lstm ? 4 : 2, K0 = s.I + RW, G = s.lstm ? 4 * C : C;
+  const scalar_t eps = scalar_t(eps_);
+  const auto opt = x_.options();
+  const T x = x_.contiguous(), head_weight = head_weight_.contiguous(), head_bias = head_bias_.contiguous();
+  const std::vector<T> cw = contiguous_all(cw_);
+  const T output_weight = s.has_output ? output_weight_->contiguous() : T();
+  const T output_bias = s.has_output ? output_bias_->contiguous() : T();
+  const Rows rows = rows_of(steps);
+
+  // The saved tensors (layouts: csrc/ntm_sequence.cpp), written in place step by step.
+  T memories = at::empty({s.T + 1, B, N, W}, opt), reads = at::empty({s.T + 1, B, R, W}, opt);
+  T weights = at::empty({s.T + 1, B, H, N}, opt), ps = at::empty({s.T, B, P}, opt);
+  T y = at::empty({s.T, B, s.O}, opt);
+  T hs = at::empty({L, s.lstm ? s.T + 1 : s.T, B, C}, opt);
+  T cs = s.lstm ? at::empty({L, s.T + 1, B, C}, opt) : at::empty({0}, opt);
+  T gates = s.lstm ? at::empty({L, s.T, B, 4 * C}, opt) : at::empty({0}, opt);
+  memories.select(0, 0).copy_(memory0);
+  reads.select(0, 0).copy_(reads0);
+  weights.select(0, 0).copy_(weights0);
+  if (s.lstm) {
+    hs.select(1, 0).copy_(h0);
+    cs.select(1, 0).copy_(c0);
+  }
+  // steps from Tm on: zeros
+  memories.narrow(0, Tm + 1, s.T - Tm).zero_();
+  reads.narrow(0, Tm + 1, s.T - Tm).zero_();
+  weights.narrow(0, Tm + 1, s.T - Tm).zero_();
+  ps.narrow(0, Tm, s.T - Tm).zero_();
+  y.narrow(0, Tm, s.T - Tm).zero_();
+  if (s.lstm) {
+    hs.narrow(1, Tm + 1, s.T - Tm).zero_();
+    cs.narrow(1, Tm + 1, s.T - Tm).zero_();
+    gates.narrow(1, Tm, s.T - Tm).zero_();
+  } else {
+    hs.narrow(1, Tm, s.T - Tm).zero_();
+  }
+
+  scalar_t *M = memories.data_ptr<scalar_t>(), *Rd = reads.data_ptr<scalar_t>(), *Wt = weights.data_ptr<scalar_t>();
+  scalar_t *Ps = ps.data_ptr<scalar_t>(), *Y = y.data_ptr<scalar_t>(), *Hs = hs.data_ptr<scalar_t>();
+  scalar_t *Cs = s.lstm ? cs.data_ptr<scalar_t>() : nullptr, *Gs = s.lstm ? gates.data_ptr<scalar_t>() : nullptr;
+  const scalar_t* X = x.data_ptr<scalar_t>();
+  const int64_t hs_steps = s.lstm ? s.T + 1 : s.T;
+  auto h_at = [&](int64_t l, int64_t t) { return Hs + (l * hs_steps + t) * B * C; };  // t: index into hs
+  auto c_at = [&](int64_t l, int64_t t) { return Cs + (l * (s.T + 1) + t) * B * C; };
+
+  std::vector<scalar_t> bias(G);
+  // GEMM operands (see Aligned): the layer's input and previous h, its pre-activations, the heads' and
+  // the output layer's
+  Aligned<scalar_t> in(B * std::max(K0, C)), h_prev(B * C), z(B * G), pz(B * P), out(B * (C + RW)), yz(B * s.O);
+  Heads<scalar_t> hd(s);
+  for (int64_t t = 0; t < Tm; ++t) {
+    const scalar_t* h_top = nullptr;
+    for (int64_t l = 0; l < L; ++l) {
+      int64_t K = C;
+      if (l == 0) {  // [x_t ; r_{t-1}]
+        K = K0;
+        for (int64_t b = 0; b < B; ++b) {
+          std::memcpy(in.data() + b * K0, X + (t * B + b) * s.I, s.I * sizeof(scalar_t));
+          std::memcpy(in.data() + b * K0 + s.I, Rd + (t * B + b) * RW, RW * sizeof(scalar_t));
+        }
+      } else {
+        std::memcpy(in.data(), h_top, B * C * sizeof(scalar_t));
+      }
+      const scalar_t* w_ih = cw[l * per_layer].data_ptr<scalar_t>();
+      if (!s.lstm) {  // h = tanh(in W^T + b)
+        fill_rows(z.data(), B, C, cw[l * 2 + 1].data_ptr<scalar_t>());
+        gemm<scalar_t>(false, true, B, C, K, in.data(), K, w_ih, K, 1, z.data(), C);
+        scalar_t* h = h_at(l, t);
+        for (int64_t k = 0; k < B * C; ++k) h[k] = std::tanh(z.data()[k]);
+        h_top = h;
+        continue;
+      }
+      // gates = in W_ih^T + h W_hh^T + b_ih + b_hh, activated into the saved gates
+      const scalar_t *b_ih = cw[l * 4 + 2].data_ptr<scalar_t>(), *b_hh = cw[l * 4 + 3].data_ptr<scalar_t>();
+      for (int64_t k = 0; k < G; ++k) bias[k] = b_ih[k] + b_hh[k];
+      fill_rows(z.data(), B, G, bias.data());
+      std::memcpy(h_prev.data(), h_at(l, t), B * C * sizeof(scalar_t));
+      gemm<scalar_t>(false, true, B, G, K, in.data(), K, w_ih, K, 1, z.data(), G);
+      gemm<scalar_t>(false, true, B, G, C, h_prev.data(), C, cw[l * 4 + 1].data_ptr<scalar_t>(), C, 1, z.data(), G);
+      scalar_t* a = Gs + (l * s.T + t) * B * G;
+      const scalar_t* c_prev = c_at(l, t);
+      scalar_t *c_new = c_at(l, t + 1), *h_new = h_at(l, t + 1);
+      for (int64_t b = 0; b < B; ++b) {
+        const scalar_t* zb = z.data() + b * G;
+        scalar_t* ab = a + b * G;
+        for (int64_t j = 0; j < C; ++j) {
+          const scalar_t i = sigmoid_of(zb[j]), f = sigmoid_of(zb[C + j]), g = std::tanh(zb[2 * C + j]),
+                         o = sigmoid_of(zb[3 * C + j]);
+          ab[j] = i, ab[C + j] = f, ab[2 * C + j] = g, ab[3 * C + j] = o;
+          const scalar_t c = f * c_prev[b * C + j] + i * g;
+          c_new[b * C + j] = c;
+          h_new[b * C + j] = o * std::tanh(c);
+        }
+      }
+      carry_rows(rows, t, B, C, c_prev, c_new);
+      carry_rows(rows, t, B, C, h_at(l, t), h_new);
+      h_top = h_new;
+    }
+
+    // heads: p = h W_h^T + b_h, activated
+    std::memcpy(in.data(), h_top, B * C * sizeof(scalar_t));
+    fill_rows(pz.data(), B, P, head_bias.data_ptr<scalar_t>());
+    gemm<scalar_t>(false, true, B, P, C, in.data(), C, head_weight.data_ptr<scalar_t>(), C, 1, pz.data(), P);
+    scalar_t* p = Ps + t * B * P;
+    std::memcpy(p, pz.data(), B * P * sizeof(scalar_t));
+    hd.activate(p, s);
+
+    // memory: address every head, read, write
+    const scalar_t *m = M + t * B * N * W, *w_prev = Wt + t * B * H * N;
+    scalar_t *m_new = M + (t + 1) * B * N * W, *w = Wt + (t + 1) * B * H * N, *r = Rd + (t + 1) * B * RW;
+    raw::ntm_address<scalar_t>(m, hd.keys, hd.beta, hd.gate, hd.kernel, hd.gamma, w_prev, B, H, N, W, s.S, eps, w);
+    raw::read<scalar_t>(m, w, H * N, B, R, N, W, r);
+    raw::write<scalar_t>(m, w + R * N, H * N, hd.erase, hd.add, B, s.Hw, N, W, m_new);
+
+    // output: y = [h ; r] W_o^T + b_o, from this step's read (before the carried rows go over it)
+    scalar_t* y_t = Y + t * B * s.O;
+    scalar_t* o = s.has_output ? out.data() : y_t;
+    for (int64_t b = 0; b < B; ++b) {
+      std::memcpy(o + b * (C + RW), h_top + b * C, C * sizeof(scalar_t));
+      std::memcpy(o + b * (C + RW) + C, r + b * RW, RW * sizeof(scalar_t));
+    }
+    if (s.has_output) {
+      fill_rows(yz.data(), B, s.O, output_bias.data_ptr<scalar_t>());
+      gemm<scalar_t>(false, true, B, s.O, C + RW, o, C + RW, output_weight.data_ptr<scalar_t>(), C + RW, 1,
+                     yz.data(), s.O);
+      std::memcpy(y_t, yz.data(), B * s.O * sizeof(scalar_t));
+    }
+    if (!rows.all(t)) {
+      for (int64_t b = 0; b < B; ++b) {
+        if (!rows.active(b, t)) std::memset(y_t + b * s.O, 0, s.O * sizeof(scalar_t));
+      }
+    }
+    carry_rows(rows, t, B, H * N, w_prev, w);
+    carry_rows(rows, t, B, RW, Rd + t * B * RW, r);
+    carry_rows(rows, t, B, N * W, m, m_new);
+  }
+
+  T h_final = s.lstm ? hs.select(1, Tm).clone() : at::empty({0}, opt);
+  T c_final = s.lstm ? cs.select(1, Tm).clone() : at::empty({0}, opt);
+  return {y,
+          h_final,
+          c_final,
+          reads.select(0, Tm).clone(),
+          weights.select(0, Tm).clone(),
+          memories.select(0, Tm).clone(),
+          {hs, cs, gates, ps, memories, reads, weights}};
+}
+
+sequence::Forward ntm_sequence(const T& x, const OT& lengths, const T& h0, const T& c0, const T& reads0,
+                               const T& weights0, const T& memory0, at::TensorList cw, const T& head_weight,
+                               const T& head_bias, const OT& output_weight, const OT& output_bias,
+                               int64_t read_heads, int64_t shift_width, c10::string_view controller, double eps) {
+  if (generic_loop()) {
+    return sequence::forward(x, lengths, h0, c0, reads0, weights0, memory0, cw, head_weight, head_bias,
+                             output_weight, output_bias, read_heads, shift_width, controller, eps);
+  }
+  const Sizes s = sequence::check_forward(x, lengths, h0, c0, reads0, weights0, memory0, cw, head_weight,
+                                          head_bias, output_weight, output_bias, read_heads, shift_width, controller);
+  check_cpu_dtype("ntm_sequence", x);
+  const Steps steps = sequence::steps_of(lengths, s.T, s.B);
+  sequence::Forward out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ntm_sequence", [&] {
+    out = forward_loop<scalar_t>(s, steps, x, h0, c0, reads0, weights0, memory0, cw, head_weight, head_bias,
+                                 output_weight, output_bias, eps);
+  });
+  return out;
+}
+
+template <typename scalar_t>
+sequence::Backward backward_loop(const Sizes& s, const Steps& steps, const T& grad_y, const T& grad_h,
+                                 const T& grad_c, const T& grad_reads, const T& grad_weights, const T& grad_memory,
+                                 const T& x, at::TensorList cw_, const T& head_weight_, const OT& output_weight,
+                                 at::TensorList saved_, double eps_) {
+  const int64_t B = s.B, C = s.C, L = s.L, N = s.N, W = s.W, R = s.R, H = s.H, Hw = s.Hw, P = s.P, RW = R * W;
+  const int64_t Tm = steps.until, per_layer = s.lstm ? 4 : 2, K0 = s.I + RW, G = s.lstm ? 4 * C : C;
+  const scalar_t eps = scalar_t(eps_);
+  const auto opt = x.options();
+  const std::vector<T> cw = contiguous_all(cw_), saved = contiguous_all(saved_);
+  const T head_weight = head_weight_.contiguous();
+  const Rows rows = rows_of(steps);
+
+  T grad_x = at::zeros_like(x, at::MemoryFormat::Contiguous);
+  // The running gradients of the state after step t (then before it).
+  T gh = s.lstm ? grad_h.contiguous().clone() : at::empty({0}, opt);
+  T gc = s.lstm ? grad_c.contiguous().clone() : at::empty({0}, opt);
+  T gr = grad_reads.contiguous().clone(), gw = grad_weights.contiguous().clone();
+  T gm = grad_memory.contiguous().clone();
+  if (Tm == 0) {
+    std::vector<T> grad_cw;
+    for (const T& w : cw) grad_cw.push_back(at::zeros_like(w));
+    const T none = at::empty({0}, opt);
+    return {grad_x, gh, gc, gr, gw, gm, grad_cw, at::zeros_like(head_weight), at::zeros({P}, opt),
+            s.has_output ? at::zeros_like(*output_weight) : none, s.has_output ? at::zeros({s.O}, opt) : none};
+  }
+  auto [g_out, grad_output_weight, grad_output_bias] =
+      sequence::output_layer_backward(s, steps, grad_y, output_weight, saved);
+  // per-step gradients of the gates (or feedforward pre-activations) and head parameters
+  T g_z = at::empty({L, Tm, B, G}, opt), g_p = at::empty({Tm, B, P}, opt);
+
+  const scalar_t *Hs = saved[0].data_ptr<scalar_t>(), *Cs = s.lstm ? saved[1].data_ptr<scalar_t>() : nullptr;
+  const scalar_t *Gs = s.lstm ? saved[2].data_ptr<scalar_t>() : nullptr, *Ps = saved[3].data_ptr<scalar_t>();
+  const scalar_t *M = saved[4].data_ptr<scalar_t>(), *Wt = saved[6].data_ptr<scalar_t>();
+  const scalar_t *Gout = g_out.data_ptr<scalar_t>(), *Wh = head_weight.data_ptr<scalar_t>();
+  scalar_t *Gz = g_z.data_ptr<scalar_t>(), *Gp = g_p.data_ptr<scalar_t>(), *Gx = grad_x.data_ptr<scalar_t>();
+  scalar_t *gh_ = s.lstm ? gh.data_ptr<scalar_t>() : nullptr, *gc_ = s.lstm ? gc.data_ptr<scalar_t>() : nullptr;
+  scalar_t *gr_ = gr.data_ptr<scalar_t>(), *gw_ = gw.data_ptr<scalar_t>(), *gm_ = gm.data_ptr<scalar_t>();
+  const int64_t hs_steps = s.lstm ? s.T + 1 : s.T;
+  auto h_at = [&](int64_t l, int64_t t) { return Hs + (l * hs_steps + t) * B * C; };
+  auto c_at = [&](int64_t l, int64_t t) { return Cs + (l * (s.T + 1) + t) * B * C; };
+
+  Heads<scalar_t> hd(s), g_hd(s);
+  // scratch: the memory gradients of write, read and addressing; the head weights' gradient; the
+  // read's gradient; the controller's output gradient; layer 0's input gradient; carried rows
+  std::vector<scalar_t> gm_write(B * N * W), gm_read(B * N * W), gm_address(B * N * W), g_w(B * H * N);
+  std::vector<scalar_t> g_r(B * RW), g_h(B * C), g_in(B * K0);
+  std::vector<scalar_t> keep_m(B * N * W), keep_w(B * H * N), keep_r(B * RW), keep_h(L * B * C), keep_c(L * B * C);
+
+  for (int64_t t = Tm - 1; t >= 0; --t) {
+    const scalar_t *m = M + t * B * N * W, *w_prev = Wt + t * B * H * N, *w = Wt + (t + 1) * B * H * N;
+    const scalar_t* p = Ps + t * B * P;
+    const scalar_t* go = Gout + t * B * (C + RW);
+    hold_rows(rows, t, B, N * W, gm_, keep_m.data());
+    hold_rows(rows, t, B, H * N, gw_, keep_w.data());
+    hold_rows(rows, t, B, RW, gr_, keep_r.data());
+    for (int64_t l = 0; s.lstm && l < L; ++l) {
+      hold_rows(rows, t, B, C, gh_ + l * B * C, keep_h.data() + l * B * C);
+      hold_rows(rows, t, B, C, gc_ + l * B * C, keep_c.data() + l * B * C);
+    }
+    hd.activate(p, s);
+
+    // memory: write, read, then addressing (all against M_{t-1}); g_w = [read heads ; write heads] + gw
+    raw::write_backward<scalar_t>(gm_, m, w + R * N, H * N, hd.erase, hd.add, B, Hw, N, W, gm_write.data(),
+                                  g_w.data() + R * N, g_hd.erase, g_hd.add);
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t k = 0; k < RW; ++k) g_r[b * RW + k] = gr_[b * RW + k] + go[b * (C + RW) + C + k];
+    }
+    raw::read_backward<scalar_t>(g_r.data(), m, w, H * N, B, R, N, W, gm_read.data(), g_w.data());
+    for (int64_t k = 0; k < B * H * N; ++k) g_w[k] += gw_[k];
+    raw::ntm_address_backward<scalar_t>(g_w.data(), m, hd.keys, hd.beta, hd.gate, hd.kernel, hd.gamma, w_prev, w, B,
+                                        H, N, W, s.S, eps,
+                                        {gm_address.data(), g_hd.keys, g_hd.beta, g_hd.gate, g_hd.kernel,
+                                         g_hd.gamma, gw_});
+    for (int64_t k = 0; k < B * N * W; ++k) gm_[k] = gm_write[k] + gm_read[k] + gm_address[k];
+
+    // head activations -> raw head parameters; g_h = g_out's h part + gp W_h
+    scalar_t* gp = Gp + t * B * P;
+    heads_backward(p, hd, g_hd, gp, s);
+    for (int64_t b = 0; b < B; ++b) std::memcpy(g_h.data() + b * C, go + b * (C + RW), C * sizeof(scalar_t));
+    gemm<scalar_t>(false, false, B, C, P, gp, P, Wh, C, 1, g_h.data(), C);
+
+    // controller, top layer down
+    for (int64_t l = L - 1; l >= 0; --l) {
+      scalar_t* gz = Gz + (l * Tm + t) * B * G;
+      if (!s.lstm) {
+        const scalar_t* h = h_at(l, t);
+        for (int64_t k = 0; k < B * C; ++k) gz[k] = g_h[k] * (scalar_t(1) - h[k] * h[k]);
+      } else {
+        scalar_t *ghl = gh_ + l * B * C, *gcl = gc_ + l * B * C;
+        const scalar_t* a = Gs + (l * s.T + t) * B * G;
+        const scalar_t *c_prev = c_at(l, t), *c_new = c_at(l, t + 1);
+        for (int64_t b = 0; b < B; ++b) {
+          const scalar_t* ab = a + b * G;
+          scalar_t* z = gz + b * G;
+          for (int64_t j = 0; j < C; ++j) {
+            const int64_t k = b * C + j;
+            const scalar_t i = ab[j], f = ab[C + j], g = ab[2 * C + j], o = ab[3 * C + j];
+            const scalar_t tc = std::tanh(c_new[k]), gh_k = g_h[k] + ghl[k];
+            const scalar_t gc_k = gh_k * o * (scalar_t(1) - tc * tc) + gcl[k];
+            z[j] = gc_k * g * i * (scalar_t(1) - i);
+            z[C + j] = gc_k * c_prev[k] * f * (scalar_t(1) - f);
+            z[2 * C + j] = gc_k * i * (scalar_t(1) - g * g);
+            z[3 * C + j] = gh_k * tc * o * (scalar_t(1) - o);
+            gcl[k] = gc_k * f;
+          }
+        }
+        gemm<scalar_t>(false, false, B, C, G, gz, G, cw[l * 4 + 1].data_ptr<scalar_t>(), C, 0, ghl, C);
+      }
+      if (l > 0) gemm<scalar_t>(false, false, B, C, G, gz, G, cw[l * per_layer].data_ptr<scalar_t>(), C, 0, g_h.data(), C);
+    }
+    // layer 0's input is [x_t ; r_{t-1}]
+    gemm<scalar_t>(false, false, B, K0, G, Gz + t * B * G, G, cw[0].data_ptr<scalar_t>(), K0, 0, g_in.data(), K0);
+    for (int64_t b = 0; b < B; ++b) {
+      std::memcpy(Gx + (t * B + b) * s.I, g_in.data() + b * K0, s.I * sizeof(scalar_t));
+      std::memcpy(gr_ + b * RW, g_in.data() + b * K0 + s.I, RW * sizeof(scalar_t));
+    }
+
+    // the rows that did not run this step pass their gradients through
+    carry_rows(rows, t, B, N * W, keep_m.data(), gm_);
+    carry_rows(rows, t, B, H * N, keep_w.data(), gw_);
+    carry_rows(rows, t, B, RW, keep_r.data(), gr_);
+    for (int64_t l = 0; s.lstm && l < L; ++l) {
+      carry_rows(rows, t, B, C, keep_h.data() + l * B * C, gh_ + l * B * C);
+      carry_rows(rows, t, B, C, keep_c.data() + l * B * C, gc_ + l * B * C);
+    }
+  }
+
+  auto [grad_cw, grad_head_weight, grad_head_bias] = sequence::weight_gradients(s, Tm, x, saved, g_z, g_p);
+  return {grad_x, gh, gc, gr, gw, gm, grad_cw, grad_head_weight, grad_head_bias, grad_output_weight,
+          grad_output_bias};
+}
+
+sequence::Backward ntm_sequence_backward(const T& grad_y, const T& grad_h, const T& grad_c, const T& grad_reads,
+                                         const T& grad_weights, const T& grad_memory, const T& x, const OT& lengths,
+                                         at::TensorList cw, const T& head_weight, const OT& output_weight,
+                                         at::TensorList saved, int64_t read_heads, int64_t shift_width,
+                                         c10::string_view controller, double eps) {
+  if (generic_loop()) {
+    return sequence::backward(grad_y, grad_h, grad_c, grad_reads, grad_weights, grad_memory, x, lengths, cw,
+                              head_weight, output_weight, saved, read_heads, shift_width, controller, eps);
+  }
+  const Sizes s = sequence::check_backward(grad_y, grad_h, grad_c, grad_reads, grad_weights, grad_memory, x,
+                                           lengths, cw, head_weight, output_weight, saved, read_heads, shift_width,
+                                           controller);
+  check_cpu_dtype("ntm_sequence", x);
+  const Steps steps = sequence::steps_of(lengths, s.T, s.B);
+  sequence::Backward out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_ntm_sequence_backward", [&] {
+    out = backward_loop<scalar_t>(s, steps, grad_y, grad_h, grad_c, grad_reads, grad_weights, grad_memory, x, cw,
+                                  head_weight, output_weight, saved, eps);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(memops, CPU, m) {
+  m.impl("ntm_sequence", &ntm_sequence);
+  m.impl("_ntm_sequence_backward", &ntm_sequence_backward);
+}
+
+}  // namespace cpu
+}  // namespace memops
