@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "../math/gru.h"
 #include "../ntm_sequence.h"
 #include "common.h"
 #include "raw.h"
@@ -95,13 +96,49 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const scalar_t* a, 
   }
 }
 
-template <typename scalar_t>
-scalar_t sigmoid_of(scalar_t x) { return scalar_t(1) / (scalar_t(1) + std::exp(-x)); }
+// The activations: csrc/math's branch-free sigmoid and tanh (polynomial exp for float), whose loops
+// vectorise when run through vectorized() (isa.h); libm's tanhf and expf are not and cost more than the
+// step's GEMMs at batch 16.
+using math::sigmoid;
+using math::tanh_of;
 // softplus(x) (threshold 20, as F.softplus) and its derivative
 template <typename scalar_t>
 scalar_t softplus_of(scalar_t x) { return x > scalar_t(20) ? x : std::log1p(std::exp(x)); }
 template <typename scalar_t>
-scalar_t softplus_slope(scalar_t x) { return x > scalar_t(20) ? scalar_t(1) : sigmoid_of(x); }
+scalar_t softplus_slope(scalar_t x) { return x > scalar_t(20) ? scalar_t(1) : sigmoid(x); }
+
+// One batch row of the LSTM cell: pre-activations z (4C) -> activated gates a (i, f, g, o), c and h.
+template <typename scalar_t>
+inline void lstm_row(const scalar_t* __restrict__ z, const scalar_t* __restrict__ c_prev, int64_t C,
+                     scalar_t* __restrict__ a, scalar_t* __restrict__ c_new, scalar_t* __restrict__ h_new) {
+  for (int64_t j = 0; j < C; ++j) {
+    const scalar_t i = sigmoid(z[j]), f = sigmoid(z[C + j]), g = tanh_of(z[2 * C + j]), o = sigmoid(z[3 * C + j]);
+    a[j] = i, a[C + j] = f, a[2 * C + j] = g, a[3 * C + j] = o;
+    const scalar_t c = f * c_prev[j] + i * g;
+    c_new[j] = c;
+    h_new[j] = o * tanh_of(c);
+  }
+}
+
+// Its backward: g_h the gradient of h (from above and from the next step), gc that of c (in), then of
+// c_prev (out) -> z (4C), the gradients of the pre-activations. tanh(c) is recomputed (one per unit:
+// cheaper than saving it).
+template <typename scalar_t>
+inline void lstm_backward_row(const scalar_t* __restrict__ a, const scalar_t* __restrict__ c_prev,
+                              const scalar_t* __restrict__ c_new, const scalar_t* __restrict__ g_h,
+                              const scalar_t* __restrict__ g_h_next, int64_t C, scalar_t* __restrict__ gc,
+                              scalar_t* __restrict__ z) {
+  for (int64_t j = 0; j < C; ++j) {
+    const scalar_t i = a[j], f = a[C + j], g = a[2 * C + j], o = a[3 * C + j];
+    const scalar_t tc = tanh_of(c_new[j]), gh = g_h[j] + g_h_next[j];
+    const scalar_t gcj = gh * o * (scalar_t(1) - tc * tc) + gc[j];
+    z[j] = gcj * g * i * (scalar_t(1) - i);
+    z[C + j] = gcj * c_prev[j] * f * (scalar_t(1) - f);
+    z[2 * C + j] = gcj * i * (scalar_t(1) - g * g);
+    z[3 * C + j] = gh * tc * o * (scalar_t(1) - o);
+    gc[j] = gcj * f;
+  }
+}
 
 // Each row of c (rows x n) = v.
 template <typename scalar_t>
@@ -132,7 +169,7 @@ struct Heads {
         const int64_t r = b * s.H + h;
         for (int64_t k = 0; k < s.W; ++k) keys[r * s.W + k] = row[k];
         beta[r] = softplus_of(row[s.W]);
-        gate[r] = sigmoid_of(row[s.W + 1]);
+        gate[r] = sigmoid(row[s.W + 1]);
         const scalar_t* shift = row + s.W + 2;
         scalar_t* ker = kernel + r * s.S;
         scalar_t top = shift[0];
@@ -146,8 +183,8 @@ struct Heads {
         const scalar_t* row = p + b * s.P + s.H * s.A + h * 2 * s.W;
         const int64_t i = (b * s.Hw + h) * s.W;
         for (int64_t k = 0; k < s.W; ++k) {
-          erase[i + k] = sigmoid_of(row[k]);
-          add[i + k] = std::tanh(row[s.W + k]);
+          erase[i + k] = sigmoid(row[k]);
+          add[i + k] = tanh_of(row[s.W + k]);
         }
       }
     }
@@ -317,7 +354,10 @@ sequence::Forward forward_loop(const Sizes& s, const Steps& steps, const T& x_, 
         fill_rows(z.data(), B, C, cw[l * 2 + 1].data_ptr<scalar_t>());
         gemm<scalar_t>(false, true, B, C, K, in.data(), K, w_ih, K, 1, z.data(), C);
         scalar_t* h = h_at(l, t);
-        for (int64_t k = 0; k < B * C; ++k) h[k] = std::tanh(z.data()[k]);
+        const scalar_t* zz = z.data();
+        vectorized([&](auto) {
+          for (int64_t k = 0; k < B * C; ++k) h[k] = tanh_of(zz[k]);
+        });
         h_top = h;
         continue;
       }
@@ -331,18 +371,12 @@ sequence::Forward forward_loop(const Sizes& s, const Steps& steps, const T& x_, 
       scalar_t* a = Gs + (l * s.T + t) * B * G;
       const scalar_t* c_prev = c_at(l, t);
       scalar_t *c_new = c_at(l, t + 1), *h_new = h_at(l, t + 1);
-      for (int64_t b = 0; b < B; ++b) {
-        const scalar_t* zb = z.data() + b * G;
-        scalar_t* ab = a + b * G;
-        for (int64_t j = 0; j < C; ++j) {
-          const scalar_t i = sigmoid_of(zb[j]), f = sigmoid_of(zb[C + j]), g = std::tanh(zb[2 * C + j]),
-                         o = sigmoid_of(zb[3 * C + j]);
-          ab[j] = i, ab[C + j] = f, ab[2 * C + j] = g, ab[3 * C + j] = o;
-          const scalar_t c = f * c_prev[b * C + j] + i * g;
-          c_new[b * C + j] = c;
-          h_new[b * C + j] = o * std::tanh(c);
+      const scalar_t* zz = z.data();
+      vectorized([&](auto) {
+        for (int64_t b = 0; b < B; ++b) {
+          lstm_row(zz + b * G, c_prev + b * C, C, a + b * G, c_new + b * C, h_new + b * C);
         }
-      }
+      });
       carry_rows(rows, t, B, C, c_prev, c_new);
       carry_rows(rows, t, B, C, h_at(l, t), h_new);
       h_top = h_new;
@@ -508,22 +542,13 @@ sequence::Backward backward_loop(const Sizes& s, const Steps& steps, const T& gr
       } else {
         scalar_t *ghl = gh_ + l * B * C, *gcl = gc_ + l * B * C;
         const scalar_t* a = Gs + (l * s.T + t) * B * G;
-        const scalar_t *c_prev = c_at(l, t), *c_new = c_at(l, t + 1);
-        for (int64_t b = 0; b < B; ++b) {
-          const scalar_t* ab = a + b * G;
-          scalar_t* z = gz + b * G;
-          for (int64_t j = 0; j < C; ++j) {
-            const int64_t k = b * C + j;
-            const scalar_t i = ab[j], f = ab[C + j], g = ab[2 * C + j], o = ab[3 * C + j];
-            const scalar_t tc = std::tanh(c_new[k]), gh_k = g_h[k] + ghl[k];
-            const scalar_t gc_k = gh_k * o * (scalar_t(1) - tc * tc) + gcl[k];
-            z[j] = gc_k * g * i * (scalar_t(1) - i);
-            z[C + j] = gc_k * c_prev[k] * f * (scalar_t(1) - f);
-            z[2 * C + j] = gc_k * i * (scalar_t(1) - g * g);
-            z[3 * C + j] = gh_k * tc * o * (scalar_t(1) - o);
-            gcl[k] = gc_k * f;
+        const scalar_t *c_prev = c_at(l, t), *c_new = c_at(l, t + 1), *gh_top = g_h.data();
+        vectorized([&](auto) {
+          for (int64_t b = 0; b < B; ++b) {
+            lstm_backward_row(a + b * G, c_prev + b * C, c_new + b * C, gh_top + b * C, ghl + b * C, C,
+                              gcl + b * C, gz + b * G);
           }
-        }
+        });
         gemm<scalar_t>(false, false, B, C, G, gz, G, cw[l * 4 + 1].data_ptr<scalar_t>(), C, 0, ghl, C);
       }
       if (l > 0) gemm<scalar_t>(false, false, B, C, G, gz, G, cw[l * per_layer].data_ptr<scalar_t>(), C, 0, g_h.data(), C);
