@@ -4,6 +4,7 @@ baseline on nse-recall. Rows go to benchmarks/results/models.csv; details: bench
 
     python benchmarks/bench_models.py --threads 1
     python benchmarks/bench_models.py --models ntm --batch 1 16 64 --compile --no-csv
+    python benchmarks/bench_models.py --models ntm --batch 16 --memory --no-csv   # + peak memory
 
 For the NTM, "fused" is the whole sequence as one op (memops.ntm_sequence), "cpp" / "reference" the
 module step by step on those ops, and with --compile "compiled" is torch.compile(fullgraph=True) of the
@@ -29,6 +30,52 @@ from memops.app.recipes import NTMRecipe, RecallRecipe, bce_cost  # noqa: E402
 
 DEFAULT_CSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "models.csv")
 FIELDS = ENV_FIELDS + ["model", "task", "steps", "batch", "backend", "pass", "us", "vs_reference"]
+MEMORY_CSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "models_memory.csv")
+MEMORY_FIELDS = ENV_FIELDS + ["model", "task", "steps", "batch", "backend", "peak_mib", "saved_mib"]
+
+
+def peak_memory_mib(step, device):
+    """The peak of live tensor memory during one call of `step`, above where it started, in MiB. On a
+    CPU from torch.profiler's memory timeline (every allocation of the CPU allocator, those inside the
+    ops included; a kernel's own small scratch vectors are not in it); on CUDA the caching allocator's
+    peak."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - start) / 2**20
+    import json
+    import tempfile
+    import warnings
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        step()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # (export_memory_timeline: deprecated for CUDA's history)
+        path = os.path.join(tmp, "timeline.raw.json")
+        prof.export_memory_timeline(path, device="cpu")
+        with open(path) as f:
+            _, sizes = json.load(f)
+    live = [sum(s) for s in sizes]
+    return (max(live) - live[0]) / 2**20 if live else 0.0
+
+
+def saved_mib(forward_loss):
+    """MiB of the tensors autograd keeps for the backward of `forward_loss()` (each storage once)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward_loss()
+    return sum(storages.values()) / 2**20
 
 
 def _args(**given):
@@ -63,6 +110,9 @@ def main(argv=None):
     p.add_argument("--min-run-time", type=float, default=2.0)
     p.add_argument("--compile", action="store_true",
                    help="NTM: also time torch.compile of the stepwise module on the reference ops (minutes)")
+    p.add_argument("--memory", action="store_true",
+                   help="NTM: also the peak memory of a training step and what it saves for the backward, fused "
+                        "against step by step (rows to results/models_memory.csv)")
     p.add_argument("--csv", default=DEFAULT_CSV)
     p.add_argument("--no-csv", dest="csv", action="store_const", const=None)
     args = p.parse_args(argv)
@@ -73,7 +123,7 @@ def main(argv=None):
     if env.busy_warning():
         print(env.busy_warning())
     backends = [b for b in memops.available_backends(args.device) if b != "reference"] + ["reference"]
-    rows, table = [], []
+    rows, table, memory_rows, memory_table = [], [], [], []
     for name in args.models:
         for batch_size in args.batch:
             task, steps, recipe, forward, loss = cases(name, batch_size, args.length, args.device)
@@ -113,6 +163,13 @@ def main(argv=None):
 
                 times[backend] = {"fwd": time_us(fwd, args.device, min_run_time=args.min_run_time),
                                   "fwd+bwd": time_us(step, args.device, min_run_time=args.min_run_time)}
+                if args.memory and name == "ntm" and backend in ("fused", "cpp"):
+                    model.zero_grad(set_to_none=True)
+                    peak, saved = peak_memory_mib(step, args.device), saved_mib(lambda: loss(run_model))
+                    model.zero_grad(set_to_none=True)
+                    memory_rows.append(dict(env.columns(), model=name, task=task, steps=steps, batch=batch_size,
+                                            backend=backend, peak_mib=f"{peak:.3f}", saved_mib=f"{saved:.3f}"))
+                    memory_table.append([name, batch_size, steps, backend, f"{peak:.2f}", f"{saved:.2f}"])
             for backend, by_pass in times.items():
                 for pass_, us in by_pass.items():
                     ratio = times["reference"][pass_] / us if "reference" in times else None
@@ -124,9 +181,17 @@ def main(argv=None):
                                   "" if ratio is None else f"{ratio:.2f}x", "" if vs_cpp is None else f"{vs_cpp:.2f}x"])
     print(format_table(["model", "batch", "steps", "backend", "pass", "ms per call", "vs reference", "vs cpp steps"],
                        table, right=(1, 2, 5, 6, 7)))
+    if memory_table:
+        print("\npeak memory of a training step (forward + backward, gradients set to None before), MiB:")
+        print(format_table(["model", "batch", "steps", "backend", "peak", "saved for backward"], memory_table,
+                           right=(1, 2, 4, 5)))
     if args.csv:
         append_csv(args.csv, rows, FIELDS)
         print(f"appended {len(rows)} rows to {os.path.relpath(args.csv)}")
+        if memory_rows:
+            memory_csv = os.path.join(os.path.dirname(os.path.abspath(args.csv)), os.path.basename(MEMORY_CSV))
+            append_csv(memory_csv, memory_rows, MEMORY_FIELDS)
+            print(f"appended {len(memory_rows)} rows to {os.path.relpath(memory_csv)}")
     return 0
 
 

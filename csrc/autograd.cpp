@@ -197,7 +197,10 @@ class NtmSequence : public torch::autograd::Function<NtmSequence> {
     // memories: (T+1, B, ...))
     const int64_t O = output_weight.has_value() ? output_weight->size(0)
                                                 : head_weight.size(1) + saved[5].size(2) * saved[5].size(3);
-    auto grad_or_zeros = [&](size_t i, const T& like) { return grads[i].defined() ? grads[i] : at::zeros_like(like); };
+    // an unused output's gradient: a zero expanded to its shape (no memory; the kernels copy what they take)
+    auto grad_or_zeros = [&](size_t i, const T& like) {
+      return grads[i].defined() ? grads[i] : at::zeros({}, like.options()).expand(like.sizes());
+    };
     const T empty = at::empty({0}, x.options());
     const T gy = grads[0].defined() ? grads[0] : at::zeros({x.size(0), x.size(1), O}, x.options());
     const T gh = lstm ? grad_or_zeros(1, saved[0].select(1, 0)) : empty;

@@ -451,98 +451,154 @@ sequence::Forward ntm_sequence(const T& x, const OT& lengths, const T& h0, const
   return out;
 }
 
+// Column sums of a (rows x n) block added to out (n).
 template <typename scalar_t>
-sequence::Backward backward_loop(const Sizes& s, const Steps& steps, const T& grad_y, const T& grad_h,
+void add_column_sums(const scalar_t* a, int64_t rows, int64_t n, scalar_t* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < n; ++k) out[k] += a[r * n + k];
+  }
+}
+
+template <typename scalar_t>
+sequence::Backward backward_loop(const Sizes& s, const Steps& steps, const T& grad_y_, const T& grad_h,
                                  const T& grad_c, const T& grad_reads, const T& grad_weights, const T& grad_memory,
-                                 const T& x, at::TensorList cw_, const T& head_weight_, const OT& output_weight,
+                                 const T& x_, at::TensorList cw_, const T& head_weight_, const OT& output_weight_,
                                  at::TensorList saved_, double eps_) {
   const int64_t B = s.B, C = s.C, L = s.L, N = s.N, W = s.W, R = s.R, H = s.H, Hw = s.Hw, P = s.P, RW = R * W;
   const int64_t Tm = steps.until, per_layer = s.lstm ? 4 : 2, K0 = s.I + RW, G = s.lstm ? 4 * C : C;
+  const int64_t O = s.O, CR = C + RW;
   const scalar_t eps = scalar_t(eps_);
-  const auto opt = x.options();
+  const auto opt = x_.options();
   const std::vector<T> cw = contiguous_all(cw_), saved = contiguous_all(saved_);
-  const T head_weight = head_weight_.contiguous();
+  const T x = x_.contiguous(), grad_y = grad_y_.contiguous(), head_weight = head_weight_.contiguous();
+  const T output_weight = s.has_output ? output_weight_->contiguous() : T();
   const Rows rows = rows_of(steps);
 
   T grad_x = at::zeros_like(x, at::MemoryFormat::Contiguous);
-  // The running gradients of the state after step t (then before it).
-  T gh = s.lstm ? grad_h.contiguous().clone() : at::empty({0}, opt);
-  T gc = s.lstm ? grad_c.contiguous().clone() : at::empty({0}, opt);
-  T gr = grad_reads.contiguous().clone(), gw = grad_weights.contiguous().clone();
-  T gm = grad_memory.contiguous().clone();
+  // The running gradients of the state after step t (then before it), updated in place.
+  auto own = [&](const T& g) { return at::empty(g.sizes(), opt).copy_(g); };
+  T gh = s.lstm ? own(grad_h) : at::empty({0}, opt), gc = s.lstm ? own(grad_c) : at::empty({0}, opt);
+  T gr = own(grad_reads), gw = own(grad_weights), gm = own(grad_memory);
+  std::vector<T> grad_cw;
+  for (const T& w : cw) grad_cw.push_back(at::zeros_like(w, at::MemoryFormat::Contiguous));
+  T grad_head_weight = at::zeros_like(head_weight), grad_head_bias = at::zeros({P}, opt);
+  T grad_output_weight = s.has_output ? at::zeros_like(output_weight) : at::empty({0}, opt);
+  T grad_output_bias = s.has_output ? at::zeros({O}, opt) : at::empty({0}, opt);
   if (Tm == 0) {
-    std::vector<T> grad_cw;
-    for (const T& w : cw) grad_cw.push_back(at::zeros_like(w));
-    const T none = at::empty({0}, opt);
-    return {grad_x, gh, gc, gr, gw, gm, grad_cw, at::zeros_like(head_weight), at::zeros({P}, opt),
-            s.has_output ? at::zeros_like(*output_weight) : none, s.has_output ? at::zeros({s.O}, opt) : none};
+    return {grad_x, gh, gc, gr, gw, gm, grad_cw, grad_head_weight, grad_head_bias, grad_output_weight,
+            grad_output_bias};
   }
-  auto [g_out, grad_output_weight, grad_output_bias] =
-      sequence::output_layer_backward(s, steps, grad_y, output_weight, saved);
-  // per-step gradients of the gates (or feedforward pre-activations) and head parameters
-  T g_z = at::empty({L, Tm, B, G}, opt), g_p = at::empty({Tm, B, P}, opt);
+
+  // Weight gradients are summed chunk by chunk: the gradients of the gates (or feedforward
+  // pre-activations), of the head parameters and of the outputs of the last `chunk` steps are kept
+  // and multiplied with those steps' inputs in one GEMM per weight, chunk * B >= 128 rows (efficient
+  // GEMMs). Keeping every step's, as the generic loop does, would add (L, T, B, 4C) and more to the
+  // peak memory, which the stepwise module, freeing each step's tensors as its backward passes them,
+  // does not have.
+  const int64_t chunk = B > 0 ? std::min<int64_t>(Tm, (64 + B - 1) / B) : Tm;
+  const bool masked = steps.all_until < Tm;  // some rows stop early: their gradients are carried
+  // One workspace for the loop's buffers (so the allocator sees them).
+  const int64_t sizes[] = {L * chunk * B * G,  // gz: gradients of the gates, per layer and step of the chunk
+                           chunk * B * P,      // gp: of the head parameters
+                           chunk * B * O,      // gy: of the outputs, rows past their length zeroed
+                           chunk * B * std::max(K0, CR),  // the chunk's layer-0 or output-layer inputs
+                           B * CR,             // g_out: of [h ; r], this step
+                           2 * B * N * W,      // the memory's, from write and from addressing
+                           B * H * N,          // g_w: of the head weights
+                           B * RW, B * C, B * K0,  // g_r: of the read; g_h: of h; g_in: of layer 0's input
+                           masked ? B * N * W + B * H * N + B * RW + 2 * L * B * C : 0};  // carried rows
+  int64_t total = 0;
+  for (int64_t n : sizes) total += n;
+  T workspace = at::empty({total}, opt);
+  scalar_t* next = workspace.data_ptr<scalar_t>();
+  auto take = [&](int64_t n) {
+    scalar_t* p = next;
+    next += n;
+    return p;
+  };
+  scalar_t *gz_c = take(sizes[0]), *gp_c = take(sizes[1]), *gy_c = take(sizes[2]), *in_c = take(sizes[3]);
+  scalar_t *g_out = take(sizes[4]), *gm_write = take(B * N * W), *gm_address = take(B * N * W);
+  scalar_t *g_w = take(sizes[6]), *g_r = take(B * RW), *g_h = take(B * C), *g_in = take(B * K0);
+  scalar_t *keep_m = nullptr, *keep_w = nullptr, *keep_r = nullptr, *keep_h = nullptr, *keep_c = nullptr;
+  if (masked) {
+    keep_m = take(B * N * W), keep_w = take(B * H * N), keep_r = take(B * RW);
+    keep_h = take(L * B * C), keep_c = take(L * B * C);
+  }
 
   const scalar_t *Hs = saved[0].data_ptr<scalar_t>(), *Cs = s.lstm ? saved[1].data_ptr<scalar_t>() : nullptr;
   const scalar_t *Gs = s.lstm ? saved[2].data_ptr<scalar_t>() : nullptr, *Ps = saved[3].data_ptr<scalar_t>();
-  const scalar_t *M = saved[4].data_ptr<scalar_t>(), *Wt = saved[6].data_ptr<scalar_t>();
-  const scalar_t *Gout = g_out.data_ptr<scalar_t>(), *Wh = head_weight.data_ptr<scalar_t>();
-  scalar_t *Gz = g_z.data_ptr<scalar_t>(), *Gp = g_p.data_ptr<scalar_t>(), *Gx = grad_x.data_ptr<scalar_t>();
+  const scalar_t *M = saved[4].data_ptr<scalar_t>(), *Rd = saved[5].data_ptr<scalar_t>();
+  const scalar_t *Wt = saved[6].data_ptr<scalar_t>(), *X = x.data_ptr<scalar_t>();
+  const scalar_t *Gy = grad_y.data_ptr<scalar_t>(), *Wh = head_weight.data_ptr<scalar_t>();
+  const scalar_t* Wo = s.has_output ? output_weight.data_ptr<scalar_t>() : nullptr;
+  scalar_t* Gx = grad_x.data_ptr<scalar_t>();
   scalar_t *gh_ = s.lstm ? gh.data_ptr<scalar_t>() : nullptr, *gc_ = s.lstm ? gc.data_ptr<scalar_t>() : nullptr;
   scalar_t *gr_ = gr.data_ptr<scalar_t>(), *gw_ = gw.data_ptr<scalar_t>(), *gm_ = gm.data_ptr<scalar_t>();
   const int64_t hs_steps = s.lstm ? s.T + 1 : s.T;
-  auto h_at = [&](int64_t l, int64_t t) { return Hs + (l * hs_steps + t) * B * C; };
+  auto h_at = [&](int64_t l, int64_t t) { return Hs + (l * hs_steps + t) * B * C; };  // t: index into hs
   auto c_at = [&](int64_t l, int64_t t) { return Cs + (l * (s.T + 1) + t) * B * C; };
+  // the output of layer l at step t (its h after the step)
+  auto h_out = [&](int64_t l, int64_t t) { return s.lstm ? h_at(l, t + 1) : h_at(l, t); };
 
   Heads<scalar_t> hd(s), g_hd(s);
-  // scratch: the memory gradients of write, read and addressing; the head weights' gradient; the
-  // read's gradient; the controller's output gradient; layer 0's input gradient; carried rows
-  std::vector<scalar_t> gm_write(B * N * W), gm_read(B * N * W), gm_address(B * N * W), g_w(B * H * N);
-  std::vector<scalar_t> g_r(B * RW), g_h(B * C), g_in(B * K0);
-  std::vector<scalar_t> keep_m(B * N * W), keep_w(B * H * N), keep_r(B * RW), keep_h(L * B * C), keep_c(L * B * C);
-
   for (int64_t t = Tm - 1; t >= 0; --t) {
+    const int64_t c0 = t / chunk * chunk, j = t - c0;
     const scalar_t *m = M + t * B * N * W, *w_prev = Wt + t * B * H * N, *w = Wt + (t + 1) * B * H * N;
     const scalar_t* p = Ps + t * B * P;
-    const scalar_t* go = Gout + t * B * (C + RW);
-    hold_rows(rows, t, B, N * W, gm_, keep_m.data());
-    hold_rows(rows, t, B, H * N, gw_, keep_w.data());
-    hold_rows(rows, t, B, RW, gr_, keep_r.data());
-    for (int64_t l = 0; s.lstm && l < L; ++l) {
-      hold_rows(rows, t, B, C, gh_ + l * B * C, keep_h.data() + l * B * C);
-      hold_rows(rows, t, B, C, gc_ + l * B * C, keep_c.data() + l * B * C);
+    // the output layer: g_out = gy W_o (rows past their length: 0)
+    scalar_t* gy = gy_c + j * B * O;
+    std::memcpy(gy, Gy + t * B * O, B * O * sizeof(scalar_t));
+    if (!rows.all(t)) {
+      for (int64_t b = 0; b < B; ++b) {
+        if (!rows.active(b, t)) std::memset(gy + b * O, 0, O * sizeof(scalar_t));
+      }
+    }
+    if (s.has_output) {
+      gemm<scalar_t>(false, false, B, CR, O, gy, O, Wo, CR, 0, g_out, CR);
+    } else {
+      std::memcpy(g_out, gy, B * CR * sizeof(scalar_t));
+    }
+    if (!rows.all(t)) {
+      hold_rows(rows, t, B, N * W, gm_, keep_m);
+      hold_rows(rows, t, B, H * N, gw_, keep_w);
+      hold_rows(rows, t, B, RW, gr_, keep_r);
+      for (int64_t l = 0; s.lstm && l < L; ++l) {
+        hold_rows(rows, t, B, C, gh_ + l * B * C, keep_h + l * B * C);
+        hold_rows(rows, t, B, C, gc_ + l * B * C, keep_c + l * B * C);
+      }
     }
     hd.activate(p, s);
 
     // memory: write, read, then addressing (all against M_{t-1}); g_w = [read heads ; write heads] + gw
-    raw::write_backward<scalar_t>(gm_, m, w + R * N, H * N, hd.erase, hd.add, B, Hw, N, W, gm_write.data(),
-                                  g_w.data() + R * N, g_hd.erase, g_hd.add);
+    raw::write_backward<scalar_t>(gm_, m, w + R * N, H * N, hd.erase, hd.add, B, Hw, N, W, gm_write, g_w + R * N,
+                                  g_hd.erase, g_hd.add);
     for (int64_t b = 0; b < B; ++b) {
-      for (int64_t k = 0; k < RW; ++k) g_r[b * RW + k] = gr_[b * RW + k] + go[b * (C + RW) + C + k];
+      for (int64_t k = 0; k < RW; ++k) g_r[b * RW + k] = gr_[b * RW + k] + g_out[b * CR + C + k];
     }
-    raw::read_backward<scalar_t>(g_r.data(), m, w, H * N, B, R, N, W, gm_read.data(), g_w.data());
+    // (gm_ is spent once write's backward has read it: read's memory gradient goes there)
+    raw::read_backward<scalar_t>(g_r, m, w, H * N, B, R, N, W, gm_, g_w);
     for (int64_t k = 0; k < B * H * N; ++k) g_w[k] += gw_[k];
-    raw::ntm_address_backward<scalar_t>(g_w.data(), m, hd.keys, hd.beta, hd.gate, hd.kernel, hd.gamma, w_prev, w, B,
-                                        H, N, W, s.S, eps,
-                                        {gm_address.data(), g_hd.keys, g_hd.beta, g_hd.gate, g_hd.kernel,
-                                         g_hd.gamma, gw_});
-    for (int64_t k = 0; k < B * N * W; ++k) gm_[k] = gm_write[k] + gm_read[k] + gm_address[k];
+    raw::ntm_address_backward<scalar_t>(
+        g_w, m, hd.keys, hd.beta, hd.gate, hd.kernel, hd.gamma, w_prev, w, B, H, N, W, s.S, eps,
+        {gm_address, g_hd.keys, g_hd.beta, g_hd.gate, g_hd.kernel, g_hd.gamma, gw_});
+    for (int64_t k = 0; k < B * N * W; ++k) gm_[k] += gm_write[k] + gm_address[k];
 
     // head activations -> raw head parameters; g_h = g_out's h part + gp W_h
-    scalar_t* gp = Gp + t * B * P;
+    scalar_t* gp = gp_c + j * B * P;
     heads_backward(p, hd, g_hd, gp, s);
-    for (int64_t b = 0; b < B; ++b) std::memcpy(g_h.data() + b * C, go + b * (C + RW), C * sizeof(scalar_t));
-    gemm<scalar_t>(false, false, B, C, P, gp, P, Wh, C, 1, g_h.data(), C);
+    for (int64_t b = 0; b < B; ++b) std::memcpy(g_h + b * C, g_out + b * CR, C * sizeof(scalar_t));
+    gemm<scalar_t>(false, false, B, C, P, gp, P, Wh, C, 1, g_h, C);
 
     // controller, top layer down
     for (int64_t l = L - 1; l >= 0; --l) {
-      scalar_t* gz = Gz + (l * Tm + t) * B * G;
+      scalar_t* gz = gz_c + (l * chunk + j) * B * G;
       if (!s.lstm) {
         const scalar_t* h = h_at(l, t);
         for (int64_t k = 0; k < B * C; ++k) gz[k] = g_h[k] * (scalar_t(1) - h[k] * h[k]);
       } else {
         scalar_t *ghl = gh_ + l * B * C, *gcl = gc_ + l * B * C;
         const scalar_t* a = Gs + (l * s.T + t) * B * G;
-        const scalar_t *c_prev = c_at(l, t), *c_new = c_at(l, t + 1), *gh_top = g_h.data();
+        const scalar_t *c_prev = c_at(l, t), *c_new = c_at(l, t + 1), *gh_top = g_h;
         vectorized([&](auto) {
           for (int64_t b = 0; b < B; ++b) {
             lstm_backward_row(a + b * G, c_prev + b * C, c_new + b * C, gh_top + b * C, ghl + b * C, C,
@@ -551,26 +607,63 @@ sequence::Backward backward_loop(const Sizes& s, const Steps& steps, const T& gr
         });
         gemm<scalar_t>(false, false, B, C, G, gz, G, cw[l * 4 + 1].data_ptr<scalar_t>(), C, 0, ghl, C);
       }
-      if (l > 0) gemm<scalar_t>(false, false, B, C, G, gz, G, cw[l * per_layer].data_ptr<scalar_t>(), C, 0, g_h.data(), C);
+      if (l > 0) gemm<scalar_t>(false, false, B, C, G, gz, G, cw[l * per_layer].data_ptr<scalar_t>(), C, 0, g_h, C);
     }
     // layer 0's input is [x_t ; r_{t-1}]
-    gemm<scalar_t>(false, false, B, K0, G, Gz + t * B * G, G, cw[0].data_ptr<scalar_t>(), K0, 0, g_in.data(), K0);
+    gemm<scalar_t>(false, false, B, K0, G, gz_c + j * B * G, G, cw[0].data_ptr<scalar_t>(), K0, 0, g_in, K0);
     for (int64_t b = 0; b < B; ++b) {
-      std::memcpy(Gx + (t * B + b) * s.I, g_in.data() + b * K0, s.I * sizeof(scalar_t));
-      std::memcpy(gr_ + b * RW, g_in.data() + b * K0 + s.I, RW * sizeof(scalar_t));
+      std::memcpy(Gx + (t * B + b) * s.I, g_in + b * K0, s.I * sizeof(scalar_t));
+      std::memcpy(gr_ + b * RW, g_in + b * K0 + s.I, RW * sizeof(scalar_t));
     }
 
     // the rows that did not run this step pass their gradients through
-    carry_rows(rows, t, B, N * W, keep_m.data(), gm_);
-    carry_rows(rows, t, B, H * N, keep_w.data(), gw_);
-    carry_rows(rows, t, B, RW, keep_r.data(), gr_);
-    for (int64_t l = 0; s.lstm && l < L; ++l) {
-      carry_rows(rows, t, B, C, keep_h.data() + l * B * C, gh_ + l * B * C);
-      carry_rows(rows, t, B, C, keep_c.data() + l * B * C, gc_ + l * B * C);
+    if (!rows.all(t)) {
+      carry_rows(rows, t, B, N * W, keep_m, gm_);
+      carry_rows(rows, t, B, H * N, keep_w, gw_);
+      carry_rows(rows, t, B, RW, keep_r, gr_);
+      for (int64_t l = 0; s.lstm && l < L; ++l) {
+        carry_rows(rows, t, B, C, keep_h + l * B * C, gh_ + l * B * C);
+        carry_rows(rows, t, B, C, keep_c + l * B * C, gc_ + l * B * C);
+      }
+    }
+    if (j > 0) continue;
+
+    // The chunk's weight gradients: steps c0 .. c0 + n - 1, their n * B rows (grad += g^T input).
+    const int64_t n = std::min(chunk, Tm - c0), rows_c = n * B;
+    gemm<scalar_t>(true, false, P, C, rows_c, gp_c, P, h_out(L - 1, c0), C, 1,
+                   grad_head_weight.data_ptr<scalar_t>(), C);
+    add_column_sums(gp_c, rows_c, P, grad_head_bias.data_ptr<scalar_t>());
+    for (int64_t l = 0; l < L; ++l) {
+      const scalar_t* gz = gz_c + l * chunk * B * G;
+      const scalar_t* in = in_c;
+      const int64_t K = l == 0 ? K0 : C;
+      if (l == 0) {  // [x_t ; r_{t-1}] of each step
+        for (int64_t r = 0; r < rows_c; ++r) {
+          std::memcpy(in_c + r * K0, X + c0 * B * s.I + r * s.I, s.I * sizeof(scalar_t));
+          std::memcpy(in_c + r * K0 + s.I, Rd + c0 * B * RW + r * RW, RW * sizeof(scalar_t));
+        }
+      } else {
+        in = h_out(l - 1, c0);
+      }
+      gemm<scalar_t>(true, false, G, K, rows_c, gz, G, in, K, 1, grad_cw[l * per_layer].data_ptr<scalar_t>(), K);
+      add_column_sums(gz, rows_c, G, grad_cw[l * per_layer + (s.lstm ? 2 : 1)].data_ptr<scalar_t>());
+      if (s.lstm) {
+        gemm<scalar_t>(true, false, G, C, rows_c, gz, G, h_at(l, c0), C, 1, grad_cw[l * 4 + 1].data_ptr<scalar_t>(),
+                       C);
+      }
+    }
+    if (s.has_output) {  // the output layer's input [h ; r] of each step
+      for (int64_t r = 0; r < rows_c; ++r) {
+        std::memcpy(in_c + r * CR, h_out(L - 1, c0) + r * C, C * sizeof(scalar_t));
+        std::memcpy(in_c + r * CR + C, Rd + (c0 + 1) * B * RW + r * RW, RW * sizeof(scalar_t));
+      }
+      gemm<scalar_t>(true, false, O, CR, rows_c, gy_c, O, in_c, CR, 1, grad_output_weight.data_ptr<scalar_t>(), CR);
+      add_column_sums(gy_c, rows_c, O, grad_output_bias.data_ptr<scalar_t>());
     }
   }
-
-  auto [grad_cw, grad_head_weight, grad_head_bias] = sequence::weight_gradients(s, Tm, x, saved, g_z, g_p);
+  if (s.lstm) {
+    for (int64_t l = 0; l < L; ++l) grad_cw[l * 4 + 3].copy_(grad_cw[l * 4 + 2]);  // b_hh's gradient is b_ih's
+  }
   return {grad_x, gh, gc, gr, gw, gm, grad_cw, grad_head_weight, grad_head_bias, grad_output_weight,
           grad_output_bias};
 }

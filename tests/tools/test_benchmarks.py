@@ -33,6 +33,16 @@ def test_bench_models_runs(capsys, cpp):
         assert f"\n{model} " in out
 
 
+def test_bench_models_memory(capsys, cpp):
+    """--memory: the peak memory of a training step, fused and step by step, both above zero."""
+    assert bench_models.main(["--models", "ntm", "--batch", "2", "--length", "2", "--min-run-time", "0.01",
+                              "--threads", "1", "--memory", "--no-csv"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("ntm ") and len(line.split()) == 6]
+    assert {r[3] for r in rows} == {"fused", "cpp"}, out
+    assert all(float(r[4]) > 0 and float(r[5]) > 0 for r in rows), out
+
+
 def test_bench_models_compile(capsys, cpp):
     """--compile adds torch.compile of the stepwise NTM (~40 s of compiling at this tiny size)."""
     assert bench_models.main(["--models", "ntm", "--batch", "1", "--length", "1", "--min-run-time", "0.01",
