@@ -540,6 +540,20 @@ sequence::Backward backward_loop(const Sizes& s, const Steps& steps, const T& gr
   // the output of layer l at step t (its h after the step)
   auto h_out = [&](int64_t l, int64_t t) { return s.lstm ? h_at(l, t + 1) : h_at(l, t); };
 
+  // The state gradients that rows past their length carry through a step unchanged (keep: their copy).
+  struct Carried {
+    scalar_t *state, *keep;
+    int64_t width;
+  };
+  std::vector<Carried> carried;
+  if (masked) {
+    carried = {{gm_, keep_m, N * W}, {gw_, keep_w, H * N}, {gr_, keep_r, RW}};
+    for (int64_t l = 0; s.lstm && l < L; ++l) {
+      carried.push_back({gh_ + l * B * C, keep_h + l * B * C, C});
+      carried.push_back({gc_ + l * B * C, keep_c + l * B * C, C});
+    }
+  }
+
   Heads<scalar_t> hd(s), g_hd(s);
   for (int64_t t = Tm - 1; t >= 0; --t) {
     const int64_t c0 = t / chunk * chunk, j = t - c0;
@@ -559,13 +573,7 @@ sequence::Backward backward_loop(const Sizes& s, const Steps& steps, const T& gr
       std::memcpy(g_out, gy, B * CR * sizeof(scalar_t));
     }
     if (!rows.all(t)) {
-      hold_rows(rows, t, B, N * W, gm_, keep_m);
-      hold_rows(rows, t, B, H * N, gw_, keep_w);
-      hold_rows(rows, t, B, RW, gr_, keep_r);
-      for (int64_t l = 0; s.lstm && l < L; ++l) {
-        hold_rows(rows, t, B, C, gh_ + l * B * C, keep_h + l * B * C);
-        hold_rows(rows, t, B, C, gc_ + l * B * C, keep_c + l * B * C);
-      }
+      for (const Carried& c : carried) hold_rows(rows, t, B, c.width, c.state, c.keep);
     }
     hd.activate(p, s);
 
@@ -618,13 +626,7 @@ sequence::Backward backward_loop(const Sizes& s, const Steps& steps, const T& gr
 
     // the rows that did not run this step pass their gradients through
     if (!rows.all(t)) {
-      carry_rows(rows, t, B, N * W, keep_m, gm_);
-      carry_rows(rows, t, B, H * N, keep_w, gw_);
-      carry_rows(rows, t, B, RW, keep_r, gr_);
-      for (int64_t l = 0; s.lstm && l < L; ++l) {
-        carry_rows(rows, t, B, C, keep_h + l * B * C, gh_ + l * B * C);
-        carry_rows(rows, t, B, C, keep_c + l * B * C, gc_ + l * B * C);
-      }
+      for (const Carried& c : carried) carry_rows(rows, t, B, c.width, c.keep, c.state);
     }
     if (j > 0) continue;
 
