@@ -1,12 +1,13 @@
 // ntm_sequence on the CPU: the step of csrc/ntm_sequence.cpp (its comment has the math and what is
 // saved, in the same layout, so either loop's backward takes either forward's saved tensors), on raw
-// pointers. Per step it makes no ATen call: the GEMMs go to BLAS (sgemm_ / dgemm_) straight from and
-// into the saved tensors, the activations and the LSTM cell are this file's loops, and the memory work
-// calls the CPU kernels' raw entry points (raw.h). At NTM sizes the generic loop's ~90 ATen calls a
-// step (views, cat, copies, allocations, the dispatcher) cost more than its arithmetic.
+// pointers. Per step it makes no ATen call: the GEMMs go to BLAS (sgemm_ / dgemm_) on aligned scratch
+// operands, the activations and the LSTM cell are this file's loops (csrc/math's branch-free sigmoid
+// and tanh, vectorised through isa.h), and the memory work calls the CPU kernels' raw entry points
+// (raw.h), reading and writing the saved tensors in place. At NTM sizes the generic loop's ~90 ATen
+// calls a step (views, cat, copies, allocations, the dispatcher) cost more than its arithmetic.
 //
 // Not bitwise the stepwise module (the generic loop is: same ATen ops in the same order): the
-// activations are libm's, not ATen's vectorised ones, and the biases are added before the GEMMs. The
+// activations are csrc/math's polynomials, not ATen's, and the biases are added before the GEMMs. The
 // results agree within float rounding; MEMOPS_NTM_SEQUENCE_ATEN=1 runs the generic loop instead.
 //
 // Rows past their length: the forward computes them with the rest and then writes the carried state
