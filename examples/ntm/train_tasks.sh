@@ -15,7 +15,7 @@ declare -A options=(
     [copy]="--steps 15000"
     [associative-recall]="--steps 15000 --stop-at 0.001"
     [repeat-copy]="--steps 40000 --stop-at 0.01"
-    [priority-sort]="--steps 25000 --lr 1e-4"
+    [priority-sort]="--steps 100000 --lr 1e-4"
     [ngrams]="--steps 20000 --lr 1e-4"
 )
 for task in "${tasks[@]}"; do
