@@ -27,26 +27,8 @@
 #include "common.h"
 #include "raw.h"
 
-namespace memops {
-namespace cpu {
-namespace {
-
-using T = at::Tensor;
-using OT = c10::optional<at::Tensor>;
-using sequence::Sizes;
-using sequence::Steps;
-
-bool generic_loop() {
-  const char* env = std::getenv("MEMOPS_NTM_SEQUENCE_ATEN");
-  return env && std::string(env) == "1";
-}
-
-}  // namespace
-}  // namespace cpu
-}  // namespace memops
-
 // BLAS's GEMM, which libtorch_cpu carries (MKL or OpenBLAS; ATen's own CPU GEMM calls it by these
-// names). Weak: where a torch build has none, they are null and the loop calls at::mm instead.
+// names). Weak: where a torch build has none they are null, and ntm_sequence runs the generic loop.
 extern "C" {
 void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
             const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
@@ -60,40 +42,38 @@ namespace memops {
 namespace cpu {
 namespace {
 
-template <typename scalar_t>
-void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const scalar_t* alpha,
-               const scalar_t* a, const int* lda, const scalar_t* b, const int* ldb, const scalar_t* beta,
-               scalar_t* c, const int* ldc) {
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    sgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  } else {
-    dgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+using T = at::Tensor;
+using OT = c10::optional<at::Tensor>;
+using sequence::Sizes;
+using sequence::Steps;
+
+// Whether this call takes the generic loop (csrc/ntm_sequence.cpp): when asked
+// (MEMOPS_NTM_SEQUENCE_ATEN=1), without BLAS for x's dtype, or with a GEMM size past BLAS's int.
+bool generic_loop(const T& x, const Sizes& s) {
+  const char* env = std::getenv("MEMOPS_NTM_SEQUENCE_ATEN");
+  if (env && std::string(env) == "1") return true;
+  if (x.scalar_type() == at::kFloat ? sgemm_ == nullptr : x.scalar_type() == at::kDouble && dgemm_ == nullptr) {
+    return true;
   }
+  // (the weight GEMMs take up to 64 + B rows a chunk)
+  const int64_t widest = std::max({s.B + 64, 4 * s.C, s.I + s.R * s.W, s.P, s.C + s.R * s.W, s.O});
+  return widest > std::numeric_limits<int>::max();
 }
 
 // Row-major C (m x n, row stride ldc) = beta C + op(A) op(B), op(A) m x k and op(B) k x n, where
 // op(X) = X^T when tX; beta is 0 (C is not read) or 1. BLAS is column-major: a row-major matrix is its
-// transpose there, so this is C^T = op(B)^T op(A)^T.
+// transpose there, so this is C^T = op(B)^T op(A)^T. (Sizes fit in int: generic_loop checked.)
 template <typename scalar_t>
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const scalar_t* a, int64_t lda, const scalar_t* b,
           int64_t ldb, scalar_t beta, scalar_t* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
-  const bool have_blas = std::is_same_v<scalar_t, float> ? sgemm_ != nullptr : dgemm_ != nullptr;
-  constexpr int64_t kMax = std::numeric_limits<int>::max();
-  if (have_blas && m <= kMax && n <= kMax && k <= kMax && lda <= kMax && ldb <= kMax && ldc <= kMax) {
-    const int mi = int(n), ni = int(m), ki = int(k), la = int(ldb), lb = int(lda), lc = int(ldc);
-    const scalar_t one = 1;
-    blas_gemm<scalar_t>(tb ? "T" : "N", ta ? "T" : "N", &mi, &ni, &ki, &one, b, &la, a, &lb, &beta, c, &lc);
-    return;
-  }
-  const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
-  const T A = at::from_blob(const_cast<scalar_t*>(a), {ta ? k : m, ta ? m : k}, {lda, 1}, opt);
-  const T Bm = at::from_blob(const_cast<scalar_t*>(b), {tb ? n : k, tb ? k : n}, {ldb, 1}, opt);
-  T Cm = at::from_blob(c, {m, n}, {ldc, 1}, opt);
-  if (beta == scalar_t(0)) {
-    at::mm_out(Cm, ta ? A.t() : A, tb ? Bm.t() : Bm);
+  const int mi = int(n), ni = int(m), ki = int(k), la = int(ldb), lb = int(lda), lc = int(ldc);
+  const scalar_t one = 1;
+  const char *transa = tb ? "T" : "N", *transb = ta ? "T" : "N";
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    sgemm_(transa, transb, &mi, &ni, &ki, &one, b, &la, a, &lb, &beta, c, &lc);
   } else {
-    Cm.addmm_(ta ? A.t() : A, tb ? Bm.t() : Bm);
+    dgemm_(transa, transb, &mi, &ni, &ki, &one, b, &la, a, &lb, &beta, c, &lc);
   }
 }
 
@@ -221,7 +201,7 @@ void heads_backward(const scalar_t* p, const Heads<scalar_t>& v, const Heads<sca
   }
 }
 
-// The rows of one step, and the saved tensors' step slices as pointers.
+// Which rows run at step t (all of them before all_until; after it, those with t < lengths).
 struct Rows {
   std::vector<int64_t> lengths;  // empty: no lengths given
   int64_t all_until;
@@ -247,7 +227,8 @@ void carry_rows(const Rows& rows, int64_t t, int64_t B, int64_t width, const sca
   }
 }
 
-// For the rows not active at step t: keep[b] = x[b], x[b] = 0 (before the step's backward) ...
+// For the rows not active at step t: keep[b] = x[b], x[b] = 0 (before the step's backward; carry_rows
+// puts keep back after it).
 template <typename scalar_t>
 void hold_rows(const Rows& rows, int64_t t, int64_t B, int64_t width, scalar_t* x, scalar_t* keep) {
   if (rows.all(t)) return;
@@ -258,21 +239,28 @@ void hold_rows(const Rows& rows, int64_t t, int64_t B, int64_t width, scalar_t* 
   }
 }
 
-// A buffer on a 64-byte boundary. Every GEMM of the forward reads and writes such buffers (not slices
-// of the saved tensors, whose offsets vary with t): BLAS's rounding can depend on where its operands
-// sit, and this way a step's results do not depend on which step of which call it is, so a sequence
-// run in pieces (the state passed along) gives the same bits as run whole.
+// The loop's buffers, in one tensor from ATen's allocator (so memory accounting sees them), each part
+// starting on a c10::gAlignment (64-byte) boundary. Every GEMM of the forward reads and writes such
+// parts, not slices of the saved tensors, whose offsets vary with t: BLAS's rounding can depend on
+// where its operands sit, and this way a step's results do not depend on which step of which call it
+// is, so a sequence run in pieces (the state passed along) gives the same bits as run whole.
 template <typename scalar_t>
-struct Aligned {
-  scalar_t* p;
-  explicit Aligned(int64_t n)
-      : p(static_cast<scalar_t*>(std::aligned_alloc(64, (std::max<int64_t>(n, 1) * sizeof(scalar_t) + 63) / 64 * 64))) {
-    TORCH_CHECK(p, "ntm_sequence: out of memory");
+struct Workspace {
+  T storage;
+  std::vector<scalar_t*> parts;
+
+  Workspace(std::initializer_list<int64_t> sizes, const at::TensorOptions& opt) {
+    constexpr int64_t step = c10::gAlignment / sizeof(scalar_t);
+    std::vector<int64_t> offsets;
+    int64_t total = 0;
+    for (int64_t n : sizes) {
+      offsets.push_back(total);
+      total += (n + step - 1) / step * step;
+    }
+    storage = at::empty({total}, opt);
+    for (int64_t o : offsets) parts.push_back(storage.data_ptr<scalar_t>() + o);
   }
-  ~Aligned() { std::free(p); }
-  Aligned(const Aligned&) = delete;
-  Aligned& operator=(const Aligned&) = delete;
-  scalar_t* data() const { return p; }
+  scalar_t* operator[](size_t i) const { return parts[i]; }
 };
 
 std::vector<T> contiguous_all(at::TensorList ts) {
@@ -333,9 +321,10 @@ sequence::Forward forward_loop(const Sizes& s, const Steps& steps, const T& x_, 
   auto c_at = [&](int64_t l, int64_t t) { return Cs + (l * (s.T + 1) + t) * B * C; };
 
   std::vector<scalar_t> bias(G);
-  // GEMM operands (see Aligned): the layer's input and previous h, its pre-activations, the heads' and
-  // the output layer's
-  Aligned<scalar_t> in(B * std::max(K0, C)), h_prev(B * C), z(B * G), pz(B * P), out(B * (C + RW)), yz(B * s.O);
+  // GEMM operands (see Workspace): the layer's input and previous h, its pre-activations, the heads' and
+  // the output layer's input and pre-activations
+  const Workspace<scalar_t> ws({B * std::max(K0, C), B * C, B * G, B * P, B * (C + RW), B * s.O}, opt);
+  scalar_t *in = ws[0], *h_prev = ws[1], *z = ws[2], *pz = ws[3], *out = ws[4], *yz = ws[5];
   Heads<scalar_t> hd(s);
   for (int64_t t = 0; t < Tm; ++t) {
     const scalar_t* h_top = nullptr;
@@ -344,18 +333,18 @@ sequence::Forward forward_loop(const Sizes& s, const Steps& steps, const T& x_, 
       if (l == 0) {  // [x_t ; r_{t-1}]
         K = K0;
         for (int64_t b = 0; b < B; ++b) {
-          std::memcpy(in.data() + b * K0, X + (t * B + b) * s.I, s.I * sizeof(scalar_t));
-          std::memcpy(in.data() + b * K0 + s.I, Rd + (t * B + b) * RW, RW * sizeof(scalar_t));
+          std::memcpy(in + b * K0, X + (t * B + b) * s.I, s.I * sizeof(scalar_t));
+          std::memcpy(in + b * K0 + s.I, Rd + (t * B + b) * RW, RW * sizeof(scalar_t));
         }
       } else {
-        std::memcpy(in.data(), h_top, B * C * sizeof(scalar_t));
+        std::memcpy(in, h_top, B * C * sizeof(scalar_t));
       }
       const scalar_t* w_ih = cw[l * per_layer].data_ptr<scalar_t>();
       if (!s.lstm) {  // h = tanh(in W^T + b)
-        fill_rows(z.data(), B, C, cw[l * 2 + 1].data_ptr<scalar_t>());
-        gemm<scalar_t>(false, true, B, C, K, in.data(), K, w_ih, K, 1, z.data(), C);
+        fill_rows(z, B, C, cw[l * 2 + 1].data_ptr<scalar_t>());
+        gemm<scalar_t>(false, true, B, C, K, in, K, w_ih, K, 1, z, C);
         scalar_t* h = h_at(l, t);
-        const scalar_t* zz = z.data();
+        const scalar_t* zz = z;
         vectorized([&](auto) {
           for (int64_t k = 0; k < B * C; ++k) h[k] = tanh_of(zz[k]);
         });
@@ -365,14 +354,14 @@ sequence::Forward forward_loop(const Sizes& s, const Steps& steps, const T& x_, 
       // gates = in W_ih^T + h W_hh^T + b_ih + b_hh, activated into the saved gates
       const scalar_t *b_ih = cw[l * 4 + 2].data_ptr<scalar_t>(), *b_hh = cw[l * 4 + 3].data_ptr<scalar_t>();
       for (int64_t k = 0; k < G; ++k) bias[k] = b_ih[k] + b_hh[k];
-      fill_rows(z.data(), B, G, bias.data());
-      std::memcpy(h_prev.data(), h_at(l, t), B * C * sizeof(scalar_t));
-      gemm<scalar_t>(false, true, B, G, K, in.data(), K, w_ih, K, 1, z.data(), G);
-      gemm<scalar_t>(false, true, B, G, C, h_prev.data(), C, cw[l * 4 + 1].data_ptr<scalar_t>(), C, 1, z.data(), G);
+      fill_rows(z, B, G, bias.data());
+      std::memcpy(h_prev, h_at(l, t), B * C * sizeof(scalar_t));
+      gemm<scalar_t>(false, true, B, G, K, in, K, w_ih, K, 1, z, G);
+      gemm<scalar_t>(false, true, B, G, C, h_prev, C, cw[l * 4 + 1].data_ptr<scalar_t>(), C, 1, z, G);
       scalar_t* a = Gs + (l * s.T + t) * B * G;
       const scalar_t* c_prev = c_at(l, t);
       scalar_t *c_new = c_at(l, t + 1), *h_new = h_at(l, t + 1);
-      const scalar_t* zz = z.data();
+      const scalar_t* zz = z;
       vectorized([&](auto) {
         for (int64_t b = 0; b < B; ++b) {
           lstm_row(zz + b * G, c_prev + b * C, C, a + b * G, c_new + b * C, h_new + b * C);
@@ -384,11 +373,11 @@ sequence::Forward forward_loop(const Sizes& s, const Steps& steps, const T& x_, 
     }
 
     // heads: p = h W_h^T + b_h, activated
-    std::memcpy(in.data(), h_top, B * C * sizeof(scalar_t));
-    fill_rows(pz.data(), B, P, head_bias.data_ptr<scalar_t>());
-    gemm<scalar_t>(false, true, B, P, C, in.data(), C, head_weight.data_ptr<scalar_t>(), C, 1, pz.data(), P);
+    std::memcpy(in, h_top, B * C * sizeof(scalar_t));
+    fill_rows(pz, B, P, head_bias.data_ptr<scalar_t>());
+    gemm<scalar_t>(false, true, B, P, C, in, C, head_weight.data_ptr<scalar_t>(), C, 1, pz, P);
     scalar_t* p = Ps + t * B * P;
-    std::memcpy(p, pz.data(), B * P * sizeof(scalar_t));
+    std::memcpy(p, pz, B * P * sizeof(scalar_t));
     hd.activate(p, s);
 
     // memory: address every head, read, write
@@ -400,16 +389,16 @@ sequence::Forward forward_loop(const Sizes& s, const Steps& steps, const T& x_, 
 
     // output: y = [h ; r] W_o^T + b_o, from this step's read (before the carried rows go over it)
     scalar_t* y_t = Y + t * B * s.O;
-    scalar_t* o = s.has_output ? out.data() : y_t;
+    scalar_t* o = s.has_output ? out : y_t;
     for (int64_t b = 0; b < B; ++b) {
       std::memcpy(o + b * (C + RW), h_top + b * C, C * sizeof(scalar_t));
       std::memcpy(o + b * (C + RW) + C, r + b * RW, RW * sizeof(scalar_t));
     }
     if (s.has_output) {
-      fill_rows(yz.data(), B, s.O, output_bias.data_ptr<scalar_t>());
+      fill_rows(yz, B, s.O, output_bias.data_ptr<scalar_t>());
       gemm<scalar_t>(false, true, B, s.O, C + RW, o, C + RW, output_weight.data_ptr<scalar_t>(), C + RW, 1,
-                     yz.data(), s.O);
-      std::memcpy(y_t, yz.data(), B * s.O * sizeof(scalar_t));
+                     yz, s.O);
+      std::memcpy(y_t, yz, B * s.O * sizeof(scalar_t));
     }
     if (!rows.all(t)) {
       for (int64_t b = 0; b < B; ++b) {
@@ -436,12 +425,12 @@ sequence::Forward ntm_sequence(const T& x, const OT& lengths, const T& h0, const
                                const T& weights0, const T& memory0, at::TensorList cw, const T& head_weight,
                                const T& head_bias, const OT& output_weight, const OT& output_bias,
                                int64_t read_heads, int64_t shift_width, c10::string_view controller, double eps) {
-  if (generic_loop()) {
+  const Sizes s = sequence::check_forward(x, lengths, h0, c0, reads0, weights0, memory0, cw, head_weight,
+                                          head_bias, output_weight, output_bias, read_heads, shift_width, controller);
+  if (generic_loop(x, s)) {
     return sequence::forward(x, lengths, h0, c0, reads0, weights0, memory0, cw, head_weight, head_bias,
                              output_weight, output_bias, read_heads, shift_width, controller, eps);
   }
-  const Sizes s = sequence::check_forward(x, lengths, h0, c0, reads0, weights0, memory0, cw, head_weight,
-                                          head_bias, output_weight, output_bias, read_heads, shift_width, controller);
   check_cpu_dtype("ntm_sequence", x);
   const Steps steps = sequence::steps_of(lengths, s.T, s.B);
   sequence::Forward out;
@@ -498,33 +487,21 @@ sequence::Backward backward_loop(const Sizes& s, const Steps& steps, const T& gr
   // does not have.
   const int64_t chunk = B > 0 ? std::min<int64_t>(Tm, (64 + B - 1) / B) : Tm;
   const bool masked = steps.all_until < Tm;  // some rows stop early: their gradients are carried
-  // One workspace for the loop's buffers (so the allocator sees them).
-  const int64_t sizes[] = {L * chunk * B * G,  // gz: gradients of the gates, per layer and step of the chunk
-                           chunk * B * P,      // gp: of the head parameters
-                           chunk * B * O,      // gy: of the outputs, rows past their length zeroed
-                           chunk * B * std::max(K0, CR),  // the chunk's layer-0 or output-layer inputs
-                           B * CR,             // g_out: of [h ; r], this step
-                           2 * B * N * W,      // the memory's, from write and from addressing
-                           B * H * N,          // g_w: of the head weights
-                           B * RW, B * C, B * K0,  // g_r: of the read; g_h: of h; g_in: of layer 0's input
-                           masked ? B * N * W + B * H * N + B * RW + 2 * L * B * C : 0};  // carried rows
-  int64_t total = 0;
-  for (int64_t n : sizes) total += n;
-  T workspace = at::empty({total}, opt);
-  scalar_t* next = workspace.data_ptr<scalar_t>();
-  auto take = [&](int64_t n) {
-    scalar_t* p = next;
-    next += n;
-    return p;
-  };
-  scalar_t *gz_c = take(sizes[0]), *gp_c = take(sizes[1]), *gy_c = take(sizes[2]), *in_c = take(sizes[3]);
-  scalar_t *g_out = take(sizes[4]), *gm_write = take(B * N * W), *gm_address = take(B * N * W);
-  scalar_t *g_w = take(sizes[6]), *g_r = take(B * RW), *g_h = take(B * C), *g_in = take(B * K0);
-  scalar_t *keep_m = nullptr, *keep_w = nullptr, *keep_r = nullptr, *keep_h = nullptr, *keep_c = nullptr;
-  if (masked) {
-    keep_m = take(B * N * W), keep_w = take(B * H * N), keep_r = take(B * RW);
-    keep_h = take(L * B * C), keep_c = take(L * B * C);
-  }
+  const int64_t carried_size = masked ? 1 : 0;  // the carried rows' copies, only where rows stop early
+  const Workspace<scalar_t> ws({L * chunk * B * G,  // gz: gradients of the gates, per layer and step of the chunk
+                                chunk * B * P,      // gp: of the head parameters
+                                chunk * B * O,      // gy: of the outputs, rows past their length zeroed
+                                chunk * B * std::max(K0, CR),  // the chunk's layer-0 or output-layer inputs
+                                B * CR,             // g_out: of [h ; r], this step
+                                B * N * W, B * N * W,  // the memory's, from write and from addressing
+                                B * H * N,          // g_w: of the head weights
+                                B * RW, B * C, B * K0,  // g_r: of the read; g_h: of h; g_in: of layer 0's input
+                                carried_size * B * N * W, carried_size * B * H * N, carried_size * B * RW,
+                                carried_size * L * B * C, carried_size * L * B * C},
+                               opt);
+  scalar_t *gz_c = ws[0], *gp_c = ws[1], *gy_c = ws[2], *in_c = ws[3], *g_out = ws[4], *gm_write = ws[5];
+  scalar_t *gm_address = ws[6], *g_w = ws[7], *g_r = ws[8], *g_h = ws[9], *g_in = ws[10];
+  scalar_t *keep_m = ws[11], *keep_w = ws[12], *keep_r = ws[13], *keep_h = ws[14], *keep_c = ws[15];
 
   const scalar_t *Hs = saved[0].data_ptr<scalar_t>(), *Cs = s.lstm ? saved[1].data_ptr<scalar_t>() : nullptr;
   const scalar_t *Gs = s.lstm ? saved[2].data_ptr<scalar_t>() : nullptr, *Ps = saved[3].data_ptr<scalar_t>();
@@ -676,13 +653,13 @@ sequence::Backward ntm_sequence_backward(const T& grad_y, const T& grad_h, const
                                          at::TensorList cw, const T& head_weight, const OT& output_weight,
                                          at::TensorList saved, int64_t read_heads, int64_t shift_width,
                                          c10::string_view controller, double eps) {
-  if (generic_loop()) {
-    return sequence::backward(grad_y, grad_h, grad_c, grad_reads, grad_weights, grad_memory, x, lengths, cw,
-                              head_weight, output_weight, saved, read_heads, shift_width, controller, eps);
-  }
   const Sizes s = sequence::check_backward(grad_y, grad_h, grad_c, grad_reads, grad_weights, grad_memory, x,
                                            lengths, cw, head_weight, output_weight, saved, read_heads, shift_width,
                                            controller);
+  if (generic_loop(x, s)) {
+    return sequence::backward(grad_y, grad_h, grad_c, grad_reads, grad_weights, grad_memory, x, lengths, cw,
+                              head_weight, output_weight, saved, read_heads, shift_width, controller, eps);
+  }
   check_cpu_dtype("ntm_sequence", x);
   const Steps steps = sequence::steps_of(lengths, s.T, s.B);
   sequence::Backward out;
