@@ -369,6 +369,11 @@ Sizes check_backward(const T& grad_y, const T& grad_h, const T& grad_c, const T&
   return s;
 }
 
+namespace {
+
+// The output layer, all steps at once: grad_y (rows past their length zeroed) -> the gradient into
+// [h ; r] of every step, (Tm, B, C + R*W), and the output layer's weight and bias gradients (empty
+// without one).
 std::tuple<T, T, T> output_layer_backward(const Sizes& s, const Steps& steps, const T& grad_y,
                                           const OT& output_weight, at::TensorList saved) {
   const int64_t Tm = steps.until, B = s.B, C = s.C, RW = s.R * s.W;
@@ -391,6 +396,9 @@ std::tuple<T, T, T> output_layer_backward(const Sizes& s, const Steps& steps, co
   return {g_out.view({Tm, B, C + RW}).contiguous(), grad_output_weight, grad_output_bias};
 }
 
+// The controller's and head layer's weight gradients, all steps at once, from the per-step gradients of
+// the gates (or feedforward pre-activations) g_z (L, Tm, B, 4C or C) and of the head parameters g_p
+// (Tm, B, P): (grad controller_weights, grad head_weight, grad head_bias).
 std::tuple<std::vector<T>, T, T> weight_gradients(const Sizes& s, int64_t Tm, const T& x, at::TensorList saved,
                                                   const T& g_z, const T& g_p) {
   const int64_t B = s.B, C = s.C, L = s.L, RW = s.R * s.W, TB = Tm * B, per_layer = s.lstm ? 4 : 2;
@@ -415,6 +423,8 @@ std::tuple<std::vector<T>, T, T> weight_gradients(const Sizes& s, int64_t Tm, co
   }
   return {grad_cw, grad_head_weight, grad_head_bias};
 }
+
+}  // namespace
 
 Backward backward(const T& grad_y, const T& grad_h, const T& grad_c, const T& grad_reads, const T& grad_weights,
                   const T& grad_memory, const T& x, const OT& lengths, at::TensorList cw, const T& head_weight,

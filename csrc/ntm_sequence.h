@@ -59,21 +59,5 @@ Backward backward(const at::Tensor& grad_y, const at::Tensor& grad_h, const at::
                   at::TensorList saved, int64_t read_heads, int64_t shift_width, c10::string_view controller,
                   double eps);
 
-// Parts of the backward done for all steps at once, shared by both loops.
-// The output layer: grad_y (rows past their length zeroed) -> the gradient into [h ; r] of every step,
-// (Tm, B, C + R*W), and the output layer's weight and bias gradients (empty without one).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> output_layer_backward(const Sizes& s, const Steps& steps,
-                                                                     const at::Tensor& grad_y,
-                                                                     const c10::optional<at::Tensor>& output_weight,
-                                                                     at::TensorList saved);
-// The controller's and head layer's weight gradients from the per-step gradients of the gates (or
-// feedforward pre-activations) g_z (L, Tm, B, 4C or C) and of the head parameters g_p (Tm, B, P).
-// Returns (grad controller_weights, grad head_weight, grad head_bias).
-std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> weight_gradients(const Sizes& s, int64_t Tm,
-                                                                             const at::Tensor& x,
-                                                                             at::TensorList saved,
-                                                                             const at::Tensor& g_z,
-                                                                             const at::Tensor& g_p);
-
 }  // namespace sequence
 }  // namespace memops
