@@ -27,6 +27,7 @@ from harness import ENV_FIELDS, Env, append_csv, format_table, time_us  # noqa: 
 
 import memops  # noqa: E402
 from memops.app.recipes import NTMRecipe, RecallRecipe, bce_cost  # noqa: E402
+from memops.testing import saved_tensor_bytes  # noqa: E402
 
 DEFAULT_CSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "models.csv")
 FIELDS = ENV_FIELDS + ["model", "task", "steps", "batch", "backend", "pass", "us", "vs_reference"]
@@ -63,19 +64,6 @@ def peak_memory_mib(step, device):
             _, sizes = json.load(f)
     live = [sum(s) for s in sizes]
     return (max(live) - live[0]) / 2**20 if live else 0.0
-
-
-def saved_mib(forward_loss):
-    """MiB of the tensors autograd keeps for the backward of `forward_loss()` (each storage once)."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        forward_loss()
-    return sum(storages.values()) / 2**20
 
 
 def _args(**given):
@@ -165,7 +153,8 @@ def main(argv=None):
                                   "fwd+bwd": time_us(step, args.device, min_run_time=args.min_run_time)}
                 if args.memory and name == "ntm" and backend in ("fused", "cpp"):
                     model.zero_grad(set_to_none=True)
-                    peak, saved = peak_memory_mib(step, args.device), saved_mib(lambda: loss(run_model))
+                    peak = peak_memory_mib(step, args.device)
+                    saved = saved_tensor_bytes(lambda: loss(run_model)) / 2**20
                     model.zero_grad(set_to_none=True)
                     memory_rows.append(dict(env.columns(), model=name, task=task, steps=steps, batch=batch_size,
                                             backend=backend, peak_mib=f"{peak:.3f}", saved_mib=f"{saved:.3f}"))

@@ -1,5 +1,6 @@
 """What the tests, `memops check` and the benchmarks share: sample inputs, the tolerance table and its
-comparison rule, and the facts a report names (device, commit).
+comparison rule, the bytes a forward saves for its backward, and the facts a report names (device,
+commit).
 
     tensors, options = sample_inputs("ntm_address", B=64, H=1, N=128, W=20, S=3, seed=0)
     out = memops.ntm_address(*tensors.values(), **options)
@@ -194,6 +195,19 @@ def errors(actual, expected, dtype, scale=1.0, slack=0.0):
     ok = bool((diff <= atol + rtol * e.abs()).all())
     max_rel = (diff / e.abs().clamp_min(atol / rtol)).max().item()
     return diff.max().item(), max_rel, ok
+
+
+def saved_tensor_bytes(forward):
+    """Bytes of the tensors autograd keeps for the backward of `forward()` (each storage once)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward()
+    return sum(storages.values())
 
 
 # ---------------------------------------------------------------------------------------------------

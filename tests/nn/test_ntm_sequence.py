@@ -10,7 +10,7 @@ import torch
 import memops
 from helpers import require_backend
 from memops.nn import NTM, NTMState
-from memops.testing import GRADCHECK, allowance
+from memops.testing import GRADCHECK, allowance, saved_tensor_bytes
 
 pytestmark = pytest.mark.usefixtures("_needs_cpp")
 
@@ -392,15 +392,7 @@ def test_saves_no_more_for_backward_than_the_stepwise_module():
 
     def saved_bytes(fused):
         ntm.fused = fused
-        storages = {}
-
-        def pack(t):
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            ntm(x)[0].sum()
-        return sum(storages.values())
+        return saved_tensor_bytes(lambda: ntm(x)[0].sum())
 
     assert saved_bytes(True) <= saved_bytes(False)
 
