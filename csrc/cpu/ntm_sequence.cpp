@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "../math/addressing.h"
 #include "../math/gru.h"
 #include "../ntm_sequence.h"
 #include "common.h"
@@ -151,13 +152,9 @@ struct Heads {
         for (int64_t k = 0; k < s.W; ++k) keys[r * s.W + k] = row[k];
         beta[r] = softplus_of(row[s.W]);
         gate[r] = sigmoid(row[s.W + 1]);
-        const scalar_t* shift = row + s.W + 2;
         scalar_t* ker = kernel + r * s.S;
-        scalar_t top = shift[0];
-        for (int64_t j = 1; j < s.S; ++j) top = std::max(top, shift[j]);
-        scalar_t sum = 0;
-        for (int64_t j = 0; j < s.S; ++j) sum += (ker[j] = std::exp(shift[j] - top));
-        for (int64_t j = 0; j < s.S; ++j) ker[j] /= sum;
+        std::memcpy(ker, row + s.W + 2, s.S * sizeof(scalar_t));
+        math::masked_softmax_row(ker, nullptr, s.S);
         gamma[r] = scalar_t(1) + softplus_of(row[s.W + 2 + s.S]);
       }
       for (int64_t h = 0; h < s.Hw; ++h) {
